@@ -1,0 +1,1 @@
+"""Placeholder for command modules registered by later parts."""

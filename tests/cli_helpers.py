@@ -1,0 +1,28 @@
+import subprocess
+import sys
+
+import pytest
+
+from evit_export.cli import main
+
+
+def run_cli(capsys, *args):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def run_cli_process(*args, timeout=600, **kw):
+    """Run ``python -m evit_export`` as a real process."""
+    return subprocess.run([sys.executable, "-m", "evit_export", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def assert_one_line_error(code, err):
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]

@@ -1,0 +1,45 @@
+import os
+
+import pytest
+import torch
+
+# Keep tests deterministic and light on this 2-core machine.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def make_timm_model(variant: str, img_size: int = 224, seed: int = 0, num_classes: int = 1000):
+    """timm's reference EfficientViT with realistic random weights (non-zero gammas,
+    random BN statistics and attention biases)."""
+    import timm
+
+    from evit_export.models import randomize_
+
+    model = timm.create_model(f"efficientvit_{variant}", img_size=img_size, num_classes=num_classes)
+    return randomize_(model, seed=seed).eval()
+
+
+def timm_to_official(state: dict) -> dict:
+    """Rename a timm-layout state dict to microsoft/Cream's layout (the inverse of what
+    the loader does, written independently here: blocksN indices, c/l leaf names)."""
+    out = {}
+    patch = {"conv1": "0", "conv2": "2", "conv3": "4", "conv4": "6"}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "patch_embed":
+            parts[1] = patch[parts[1]]
+        elif parts[0] == "stages":
+            stage = int(parts[1])
+            if parts[2] == "downsample":
+                idx = {"res1": 0, "patchmerge": 1, "res2": 2}[parts[3]]
+                parts = [f"blocks{stage + 1}", str(idx)] + parts[4:]
+            else:
+                offset = 3 if stage > 0 else 0
+                parts = [f"blocks{stage + 1}", str(int(parts[3]) + offset)] + parts[4:]
+        parts = ["c" if p == "conv" else "l" if p == "linear" else p for p in parts]
+        out[".".join(parts)] = value
+    return out
+
+
+@pytest.fixture
+def tmp_out(tmp_path):
+    return tmp_path
