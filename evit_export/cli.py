@@ -71,16 +71,17 @@ def fold_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
                   f"(max |logit diff| vs unfolded: {max_diff:.2e}, BatchNorm layers left: 0)")
 
 
-# Commands that live next to their code register themselves on ``app`` when
-# imported; each module is small and owned by one part of the pipeline.
-COMMAND_MODULES = ("evit_export.commands",)
-
-
 def _register_commands() -> None:
+    """Commands live in ``evit_export/cmd_*.py`` next to the part of the pipeline
+    they drive; each registers itself on ``app`` when imported."""
     import importlib
+    import pkgutil
 
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
+    import evit_export
+
+    for mod in sorted(pkgutil.iter_modules(evit_export.__path__), key=lambda m: m.name):
+        if mod.name.startswith("cmd_"):
+            importlib.import_module(f"evit_export.{mod.name}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,11 @@ def prepare_model(variant=None, checkpoint=None, num_classes=None, img_size=None
     if img_size is not None and img_size < 32:
         raise UserError(f"--img-size {img_size} is too small: EfficientViT needs at least 32 pixels")
     model = load_model(variant, checkpoint, num_classes, img_size, labels=labels, reset_head=reset_head)
-    if checkpoint is None:
+    if checkpoint is not None:
+        model.spec.source = {"checkpoint": _stable_location(checkpoint)}
+    else:
+        model.spec.source = {"seed": 0 if seed is None else seed, "img_size": model.spec.img_size,
+                             "num_classes": model.spec.num_classes}
         randomize_(model, seed=0 if seed is None else seed)
         model.spec.notes.append(f"random weights (seed {0 if seed is None else seed}): "
                                 "for structure, speed and equivalence checks only")
@@ -38,3 +42,77 @@ def fold_and_measure(model, batch: int = 4, seed: int = 0):
     x = torch.randn(batch, 3, size, size, generator=g)
     diff = (model.eval()(x) - deployed(x)).abs().max().item()
     return deployed, diff
+
+
+def _stable_location(checkpoint) -> str:
+    from pathlib import Path
+
+    from .models.checkpoint import is_url
+
+    return str(checkpoint) if is_url(checkpoint) else str(Path(checkpoint).resolve())
+
+
+def reference_model(spec, checkpoint=None, variant=None):
+    """Rebuild the PyTorch model an artifact was exported from (its spec records the
+    checkpoint or the seed), or from an explicit --checkpoint; returns the deploy form."""
+    from .models import fold
+
+    if checkpoint is None:
+        source = (spec.source if spec else {}) or {}
+        if "checkpoint" in source:
+            checkpoint = source["checkpoint"]
+            from .models.checkpoint import is_url
+            from pathlib import Path
+
+            if not is_url(checkpoint) and not Path(checkpoint).exists():
+                raise UserError(f"the artifact was exported from {checkpoint}, which no longer exists: "
+                                "pass --checkpoint")
+        elif "seed" in source:
+            model = prepare_model(spec.variant, None, source.get("num_classes", spec.num_classes),
+                                  source.get("img_size", spec.img_size), seed=source["seed"])
+            return fold(model)
+        elif spec is None and variant is None:
+            raise UserError("this artifact carries no evit-export spec: pass --variant and --checkpoint")
+        elif spec is None:
+            raise UserError("this artifact carries no evit-export spec: pass --checkpoint with the "
+                            "weights it was exported from")
+        else:
+            raise UserError("the artifact's spec does not say where its weights came from: pass --checkpoint")
+    variant = variant or (spec.variant if spec else None)
+    model = prepare_model(variant, checkpoint, spec.num_classes if spec else None,
+                          spec.img_size if spec else None)
+    return fold(model)
+
+
+def deploy_for_export(variant=None, checkpoint=None, num_classes=None, img_size=None, *, seed=None,
+                      labels=None):
+    """(folded deploy model, spec) for an export command; notes go into the spec."""
+    model = prepare_model(variant, checkpoint, num_classes, img_size, seed=seed, labels=labels)
+    deployed = fold(model) if not _is_deployed(model) else model
+    deployed.spec = model.spec
+    return deployed, model.spec
+
+
+def _is_deployed(model) -> bool:
+    from .models import DeployEfficientViT
+
+    return isinstance(model, DeployEfficientViT)
+
+
+def fold(model):
+    from .models import fold as _fold
+
+    return _fold(model)
+
+
+def read_labels(path) -> list[str]:
+    """One label per line (blank lines ignored)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"labels file {p} does not exist: pass a text file with one label per line")
+    labels = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not labels:
+        raise UserError(f"labels file {p} is empty: one label per line")
+    return labels

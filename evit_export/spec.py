@@ -36,10 +36,17 @@ class ModelSpec:
     # already (x/255 - mean)/std. "unit": float 0..1. "pixels": 0..255.
     input_layout: str = "NCHW"
     input_range: str = "normalized"
+    input_dtype: str = "float32"
+    # Evaluation preprocessing: resize the shorter side to img_size / crop_pct, centre crop.
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
     precision: str = "fp32"
     batch: int | None = 1  # None = dynamic batch
     toolchain: dict[str, str] = field(default_factory=toolchain_versions)
     notes: list[str] = field(default_factory=list)
+    # Where the weights came from, so an artifact can be re-checked with no flags:
+    # {"checkpoint": path or URL, "sha256": ...} or {"seed": N} for random weights.
+    source: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.labels:

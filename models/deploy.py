@@ -190,7 +190,9 @@ class DeployEfficientViT(nn.Module):
 
 
 def fold(model: EfficientViT) -> DeployEfficientViT:
-    """Deploy form of a trained model (eval mode, no BatchNorm left)."""
+    """Deploy form of a trained model (eval mode, no BatchNorm left); idempotent."""
+    if isinstance(model, DeployEfficientViT):
+        return model.eval()
     was_training = model.training
     model.eval()
     deployed = DeployEfficientViT(model).eval()

@@ -1,1 +1,0 @@
-"""Placeholder for command modules registered by later parts."""

@@ -1,0 +1,302 @@
+"""ONNX target: TorchScript export of the deploy graph, onnxsim (onnxslim as
+fallback), full checker, spec in metadata_props; onnxruntime Runner."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from evit_export.atomic import atomic_path, check_writable
+from evit_export.errors import UserError
+from evit_export.preprocess import to_model_input
+from evit_export.spec import ModelSpec
+
+from .base import Artifact, GraphReport, Runner, Target, TensorInfo, read_sidecar, run_in_batches, write_sidecar
+
+SPEC_KEY = "evit_export.spec"
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+MIN_OPSET = 13  # Split with sizes as an input, Softmax on the last axis only
+
+
+def supported_opsets() -> tuple[int, int]:
+    import onnx
+    import torch.onnx
+
+    torch_max = getattr(torch.onnx, "_constants", None)
+    hi = min(onnx.defs.onnx_opset_version(), 20)  # TorchScript exporter supports up to 20
+    if torch_max is not None and hasattr(torch_max, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET"):
+        hi = min(hi, torch_max.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    return MIN_OPSET, hi
+
+
+def _simplify(model):
+    """onnxsim first; onnxslim when onnxsim fails or cannot validate its result."""
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(model)
+        if ok:
+            return simplified, "onnxsim"
+        reason = "onnxsim could not validate its output"
+    except Exception as e:  # onnxsim raises plain RuntimeErrors from C++
+        reason = f"onnxsim failed: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
+    import onnxslim
+
+    return onnxslim.slim(model), f"onnxslim ({reason})"
+
+
+def _to_fp16(model):
+    # Weights and activations in fp16, graph inputs/outputs stay fp32 so every
+    # caller feeds the same tensors; onnxruntime ships this converter.
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+
+
+def export_onnx(model, spec: ModelSpec, out: Path, opset: int = 17, batch: int | None = 1,
+                precision: str = "fp32", simplify: bool = True, ort_format: bool = False) -> Artifact:
+    import onnx
+    import torch
+
+    lo, hi = supported_opsets()
+    if not lo <= opset <= hi:
+        raise UserError(f"--opset {opset} is not supported here: choose {lo}..{hi}")
+    if precision not in ("fp32", "fp16"):
+        raise UserError(f"--precision {precision} is not available for ONNX: choose fp32 or fp16")
+    if batch is not None and batch < 1:
+        raise UserError(f"--batch {batch} must be at least 1 (or use --dynamic-batch)")
+    out = check_writable(Path(out))
+    spec = spec.replace(precision=precision, batch=batch, input_layout="NCHW", input_range="normalized",
+                        input_dtype="float32")
+    spec.toolchain.update(_versions())
+    size = spec.img_size
+    x = torch.zeros(batch or 1, 3, size, size)
+    started = time.perf_counter()
+    buf = io.BytesIO()
+    dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if batch is None else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (x,), buf, dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic,
+                          do_constant_folding=True)
+    proto = onnx.load_from_string(buf.getvalue())
+    simplifier = "none"
+    if simplify:
+        proto, simplifier = _simplify(proto)
+    if precision == "fp16":
+        proto = _to_fp16(proto)
+    proto.doc_string = f"EfficientViT-{spec.variant.upper()} exported by evit-export"
+    proto.producer_name = "evit-export"
+    del proto.metadata_props[:]
+    for key, value in ((SPEC_KEY, spec.to_json()), ("variant", spec.variant),
+                       ("labels", json.dumps(spec.labels)), ("mean", json.dumps(list(spec.mean))),
+                       ("std", json.dumps(list(spec.std)))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto, full_check=True)
+    info = {"opset": opset, "simplifier": simplifier, "batch": batch, "precision": precision,
+            "export_seconds": round(time.perf_counter() - started, 2)}
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+        if ort_format:
+            info["ort"] = _write_ort(tmp, out)
+    info["file_size"] = out.stat().st_size
+    write_sidecar(out, spec, info)
+    return Artifact(out, "onnx", spec, info)
+
+
+def _write_ort(tmp_onnx: Path, out: Path) -> dict:
+    """onnxruntime mobile (.ort) beside the .onnx, plus the mobile-usability verdict."""
+    result: dict = {}
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / out.name
+        src.write_bytes(tmp_onnx.read_bytes())
+        conv = subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort",
+                               str(src), "--output_dir", d], capture_output=True, text=True)
+        produced = sorted(Path(d).glob("*.ort"))
+        if conv.returncode != 0 or not produced:
+            raise UserError(f"onnxruntime could not convert {out.name} to .ort: "
+                            f"{(conv.stderr or conv.stdout).strip().splitlines()[-1:]}")
+        ort_dest = out.with_suffix(".ort")
+        with atomic_path(ort_dest) as t2:
+            t2.write_bytes(produced[0].read_bytes())
+        check = subprocess.run([sys.executable, "-m", "onnxruntime.tools.check_onnx_model_mobile_usability",
+                                str(src)], capture_output=True, text=True)
+        text = (check.stdout + check.stderr).strip()
+        result = {"path": str(ort_dest), "size": ort_dest.stat().st_size,
+                  "mobile_usability": {"returncode": check.returncode,
+                                       "summary": [ln for ln in text.splitlines() if "INFO" in ln
+                                                   and ("supported" in ln.lower() or "recommend" in ln.lower())][-6:],
+                                       "output": text[-4000:]}}
+    return result
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def load_proto(path: Path):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: check the artifact path")
+    try:
+        return onnx.load(str(path))
+    except (DecodeError, ValueError, OSError, RuntimeError) as e:
+        raise UserError(f"{path} is not an ONNX model ({str(e).splitlines()[0][:80]}): "
+                        "pass a .onnx file exported by evit-export or another tool") from None
+
+
+def spec_from_proto(proto) -> ModelSpec | None:
+    for entry in proto.metadata_props:
+        if entry.key == SPEC_KEY:
+            try:
+                return ModelSpec.from_json(entry.value)
+            except (ValueError, TypeError):
+                return None
+    return None
+
+
+class OnnxRunner(Runner):
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, spec: ModelSpec, threads: int | None = None):
+        import onnxruntime as ort
+
+        super().__init__(spec)
+        self.path = Path(path)
+        self.threads = threads
+        self.session = ort.InferenceSession(str(path), self._options(), providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        dim0 = inp.shape[0]
+        self.batch = dim0 if isinstance(dim0, int) else None
+
+    def _options(self, optimize: bool = True):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+        if not optimize:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return opts
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        x = to_model_input(pixels, self.spec)
+        fn = lambda part: self.session.run(None, {self.input_name: part})[0]  # noqa: E731
+        return run_in_batches(fn, x, self.batch).astype(np.float32)
+
+    def tensors(self, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """All node outputs of the (unoptimised) graph, in node order."""
+        import onnx
+        import onnxruntime as ort
+
+        proto = onnx.shape_inference.infer_shapes(onnx.load(str(self.path)))
+        typed = {vi.name: vi for vi in list(proto.graph.value_info) + list(proto.graph.output)}
+        existing = {o.name for o in proto.graph.output}
+        order = []
+        for node in proto.graph.node:
+            for name in node.output:
+                if name and name in typed:
+                    order.append(name)
+                    if name not in existing:
+                        proto.graph.output.append(typed[name])
+                        existing.add(name)
+        session = ort.InferenceSession(proto.SerializeToString(), self._options(optimize=False),
+                                       providers=["CPUExecutionProvider"])
+        x = to_model_input(pixels, self.spec)
+        if self.batch and len(x) != self.batch:
+            x = np.repeat(x[:1], self.batch, axis=0)
+        names = [o.name for o in session.get_outputs()]
+        values = dict(zip(names, session.run(names, {self.input_name: x})))
+        return [(n, values[n][: len(pixels)] if values[n].ndim and values[n].shape[0] == len(x) else values[n])
+                for n in order if n in values]
+
+
+class OnnxTarget(Target):
+    name = "onnx"
+    suffixes = (".onnx",)
+
+    def export(self, model, spec, out, **options) -> Artifact:
+        return export_onnx(model, spec, Path(out), **options)
+
+    def read_spec(self, path: Path) -> ModelSpec | None:
+        spec = spec_from_proto(load_proto(path))
+        if spec is None:
+            side = read_sidecar(Path(path))
+            if side and "spec" in side:
+                spec = ModelSpec.from_dict(side["spec"])
+        return spec
+
+    def open(self, path: Path, spec: ModelSpec | None = None, threads: int | None = None, **_) -> Runner:
+        spec = spec or self.read_spec(path)
+        if spec is None:
+            raise UserError(f"{path} carries no evit-export spec: pass --variant (and --checkpoint)")
+        return OnnxRunner(Path(path), spec, threads=threads)
+
+    def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
+        import onnx
+
+        proto = load_proto(path)
+        spec = spec_from_proto(proto)
+
+        def info(vi, role):
+            t = vi.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+            if role == "input":
+                rng = ("normalized ((x/255 - mean)/std), mean/std in metadata" if spec is None or
+                       spec.input_range == "normalized" else spec.input_range)
+                return TensorInfo(vi.name, shape, dtype, "NCHW", rng)
+            return TensorInfo(vi.name, shape, dtype, "NC", "logits")
+
+        return {"inputs": [info(v, "input") for v in proto.graph.input],
+                "outputs": [info(v, "output") for v in proto.graph.output]}
+
+    def inspect(self, path: Path, profile: bool = False) -> GraphReport:
+        proto = load_proto(path)
+        hist = Counter(node.op_type for node in proto.graph.node)
+        params = int(sum(np.prod(t.dims) if len(t.dims) else 1 for t in proto.graph.initializer))
+        report = GraphReport("onnx", hist, params, Path(path).stat().st_size)
+        if profile:
+            report.extra["time_share"] = profile_op_time(Path(path), self.read_spec(path))
+        return report
+
+
+def profile_op_time(path: Path, spec: ModelSpec | None, runs: int = 10) -> dict[str, float]:
+    """Share of onnxruntime kernel time per op type (1 thread, optimised graph)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory() as d:
+        opts.profile_file_prefix = str(Path(d) / "prof")
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        shape = [s if isinstance(s, int) else 1 for s in inp.shape]
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        for _ in range(runs):
+            sess.run(None, {inp.name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    totals: Counter = Counter()
+    for ev in events:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            totals[ev.get("args", {}).get("op_name", "?")] += ev.get("dur", 0)
+    whole = sum(totals.values()) or 1
+    return {op: round(t / whole, 4) for op, t in totals.most_common()}

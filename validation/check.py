@@ -1,0 +1,62 @@
+"""``check``: compare any artifact against its PyTorch reference (one code path
+for every target)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from evit_export.errors import UserError
+from evit_export.preprocess import load_images, seeded_pixels
+
+from .equivalence import EquivalenceReport, check_equivalence, tolerance_for
+
+
+def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = None,
+                   images: str | Path | None = None, n: int = 32, seed: int = 0,
+                   max_abs_scale: float | None = None, min_cosine: float | None = None,
+                   min_top1: float | None = None, localize: bool = False,
+                   threads: int | None = None, runner_options: dict | None = None) -> EquivalenceReport:
+    from evit_export.models import canonical_variant
+    from evit_export.pipeline import reference_model
+    from evit_export.targets import target_for
+    from evit_export.targets.torch_runner import TorchRunner
+
+    path = Path(artifact)
+    if not path.exists():
+        raise UserError(f"artifact {path} does not exist: check the path")
+    if n < 1:
+        raise UserError(f"-n {n}: need at least one input")
+    target = target_for(path)
+    spec = target.read_spec(path)
+    if spec is None:
+        if variant is None:
+            raise UserError(f"{path} carries no evit-export spec: pass --variant m0..m5 and --checkpoint "
+                            "with the weights it was exported from")
+        if checkpoint is None:
+            raise UserError(f"{path} carries no evit-export spec: pass --checkpoint with the weights it "
+                            "was exported from")
+    elif variant is not None and canonical_variant(variant) != spec.variant:
+        raise UserError(f"{path} is EfficientViT-{spec.variant.upper()}, not {variant}: drop --variant")
+    deployed = reference_model(spec, checkpoint, variant)
+    ref_spec = deployed.spec
+    if spec is None:
+        spec = ref_spec
+    reference = TorchRunner(deployed, spec)
+    pixels = seeded_pixels(n, spec.img_size, seed)
+    described = f"{n} seeded random images (seed {seed})"
+    if images is not None:
+        real, _, used, skipped = load_images(Path(images), spec)
+        pixels = np.concatenate([pixels, real])
+        described += f" + {len(used)} images from {images}" + (f" ({len(skipped)} unreadable skipped)"
+                                                               if skipped else "")
+    tol = tolerance_for(spec.precision, max_abs_scale=max_abs_scale, min_cosine=min_cosine,
+                        min_top1=min_top1)
+    with target.open(path, spec=spec, threads=threads, **(runner_options or {})) as runner:
+        report = check_equivalence(reference, runner, pixels, spec.precision, tol, artifact=str(path),
+                                   inputs=described)
+        if localize and not report.passed:
+            from .localize import localize as find_layer
+
+            report.localization = find_layer(reference, runner, pixels, spec.precision).to_dict()
+    return report

@@ -1,0 +1,140 @@
+"""Numerical equivalence of an artifact against the PyTorch reference.
+
+Reports numbers (max/mean abs error, max relative error, cosine similarity, top-1
+and top-5 agreement) and a verdict against per-precision tolerances.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+# Tolerances by precision; every field can be overridden.
+#  fp32: max abs <= 1e-4 * max(1, max |reference logit|)
+#  fp16: cosine >= 0.999 and top-1 agreement >= 99 %
+#  int8: top-1 agreement >= 95 %
+
+
+@dataclass
+class Tolerance:
+    max_abs_scale: float | None = None  # max abs err <= this * max(1, max |ref|)
+    min_cosine: float | None = None
+    min_top1: float | None = None  # fraction 0..1
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_abs_scale is not None:
+            parts.append(f"max abs ≤ {self.max_abs_scale:g}·max(1,|ref|)")
+        if self.min_cosine is not None:
+            parts.append(f"cosine ≥ {self.min_cosine:g}")
+        if self.min_top1 is not None:
+            parts.append(f"top-1 agreement ≥ {100 * self.min_top1:g}%")
+        return ", ".join(parts)
+
+
+DEFAULT_TOLERANCES = {
+    "fp32": Tolerance(max_abs_scale=1e-4),
+    "fp16": Tolerance(min_cosine=0.999, min_top1=0.99),
+    "int8": Tolerance(min_top1=0.95),
+}
+
+
+def tolerance_for(precision: str, **overrides) -> Tolerance:
+    base = DEFAULT_TOLERANCES.get(precision_family(precision), DEFAULT_TOLERANCES["fp32"])
+    values = asdict(base)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Tolerance(**values)
+
+
+def precision_family(precision: str) -> str:
+    p = (precision or "fp32").lower()
+    if p in ("fp16", "float16", "half") or p.startswith("fp16"):
+        return "fp16"
+    if "int8" in p or p in ("dynamic", "uint8", "palettize6", "int8-weights"):
+        return "int8"
+    return "fp32"
+
+
+@dataclass
+class EquivalenceReport:
+    artifact: str
+    runtime: str
+    precision: str
+    n: int
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    ref_max_abs: float
+    cosine_min: float
+    cosine_mean: float
+    top1_agreement: float
+    top5_agreement: float
+    tolerance: str
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    inputs: str = ""
+    localization: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def compare_outputs(ref: np.ndarray, got: np.ndarray, precision: str, tolerance: Tolerance | None = None,
+                    artifact: str = "", runtime: str = "", inputs: str = "") -> EquivalenceReport:
+    ref = np.asarray(ref, np.float64)
+    got = np.asarray(got, np.float64)
+    if ref.shape != got.shape:
+        raise ValueError(f"output shapes differ: reference {ref.shape}, artifact {got.shape}")
+    tol = tolerance or tolerance_for(precision)
+    diff = np.abs(got - ref)
+    finite = np.isfinite(got).all()
+    denom = np.maximum(np.abs(ref), 1e-6)
+    num = (ref * got).sum(axis=1)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+    cos = np.where(norms > 0, num / np.maximum(norms, 1e-30), 0.0)
+    k = min(5, ref.shape[1])
+    top1 = float((ref.argmax(1) == got.argmax(1)).mean())
+    ref5 = np.argsort(-ref, axis=1)[:, :k]
+    got5 = np.argsort(-got, axis=1)[:, :k]
+    # top-5 agreement: mean overlap of the two top-5 sets.
+    top5 = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref5, got5)]))
+    ref_max = float(np.abs(ref).max())
+    report = EquivalenceReport(
+        artifact=artifact, runtime=runtime, precision=precision, n=int(ref.shape[0]),
+        max_abs=float(diff.max()) if finite else float("inf"), mean_abs=float(diff.mean()),
+        max_rel=float((diff / denom).max()), ref_max_abs=ref_max,
+        cosine_min=float(cos.min()) if finite else float("nan"), cosine_mean=float(cos.mean()),
+        top1_agreement=top1, top5_agreement=top5, tolerance=tol.describe(), passed=True, inputs=inputs)
+    fails = []
+    if not finite:
+        fails.append("artifact produced non-finite outputs (inf/nan)")
+    if tol.max_abs_scale is not None:
+        limit = tol.max_abs_scale * max(1.0, ref_max)
+        if not report.max_abs <= limit:
+            fails.append(f"max abs error {report.max_abs:.3g} > {limit:.3g}")
+    if tol.min_cosine is not None and not report.cosine_min >= tol.min_cosine:
+        fails.append(f"min cosine {report.cosine_min:.6f} < {tol.min_cosine}")
+    if tol.min_top1 is not None and not top1 >= tol.min_top1:
+        fails.append(f"top-1 agreement {100 * top1:.1f}% < {100 * tol.min_top1:g}%")
+    report.failures = fails
+    report.passed = not fails
+    return report
+
+
+def check_equivalence(reference, runner, pixels: np.ndarray, precision: str | None = None,
+                      tolerance: Tolerance | None = None, artifact: str = "",
+                      inputs: str = "") -> EquivalenceReport:
+    """Run both Runners on ``pixels`` and compare (probabilities against softmax(reference))."""
+    precision = precision or runner.spec.precision
+    ref = reference.run(pixels)
+    got = runner.run(pixels)
+    if getattr(runner, "output_kind", "logits") == "probabilities":
+        ref = softmax(ref)
+    return compare_outputs(ref, got, precision, tolerance, artifact=artifact, runtime=runner.name,
+                           inputs=inputs)
