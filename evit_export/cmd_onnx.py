@@ -29,6 +29,10 @@ def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
     lo, hi = supported_opsets()
     if not lo <= opset <= hi:
         raise UserError(f"--opset {opset} is not supported here: choose {lo}..{hi}")
+    from .atomic import check_writable
+
+    if out is not None:
+        check_writable(out)  # fail before any work, never after
     deployed, spec = deploy_for_export(variant, checkpoint, num_classes, img_size, seed=seed)
     for note in spec.notes:
         err_console.print(f"[yellow]note:[/] {note}")

@@ -58,7 +58,31 @@ def _to_fp16(model):
     # caller feeds the same tensors; onnxruntime ships this converter.
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    _topological_sort(converted.graph)
+    return converted
+
+
+def _topological_sort(graph) -> None:
+    """Reorder nodes so each follows its producers (the fp16 converter appends its
+    input Casts at the end, which onnx.checker rejects)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise RuntimeError("ONNX graph has a cycle or a dangling input")
+        for n in ready:
+            available.update(n.output)
+        ordered += ready
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def export_onnx(model, spec: ModelSpec, out: Path, opset: int = 17, batch: int | None = 1,

@@ -1,0 +1,182 @@
+"""ONNX target: export, equivalence, corruption, localisation, bad input."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from cli_helpers import assert_one_line_error, run_cli
+from conftest import make_timm_model
+from evit_export.pipeline import deploy_for_export
+from evit_export.targets import get_target
+from evit_export.targets.onnx_target import export_onnx
+
+
+@pytest.fixture(scope="module")
+def m0_artifacts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("onnx")
+    ref = make_timm_model("m0", seed=7)
+    torch.save(ref.state_dict(), d / "m0.pth")
+    deployed, spec = deploy_for_export("m0", d / "m0.pth")
+    export_onnx(deployed, spec, d / "m0_b1.onnx", batch=1)
+    export_onnx(deployed, spec, d / "m0_dyn.onnx", batch=None)
+    return d, ref
+
+
+def _ort(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def test_matches_timm_batch1_and_dynamic(m0_artifacts):
+    d, ref = m0_artifacts
+    x = torch.randn(16, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = ref(x).numpy()
+    got16 = _ort(d / "m0_dyn.onnx", x.numpy())
+    got1 = _ort(d / "m0_b1.onnx", x[:1].numpy())
+    tol = 1e-4 * max(1.0, np.abs(want).max())
+    assert np.abs(got16 - want).max() <= tol
+    assert np.abs(got1 - want[:1]).max() <= tol
+
+
+def test_spec_metadata_and_sidecar(m0_artifacts):
+    d, _ = m0_artifacts
+    proto = onnx.load(str(d / "m0_b1.onnx"))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    spec = json.loads(meta["evit_export.spec"])
+    assert spec["variant"] == "m0" and spec["num_classes"] == 1000 and spec["batch"] == 1
+    assert spec["source"]["checkpoint"].endswith("m0.pth")
+    side = json.loads((d / "m0_b1.onnx.evit.json").read_text())
+    assert side["info"]["simplifier"] == "onnxsim"
+    assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
+
+
+def test_check_cli_pass_json(capsys, m0_artifacts):
+    d, _ = m0_artifacts
+    code, out, err = run_cli(capsys, "check", d / "m0_dyn.onnx", "--json", "-n", "8")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["passed"] and report["top1_agreement"] == 1.0 and report["max_abs"] < 1e-4
+
+
+def test_corrupted_initializer_fails_and_localizes(capsys, m0_artifacts, tmp_path):
+    d, _ = m0_artifacts
+    proto = onnx.load(str(d / "m0_b1.onnx"))
+    # Change one bias value of the first FFN output conv after the 40th Conv (a weight
+    # could sit on a ReLU channel that random weights leave dead for every input).
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    index = next(i for i, n in enumerate(convs) if i >= 40 and "pw2" in n.name)
+    target = convs[index].input[2]
+    inits = {t.name: t for t in proto.graph.initializer}
+    arr = numpy_helper.to_array(inits[target]).copy()
+    arr.flat[0] += 0.5
+    inits[target].CopyFrom(numpy_helper.from_array(arr, target))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+    (tmp_path / "bad.onnx.evit.json").write_text((d / "m0_b1.onnx.evit.json").read_text())
+    code, out, err = run_cli(capsys, "check", bad, "-n", "8", "--localize", "--json")
+    assert code == 1, err
+    report = json.loads(out)
+    assert not report["passed"]
+    loc = report["localization"]
+    # Names a layer at or after the changed weight: the first 40 convs matched.
+    assert loc["layer"] is not None and loc["checked"] >= index, loc
+    assert loc["layer"].replace(".", "/") in convs[index].name or loc["checked"] > index, loc
+
+
+def test_fp16_export(tmp_path):
+    deployed, spec = deploy_for_export("m0", seed=3)
+    art = export_onnx(deployed, spec, tmp_path / "m0_fp16.onnx", precision="fp16", batch=None)
+    from evit_export.validation.check import check_artifact
+
+    report = check_artifact(art.path, n=16)
+    assert report.precision == "fp16"
+    assert report.passed and report.cosine_min >= 0.999, report
+
+
+def test_other_input_size_padding(tmp_path):
+    deployed, spec = deploy_for_export("m1", img_size=160, seed=2)  # 10x10 tokens -> padded windows
+    art = export_onnx(deployed, spec, tmp_path / "m1_160.onnx", batch=2)
+    from evit_export.validation.check import check_artifact
+
+    assert check_artifact(art.path, n=4).passed
+
+
+def test_ort_format_and_usability(tmp_path):
+    deployed, spec = deploy_for_export("m0", seed=1)
+    art = export_onnx(deployed, spec, tmp_path / "m0.onnx", ort_format=True)
+    assert (tmp_path / "m0.ort").stat().st_size > 1_000_000
+    side = json.loads((tmp_path / "m0.onnx.evit.json").read_text())
+    assert "mobile_usability" in side["info"]["ort"]
+    sess = ort.InferenceSession(str(tmp_path / "m0.ort"), providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 3, 224, 224), np.float32)
+    assert np.allclose(sess.run(None, {"image": x})[0], _ort(art.path, x), atol=1e-5)
+
+
+def test_inspect_reports_memory_bound_ops(capsys, m0_artifacts):
+    d, _ = m0_artifacts
+    code, out, err = run_cli(capsys, "inspect", d / "m0_b1.onnx", "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["op_histogram"]["Conv"] > 100 and rep["memory_bound_ops"] > 0
+    assert rep["params"] > 2_300_000
+
+
+def test_bad_input(capsys, m0_artifacts, tmp_path):
+    d, _ = m0_artifacts
+    cases = [
+        (["onnx", "--variant", "m8", "--out", tmp_path / "a.onnx"], "unknown variant"),
+        (["onnx", "--variant", "m0", "--opset", "3", "--out", tmp_path / "a.onnx"], "--opset"),
+        (["onnx", "--variant", "m0", "--out", "/proc/forbidden/a.onnx"], "output"),
+    ]
+    notonnx = tmp_path / "x.onnx"
+    notonnx.write_bytes(b"\x00garbage" * 10)
+    cases.append((["check", notonnx], "not an ONNX model"))
+    foreign = tmp_path / "foreign.onnx"
+    proto = onnx.load(str(d / "m0_b1.onnx"))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(foreign))
+    cases.append((["check", foreign], "--variant"))
+    cases.append((["check", tmp_path / "model.bin"], "does not exist"))
+    for args, needle in cases:
+        code, _, err = run_cli(capsys, *args)
+        assert needle in assert_one_line_error(code, err), (args, err)
+    # A foreign ONNX file checks fine once told what it is.
+    code, _, err = run_cli(capsys, "check", foreign, "--variant", "m0", "--checkpoint", d / "m0.pth", "-n", "4")
+    assert code == 0, err
+
+
+def test_failed_export_keeps_existing_artifact(tmp_path, monkeypatch):
+    deployed, spec = deploy_for_export("m0", seed=1)
+    out = tmp_path / "m0.onnx"
+    export_onnx(deployed, spec, out)
+    before = out.read_bytes()
+    def boom(proto, path, *a, **k):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise RuntimeError("simulated failure while writing")
+
+    monkeypatch.setattr(onnx, "save", boom)
+    with pytest.raises(RuntimeError):
+        export_onnx(deployed, spec, out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m0.onnx", "m0.onnx.evit.json"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["m0", "m1", "m2", "m3", "m4", "m5"])
+def test_all_variants_match_timm(variant, tmp_path):
+    ref = make_timm_model(variant, seed=21)
+    torch.save(ref.state_dict(), tmp_path / "ck.pth")
+    deployed, spec = deploy_for_export(variant, tmp_path / "ck.pth")
+    for batch in (1, 16):
+        art = export_onnx(deployed, spec, tmp_path / f"{variant}_{batch}.onnx", batch=batch)
+        x = torch.randn(batch, 3, 224, 224)
+        with torch.no_grad():
+            want = ref(x).numpy()
+        got = _ort(art.path, x.numpy())
+        assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
