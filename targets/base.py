@@ -30,6 +30,7 @@ MEMORY_BOUND_OPS = {
     "stridedslice", "splitv", "permute", "identity", "cast", "add", "sub", "mul", "div",
     "relu", "sigmoid", "logistic", "expand", "tile", "shape", "constantofshape",
     "softmax", "quantize", "dequantize",
+    "realdiv",  # MIL real_div
 }
 
 

@@ -55,6 +55,12 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
     with target.open(path, spec=spec, threads=threads, **(runner_options or {})) as runner:
         report = check_equivalence(reference, runner, pixels, spec.precision, tol, artifact=str(path),
                                    inputs=described)
+        # A runner may also know its artifact is damaged (e.g. weights differ from
+        # the digests sealed in at export): that fails the check too.
+        damaged = list(getattr(runner, "integrity_failures", None) or [])
+        if damaged:
+            report.failures = damaged + report.failures
+            report.passed = False
         if localize and not report.passed:
             from .localize import localize as find_layer
 

@@ -1,0 +1,501 @@
+"""CoreML target: ML Program (.mlpackage) or NeuralNetwork (.mlmodel) export of the
+deploy graph, and a Runner that evaluates it.
+
+Export: ``torch.jit.trace`` of the folded deploy model -> ``coremltools.convert``.
+With image input, CoreML's ImageType applies ``x/255 - mean`` per channel and the
+per-channel ``1/std`` is folded into the first conv (exact: zero padding of
+``(x - mean)`` stays zero after scaling, while folding the mean would not).
+With the classifier output, a softmax ends the graph and ``ClassifierConfig``
+gives Vision's ``VNClassificationObservation``s.
+
+Runner: ``MLModel.predict`` on macOS; everywhere else (and with ``native=False``)
+the numpy MIL interpreter of ``mil_interpreter.py``.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from evit_export.atomic import atomic_path, check_writable
+from evit_export.errors import UserError
+from evit_export.preprocess import to_model_input
+from evit_export.spec import ModelSpec
+
+from .base import Artifact, GraphReport, Runner, Target, TensorInfo, read_sidecar, run_in_batches, write_sidecar
+
+SPEC_KEY = "evit_export.spec"
+INTEGRITY_KEY = "evit_export.integrity"
+INPUT_NAME = "image"
+LOGITS_NAME = "logits"
+LABEL_NAME, PROBS_NAME = "classLabel", "classLabel_probs"
+FORMATS = ("mlprogram", "neuralnetwork")
+PRECISIONS = ("fp16", "fp32")
+COMPRESSIONS = ("none", "int8", "palettize6")
+MIN_IOS = (13, 14, 15, 16, 17, 18)
+MLPROGRAM_MIN_IOS = 15
+COMPRESS_MIN_IOS = 16  # constexpr_* weight ops
+
+
+def _ct():
+    from evit_export.safety import tf_safe
+
+    tf_safe()
+    import coremltools as ct
+
+    return ct
+
+
+# --------------------------------------------------------------------------- export
+
+def _validate_options(fmt: str, precision: str, min_ios: int | None, input_kind: str, output: str,
+                      compress: str, batch: int, labels, spec: ModelSpec) -> int:
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt} is unknown: choose mlprogram or neuralnetwork")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision} is not available for CoreML: choose fp16 or fp32")
+    if input_kind not in ("image", "tensor"):
+        raise UserError(f"--input {input_kind} is unknown: choose image or tensor")
+    if output not in ("classifier", "logits"):
+        raise UserError(f"--output {output} is unknown: choose classifier or logits")
+    if compress not in COMPRESSIONS:
+        raise UserError(f"--compress {compress} is unknown: choose none, int8 or palettize6")
+    if batch < 1:
+        raise UserError(f"--batch {batch} must be at least 1")
+    if labels is not None and len(labels) != spec.num_classes:
+        raise UserError(f"the labels file has {len(labels)} labels but the model has {spec.num_classes} "
+                        f"classes: give exactly one label per class")
+    if fmt == "neuralnetwork":
+        if compress != "none":
+            raise UserError(f"--compress {compress} needs --format mlprogram: weight compression "
+                            "(coremltools.optimize) works on ML Programs only")
+        if precision == "fp16":
+            pass  # NeuralNetwork weights are stored fp16 after conversion (see _export)
+        if min_ios is not None and min_ios not in MIN_IOS:
+            raise UserError(f"--min-ios {min_ios} is not supported: choose one of 13..18")
+        return min_ios or 13
+    if min_ios is None:
+        return COMPRESS_MIN_IOS if compress != "none" else MLPROGRAM_MIN_IOS
+    if min_ios not in MIN_IOS:
+        raise UserError(f"--min-ios {min_ios} is not supported: choose one of 15, 16, 17, 18")
+    if min_ios < MLPROGRAM_MIN_IOS:
+        raise UserError(f"--min-ios {min_ios} is too low for an ML Program (needs iOS 15+): pass "
+                        "--min-ios 15 or higher, or --format neuralnetwork for iOS 13/14")
+    if compress != "none" and min_ios < COMPRESS_MIN_IOS:
+        raise UserError(f"--compress {compress} needs --min-ios 16 or higher (compressed weight ops "
+                        "arrived in iOS 16)")
+    return min_ios
+
+
+def _with_softmax(model):
+    """The deploy model followed by a softmax: CoreML classifiers output probabilities."""
+    import torch
+
+    class WithSoftmax(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.model = inner
+
+        def forward(self, x):
+            return torch.softmax(self.model(x), dim=1)
+
+    return WithSoftmax(model)
+
+
+def _fold_std(model, std) -> "torch.nn.Module":
+    """A copy of ``model`` whose first conv takes ``x/255 - mean`` instead of the
+    normalized image (weights scaled by 1/std per input channel; bias unchanged)."""
+    import torch
+
+    model = copy.deepcopy(model)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    if first.in_channels != 3 or first.groups != 1:
+        raise RuntimeError("the first conv of the deploy model is not an RGB conv")
+    with torch.no_grad():
+        first.weight.div_(torch.tensor(std, dtype=first.weight.dtype).view(1, 3, 1, 1))
+    return model
+
+
+def _versions(ct) -> dict:
+    import torch
+
+    return {"coremltools": ct.__version__, "torch": torch.__version__.split("+")[0]}
+
+
+def _package_size(path: Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def export_coreml(model, spec: ModelSpec, out: Path, precision: str = "fp16", min_ios: int | None = None,
+                  fmt: str = "mlprogram", input_kind: str = "image", output: str = "classifier",
+                  labels: list[str] | None = None, compress: str = "none", batch: int = 1) -> Artifact:
+    import torch
+
+    min_ios = _validate_options(fmt, precision, min_ios, input_kind, output, compress, batch, labels, spec)
+    out = Path(out)
+    want = ".mlpackage" if fmt == "mlprogram" else ".mlmodel"
+    if out.suffix.lower() not in (".mlpackage", ".mlmodel"):
+        raise UserError(f"--out {out} must end in {want}")
+    if out.suffix.lower() != want:
+        raise UserError(f"--out {out}: --format {fmt} writes a {want}, not a {out.suffix}")
+    out = check_writable(out)
+    ct = _ct()
+
+    if labels is not None:
+        spec = spec.replace(labels=list(labels))
+    family = {"none": precision, "int8": "int8-weights", "palettize6": "palettize6"}[compress]
+    if input_kind == "image":
+        spec = spec.replace(input_range="pixels", input_layout="NCHW", input_dtype="uint8")
+    else:
+        spec = spec.replace(input_range="normalized", input_layout="NCHW", input_dtype="float32")
+    spec = spec.replace(precision=family, batch=batch)
+    spec.toolchain.update(_versions(ct))
+
+    size = spec.img_size
+    net = model.eval()
+    if input_kind == "image":
+        net = _fold_std(net, spec.std)
+    if output == "classifier":
+        net = _with_softmax(net)
+    started = time.perf_counter()
+    example = torch.zeros(batch, 3, size, size)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(net.eval(), example)
+    shape = (batch, 3, size, size)
+    if input_kind == "image":
+        inputs = [ct.ImageType(name=INPUT_NAME, shape=shape, scale=1 / 255.0,
+                               bias=[-m for m in spec.mean], color_layout=ct.colorlayout.RGB)]
+    else:
+        inputs = [ct.TensorType(name=INPUT_NAME, shape=shape, dtype=np.float32)]
+    kwargs = {}
+    if output == "classifier":
+        kwargs["classifier_config"] = ct.ClassifierConfig(list(spec.labels))
+    else:
+        kwargs["outputs"] = [ct.TensorType(name=LOGITS_NAME)]
+    target = getattr(ct.target, f"iOS{min_ios}")
+    if fmt == "mlprogram":
+        kwargs["compute_precision"] = (ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32)
+    mlmodel = _quiet(lambda: ct.convert(traced, inputs=inputs, convert_to=fmt, minimum_deployment_target=target,
+                                        **kwargs))
+    if fmt == "neuralnetwork" and precision == "fp16":
+        from coremltools.models.neural_network import quantization_utils
+
+        mlmodel = _quiet(lambda: quantization_utils.quantize_weights(mlmodel, nbits=16))
+    convert_seconds = time.perf_counter() - started
+
+    info = {"format": fmt, "precision": precision, "compress": compress, "min_ios": min_ios,
+            "input": input_kind, "output": output, "batch": batch,
+            "convert_seconds": round(convert_seconds, 2)}
+    if compress != "none":
+        with tempfile.TemporaryDirectory() as d:
+            plain = Path(d) / "plain.mlpackage"
+            mlmodel.save(str(plain))
+            info["size_before_compression"] = _package_size(plain)
+        mlmodel = _quiet(lambda: _compress(ct, mlmodel, compress))
+    _set_metadata(mlmodel, spec, input_kind, output, compress)
+
+    with atomic_path(out, directory=(fmt == "mlprogram")) as tmp:
+        if fmt == "mlprogram":
+            # save() wants the .mlpackage suffix; build in a scratch dir beside the output.
+            scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+            try:
+                built = scratch / out.name
+                mlmodel.save(str(built))
+                _seal(built)
+                shutil.move(str(built), str(tmp))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            mlmodel.save(str(tmp))
+    info["file_size"] = _package_size(out)
+    if compress != "none":
+        info["size_after_compression"] = info["file_size"]
+    info["export_seconds"] = round(time.perf_counter() - started, 2)
+    write_sidecar(out, spec, info)
+    return Artifact(out, "coreml", spec, info)
+
+
+def _quiet(fn):
+    """Run a coremltools call without its progress bars and version warnings."""
+    import contextlib
+    import io
+    import logging
+
+    level = logging.getLogger("coremltools").level
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return fn()
+    finally:
+        logging.getLogger("coremltools").setLevel(level)
+
+
+def _compress(ct, mlmodel, how: str):
+    from coremltools.optimize import coreml as cto
+
+    if how == "int8":
+        cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric",
+                                                                               dtype="int8"))
+        return cto.linear_quantize_weights(mlmodel, config=cfg)
+    cfg = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="kmeans", nbits=6))
+    return cto.palettize_weights(mlmodel, config=cfg)
+
+
+def _set_metadata(mlmodel, spec: ModelSpec, input_kind: str, output: str, compress: str) -> None:
+    name = f"EfficientViT-{spec.variant.upper()}"
+    mlmodel.short_description = (f"{name} image classifier ({spec.num_classes} classes, "
+                                 f"{spec.img_size}x{spec.img_size}), exported by evit-export")
+    mlmodel.author = "evit-export (EfficientViT: Liu et al., CVPR 2023)"
+    mlmodel.license = "MIT (EfficientViT reference architecture); weights: see their source"
+    mlmodel.version = spec.toolchain.get("evit-export", "0")
+    meta = mlmodel.user_defined_metadata
+    meta[SPEC_KEY] = spec.to_json()
+    meta["variant"] = spec.variant
+    meta["img_size"] = str(spec.img_size)
+    meta["num_classes"] = str(spec.num_classes)
+    meta["mean"] = json.dumps(list(spec.mean))
+    meta["std"] = json.dumps(list(spec.std))
+    meta["precision"] = spec.precision
+    meta["compress"] = compress
+    meta["toolchain"] = json.dumps(spec.toolchain, sort_keys=True)
+    desc = mlmodel.input_description
+    if input_kind == "image":
+        desc[INPUT_NAME] = (f"RGB image {spec.img_size}x{spec.img_size} (resize shorter side to "
+                            f"{int(spec.img_size / spec.crop_pct)}, centre crop); normalisation is built in")
+    else:
+        desc[INPUT_NAME] = (f"float32 NCHW image, (x/255 - mean)/std with mean {list(spec.mean)}, "
+                            f"std {list(spec.std)}")
+    if output == "classifier":
+        mlmodel.output_description[PROBS_NAME] = "class probabilities (softmax)"
+        mlmodel.output_description[LABEL_NAME] = "most likely class label"
+    else:
+        mlmodel.output_description[LOGITS_NAME] = "class logits (no softmax)"
+
+
+def _seal(package: Path) -> None:
+    """Record digests of the program and its weights in the model's own metadata, so
+    ``check`` notices a changed weight.bin or an edited program even without the sidecar."""
+    from .mil_interpreter import program_digests, read_model_spec, write_model_spec
+
+    proto, model_file = read_model_spec(package)
+    proto.description.metadata.userDefined[INTEGRITY_KEY] = json.dumps(program_digests(proto, package),
+                                                                       sort_keys=True)
+    write_model_spec(proto, model_file)
+
+
+# --------------------------------------------------------------------------- runner
+
+def _native_available() -> bool:
+    return platform.system() == "Darwin"
+
+
+class CoreMLRunner(Runner):
+    """Evaluates a CoreML artifact: ``MLModel.predict`` on macOS (``native``), else the
+    numpy MIL interpreter. With the interpreter and a classifier artifact, ``run``
+    returns the logits feeding the final softmax (``output="logits"``, tight fp32
+    checks) or the declared probabilities (``output="probabilities"``)."""
+
+    def __init__(self, path: Path, spec: ModelSpec, native: bool | None = None, compute_units: str = "ALL",
+                 output: str = "logits", verify_integrity: bool = True):
+        super().__init__(spec)
+        self.path = Path(path)
+        self.native = _native_available() if native is None else native
+        if self.native and not _native_available():
+            raise UserError("native CoreML prediction needs macOS: drop --native to use the MIL interpreter")
+        self.integrity_failures: list[str] = []
+        if self.native:
+            ct = _ct()
+            units = getattr(ct.ComputeUnit, compute_units.upper(), None)
+            if units is None:
+                raise UserError(f"compute units {compute_units} unknown: choose ALL, CPU_ONLY, CPU_AND_GPU, "
+                                "CPU_AND_NE")
+            self.name = f"coreml ({compute_units.upper()})"
+            self.model = ct.models.MLModel(str(path), compute_units=units)
+            self.output_kind = "logits" if self._is_logits_model() else "probabilities"
+            self.batch = spec.batch
+            return
+        from .mil_interpreter import MILProgram
+
+        self.name = "mil-interpreter"
+        self.program = MILProgram.load(self.path, lenient=True)
+        self.integrity_failures = [f"corrupt weights: {p}" for p in self.program.problems]
+        if verify_integrity:
+            self.integrity_failures = self.program.verify_integrity(INTEGRITY_KEY)
+        self.batch = self.program.batch
+        self.is_image = self.program.input_is_image
+        self.classifier = self.program.classify_op is not None
+        self.logits_var = self.program.logits_before_softmax() if self.classifier else None
+        if output not in ("logits", "probabilities"):
+            raise ValueError(output)
+        if self.classifier and output == "logits" and self.logits_var is not None:
+            self.output_kind = "logits"
+        elif self.classifier:
+            self.output_kind = "probabilities"
+        else:
+            self.output_kind = "logits"
+
+    def _is_logits_model(self) -> bool:
+        return self.model.get_spec().description.predictedProbabilitiesName == ""
+
+    def _feed(self, pixels: np.ndarray) -> np.ndarray:
+        x = to_model_input(pixels, self.spec)
+        # An image input reaches the program as the float pixel values of an 8-bit buffer.
+        return x.astype(np.float32)
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        if self.native:
+            return run_in_batches(self._predict_native, pixels, self.batch).astype(np.float32)
+        return run_in_batches(self._run_interpreter, pixels, self.batch).astype(np.float32)
+
+    def _run_interpreter(self, part: np.ndarray) -> np.ndarray:
+        x = self._feed(part)
+        if self.output_kind == "logits" and self.classifier:
+            values = self.program.run({INPUT_NAME: x}, keep=[self.logits_var])
+            return values[self.logits_var].astype(np.float32)
+        outs = self.program.run({INPUT_NAME: x})
+        if self.classifier:
+            return outs[PROBS_NAME].astype(np.float32)
+        return next(iter(outs.values())).astype(np.float32)
+
+    def _predict_native(self, part: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        desc = self.model.get_spec().description
+        rows = []
+        for img in part:
+            if self.spec.input_range == "pixels":
+                arr = np.clip(np.rint(img.transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+                feed = {INPUT_NAME: Image.fromarray(arr, "RGB")}
+            else:
+                feed = {INPUT_NAME: to_model_input(img[None], self.spec)}
+            res = self.model.predict(feed)
+            if desc.predictedProbabilitiesName:
+                probs = res[desc.predictedProbabilitiesName]
+                rows.append(np.array([probs[label] for label in self.spec.labels], np.float32))
+            else:
+                rows.append(np.asarray(next(iter(res.values())), np.float32).reshape(-1))
+        return np.stack(rows)
+
+    def tensors(self, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        if self.native:
+            raise NotImplementedError("native CoreML cannot expose intermediate tensors: use --no-native")
+        x = self._feed(pixels[:1])
+        if self.batch and len(x) != self.batch:
+            x = np.repeat(x, self.batch, axis=0)
+        trace = self.program.trace({INPUT_NAME: x})
+        return [(name, arr[:1] if arr.ndim and arr.shape[0] == self.batch and self.batch > 1 else arr)
+                for name, arr in trace]
+
+
+# --------------------------------------------------------------------------- target
+
+class CoreMLTarget(Target):
+    name = "coreml"
+    suffixes = (".mlpackage", ".mlmodel")
+
+    def export(self, model, spec, out, **options) -> Artifact:
+        return export_coreml(model, spec, Path(out), **options)
+
+    def _proto(self, path: Path):
+        from .mil_interpreter import read_model_spec
+
+        return read_model_spec(Path(path))[0]
+
+    def read_spec(self, path: Path) -> ModelSpec | None:
+        proto = self._proto(path)
+        text = proto.description.metadata.userDefined.get(SPEC_KEY)
+        if text:
+            try:
+                return ModelSpec.from_json(text)
+            except (ValueError, TypeError):
+                pass
+        side = read_sidecar(Path(path))
+        if side and "spec" in side:
+            return ModelSpec.from_dict(side["spec"])
+        return None
+
+    def open(self, path: Path, spec: ModelSpec | None = None, threads: int | None = None, native=None,
+             compute_units: str = "ALL", output: str = "logits", verify_integrity: bool = True,
+             **_) -> Runner:
+        spec = spec or self.read_spec(path)
+        if spec is None:
+            raise UserError(f"{path} carries no evit-export spec: pass --variant (and --checkpoint)")
+        return CoreMLRunner(Path(path), spec, native=native, compute_units=compute_units, output=output,
+                            verify_integrity=verify_integrity)
+
+    def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
+        proto = self._proto(path)
+        spec = self.read_spec(path)
+
+        def info(feature, role):
+            kind = feature.type.WhichOneof("Type")
+            if kind == "imageType":
+                t = feature.type.imageType
+                color = {10: "grayscale", 20: "RGB", 30: "BGR"}.get(t.colorSpace, str(t.colorSpace))
+                return TensorInfo(feature.name, [1, 3, int(t.height), int(t.width)], "image", "NCHW",
+                                  f"{color} 8-bit image (0..255); x/255 - mean and 1/std built in")
+            if kind == "multiArrayType":
+                t = feature.type.multiArrayType
+                dtype = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}.get(
+                    t.dataType, str(t.dataType))
+                shape = [int(s) for s in t.shape]
+                if role == "input":
+                    rng = ("normalized ((x/255 - mean)/std), mean/std in metadata"
+                           if spec is None or spec.input_range == "normalized" else spec.input_range)
+                    return TensorInfo(feature.name, shape, dtype, "NCHW", rng)
+                return TensorInfo(feature.name, shape, dtype, "NC", "logits")
+            if kind == "dictionaryType":
+                return TensorInfo(feature.name, [None], "dict[str,float]", "NC", "probabilities")
+            if kind == "stringType":
+                return TensorInfo(feature.name, [], "string", "-", "class label")
+            return TensorInfo(feature.name, [], kind or "?", "-", "")
+
+        return {"inputs": [info(f, "input") for f in proto.description.input],
+                "outputs": [info(f, "output") for f in proto.description.output]}
+
+    def inspect(self, path: Path, profile: bool = False) -> GraphReport:
+        from .mil_interpreter import program_summary
+
+        path = Path(path)
+        proto = self._proto(path)
+        kind = proto.WhichOneof("Type")
+        extra: dict = {"model_type": kind, "specification_version": proto.specificationVersion}
+        if kind == "mlProgram":
+            hist, params, more = program_summary(proto, path)
+            extra.update(more)
+        else:
+            hist, params = _nn_summary(proto)
+        report = GraphReport("coreml", hist, params, _package_size(path), extra)
+        if profile:
+            report.extra["note"] = "--profile is not available for CoreML artifacts (no Linux runtime)"
+        return report
+
+
+def _nn_summary(proto) -> tuple[Counter, int]:
+    """Layer histogram and weight count of a NeuralNetwork (.mlmodel) spec."""
+    nn = getattr(proto, proto.WhichOneof("Type"))
+    hist: Counter = Counter()
+    params = 0
+    for layer in getattr(nn, "layers", []):
+        kind = layer.WhichOneof("layer")
+        hist[kind] += 1
+        body = getattr(layer, kind)
+        for field in ("weights", "bias"):
+            w = getattr(body, field, None)
+            if w is not None and hasattr(w, "floatValue"):
+                params += len(w.floatValue) or len(w.float16Value) // 2
+    return hist, params

@@ -1,0 +1,364 @@
+"""numpy implementations of the MIL ops an exported EfficientViT uses.
+
+Each op takes its resolved parameters (``p``: input name -> numpy array, python
+value, or list for tuple inputs such as ``concat.values``) and returns its outputs
+computed in float32 (or the input's own dtype for pure data movement). The
+interpreter then stores each output in the dtype the program declares for it:
+that is where fp16 rounding happens, op by op, as CoreML's fp16 execution does.
+
+Semantics follow the MIL op definitions shipped with coremltools
+(``coremltools/converters/mil/mil/ops/defs``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def f32(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+def _ints(a) -> list[int]:
+    return [int(v) for v in np.asarray(a).reshape(-1)]
+
+
+def _axis(axis, rank: int) -> int:
+    axis = int(np.asarray(axis))
+    return axis + rank if axis < 0 else axis
+
+
+# --------------------------------------------------------------------------- conv
+
+def _conv_pads(p, x_shape, k_shape, strides, dilations) -> list[int]:
+    pad_type = str(p.get("pad_type", "valid"))
+    n = len(k_shape)
+    if pad_type == "valid":
+        return [0] * (2 * n)
+    if pad_type == "custom":
+        return _ints(p["pad"])
+    if pad_type in ("same", "same_lower"):
+        pads = []
+        for size, k, s, d in zip(x_shape, k_shape, strides, dilations):
+            eff = (k - 1) * d + 1
+            total = max((-(-size // s) - 1) * s + eff - size, 0)
+            before = total // 2 if pad_type == "same" else (total + 1) // 2
+            pads += [before, total - before]
+        return pads
+    raise ValueError(f"conv pad_type {pad_type!r} is not a MIL pad type")
+
+
+def conv(p, cache):
+    x = f32(p["x"])
+    w = cache.get("w")
+    if w is None:
+        w = cache["w"] = f32(p["weight"])
+    if x.ndim != 4 or w.ndim != 4:
+        raise NotImplementedError("conv: only 2-D convolutions (rank-4 x and weight) are implemented")
+    groups = int(p.get("groups", 1))
+    strides = _ints(p.get("strides", [1, 1]))
+    dil = _ints(p.get("dilations", [1, 1]))
+    kh, kw = w.shape[2:]
+    pt, pb, pl, pr = _conv_pads(p, x.shape[2:], (kh, kw), strides, dil)
+    if pt or pb or pl or pr:
+        x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    B, C, H, W = x.shape
+    sh, sw = strides
+    dh, dw = dil
+    Ho = (H - ((kh - 1) * dh + 1)) // sh + 1
+    Wo = (W - ((kw - 1) * dw + 1)) // sw + 1
+    cout = w.shape[0]
+    cin_g = w.shape[1]
+    if cin_g * groups != C:
+        raise ValueError(f"conv: weight expects {cin_g * groups} input channels, x has {C}")
+    if groups == 1 and kh == kw == 1:
+        xs = x[:, :, ::sh, ::sw][:, :, :Ho, :Wo] if (sh, sw) != (1, 1) else x
+        w2 = cache.get("w2")
+        if w2 is None:
+            w2 = cache["w2"] = np.ascontiguousarray(w.reshape(cout, C))
+        y = np.matmul(w2, xs.reshape(B, C, Ho * Wo)).reshape(B, cout, Ho, Wo)
+    elif cin_g == 1 and cout == groups:
+        # depthwise: one multiply-add per kernel tap over shifted views
+        y = np.zeros((B, cout, Ho, Wo), np.float32)
+        for i in range(kh):
+            for j in range(kw):
+                view = x[:, :, i * dh: i * dh + (Ho - 1) * sh + 1: sh, j * dw: j * dw + (Wo - 1) * sw + 1: sw]
+                y += view * w[:, 0, i, j][None, :, None, None]
+    else:
+        win = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+        win = win[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :Ho, :Wo]  # B, C, Ho, Wo, kh, kw
+        cout_g = cout // groups
+        parts = []
+        for g in range(groups):
+            cols = win[:, g * cin_g:(g + 1) * cin_g].transpose(0, 2, 3, 1, 4, 5).reshape(B * Ho * Wo, -1)
+            wg = w[g * cout_g:(g + 1) * cout_g].reshape(cout_g, -1)
+            parts.append((cols @ wg.T).reshape(B, Ho, Wo, cout_g))
+        y = np.concatenate(parts, axis=3).transpose(0, 3, 1, 2)
+    bias = p.get("bias")
+    if bias is not None:
+        y = y + f32(bias).reshape(1, -1, 1, 1)
+    return [y]
+
+
+# --------------------------------------------------------------------------- linear algebra
+
+def matmul(p, cache):
+    x, y = f32(p["x"]), f32(p["y"])
+    if bool(p.get("transpose_x", False)) and x.ndim >= 2:
+        x = np.swapaxes(x, -1, -2)
+    if bool(p.get("transpose_y", False)) and y.ndim >= 2:
+        y = np.swapaxes(y, -1, -2)
+    return [np.matmul(x, y)]
+
+
+def linear(p, cache):
+    w = cache.get("wt")
+    if w is None:
+        w = cache["wt"] = np.ascontiguousarray(f32(p["weight"]).T)
+    y = f32(p["x"]) @ w
+    if p.get("bias") is not None:
+        y = y + f32(p["bias"])
+    return [y]
+
+
+# --------------------------------------------------------------------------- elementwise
+
+def _binary(fn):
+    def op(p, cache):
+        return [fn(f32(p["x"]), f32(p["y"]))]
+    return op
+
+
+add = _binary(np.add)
+sub = _binary(np.subtract)
+mul = _binary(np.multiply)
+real_div = _binary(np.divide)
+maximum = _binary(np.maximum)
+minimum = _binary(np.minimum)
+
+
+def relu(p, cache):
+    return [np.maximum(f32(p["x"]), 0)]
+
+
+def sigmoid(p, cache):
+    x = f32(p["x"])
+    with np.errstate(over="ignore"):
+        return [1.0 / (1.0 + np.exp(-x))]
+
+
+def softmax(p, cache):
+    x = f32(p["x"])
+    axis = int(p.get("axis", -1))
+    z = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return [e / e.sum(axis=axis, keepdims=True)]
+
+
+def reduce_mean(p, cache):
+    x = f32(p["x"])
+    axes = p.get("axes")
+    axes = tuple(range(x.ndim)) if axes is None else tuple(_ints(axes))
+    return [x.mean(axis=axes, keepdims=bool(p.get("keep_dims", False)))]
+
+
+def batch_norm(p, cache):
+    x = f32(p["x"])
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = f32(p["mean"]).reshape(shape), f32(p["variance"]).reshape(shape)
+    eps = float(p.get("epsilon", 1e-5))
+    y = (x - mean) / np.sqrt(var + eps)
+    if p.get("gamma") is not None:
+        y = y * f32(p["gamma"]).reshape(shape)
+    if p.get("beta") is not None:
+        y = y + f32(p["beta"]).reshape(shape)
+    return [y]
+
+
+MIL_DTYPES = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64, "int32": np.int32,
+              "int16": np.int16, "int8": np.int8, "uint8": np.uint8, "uint16": np.uint16, "bool": np.bool_,
+              "int64": np.int64}
+
+
+def cast(p, cache):
+    dtype = str(p["dtype"])
+    if dtype not in MIL_DTYPES:
+        raise NotImplementedError(f"cast to {dtype!r} is not implemented")
+    x = np.asarray(p["x"])
+    if np.issubdtype(MIL_DTYPES[dtype], np.integer) and x.dtype.kind == "f":
+        x = np.trunc(x)  # MIL casts float -> int toward zero
+    with np.errstate(over="ignore", invalid="ignore"):
+        return [x.astype(MIL_DTYPES[dtype])]
+
+
+# --------------------------------------------------------------------------- data movement
+
+def reshape(p, cache):
+    x = np.asarray(p["x"])
+    shape = _ints(p["shape"])
+    if len(shape) == x.ndim:
+        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    return [x.reshape(shape)]
+
+
+def transpose(p, cache):
+    return [np.transpose(np.asarray(p["x"]), _ints(p["perm"]))]
+
+
+def split(p, cache):
+    x = np.asarray(p["x"])
+    axis = _axis(p["axis"], x.ndim)
+    if p.get("split_sizes") is not None:
+        sizes = _ints(p["split_sizes"])
+    else:
+        n = int(p["num_splits"])
+        size = -(-x.shape[axis] // n)
+        sizes = [size] * (n - 1) + [x.shape[axis] - size * (n - 1)]
+    bounds = np.cumsum(sizes)[:-1]
+    return list(np.split(x, bounds, axis=axis))
+
+
+def concat(p, cache):
+    values = [np.asarray(v) for v in p["values"]]
+    axis = _axis(p["axis"], values[0].ndim)
+    if bool(p.get("interleave", False)):
+        stacked = np.stack(values, axis=axis + 1)
+        shape = list(values[0].shape)
+        shape[axis] *= len(values)
+        return [stacked.reshape(shape)]
+    dtype = np.result_type(*values)
+    return [np.concatenate([v.astype(dtype, copy=False) for v in values], axis=axis)]
+
+
+def slice_by_index(p, cache):
+    x = np.asarray(p["x"])
+    rank = x.ndim
+    begin, end = _ints(p["begin"]), _ints(p["end"])
+    stride = _ints(p["stride"]) if p.get("stride") is not None else [1] * rank
+    bmask = [bool(v) for v in np.asarray(p["begin_mask"]).reshape(-1)] if p.get("begin_mask") is not None \
+        else [False] * rank
+    emask = [bool(v) for v in np.asarray(p["end_mask"]).reshape(-1)] if p.get("end_mask") is not None \
+        else [False] * rank
+    smask = [bool(v) for v in np.asarray(p["squeeze_mask"]).reshape(-1)] if p.get("squeeze_mask") is not None \
+        else [False] * rank
+    index = []
+    for i in range(rank):
+        if smask[i]:
+            index.append(begin[i])
+            continue
+        b = None if bmask[i] else begin[i]
+        e = None if emask[i] else end[i]
+        index.append(slice(b, e, stride[i]))
+    return [x[tuple(index)]]
+
+
+def expand_dims(p, cache):
+    x = np.asarray(p["x"])
+    axes = sorted(_axis(a, x.ndim + len(_ints(p["axes"]))) for a in _ints(p["axes"]))
+    for a in axes:
+        x = np.expand_dims(x, a)
+    return [x]
+
+
+def squeeze(p, cache):
+    x = np.asarray(p["x"])
+    if p.get("axes") is None:
+        return [np.squeeze(x)]
+    return [np.squeeze(x, axis=tuple(_axis(a, x.ndim) for a in _ints(p["axes"])))]
+
+
+def pad(p, cache):
+    x = np.asarray(p["x"])
+    pads = _ints(p["pad"])
+    mode = str(p.get("mode", "constant"))
+    n = len(pads) // 2
+    widths = [(0, 0)] * (x.ndim - n) + [(pads[2 * i], pads[2 * i + 1]) for i in range(n)]
+    if mode == "constant":
+        value = float(p.get("constant_val", 0.0))
+        return [np.pad(x, widths, mode="constant", constant_values=value)]
+    if mode in ("reflect", "replicate"):
+        return [np.pad(x, widths, mode="reflect" if mode == "reflect" else "edge")]
+    raise NotImplementedError(f"pad mode {mode!r} is not implemented")
+
+
+def identity(p, cache):
+    return [np.asarray(p["x"])]
+
+
+# --------------------------------------------------------------------------- compressed weights (constexpr_*)
+
+def _unpack_bits(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
+    """Indices packed LSB-first into bytes (the MIL convention)."""
+    bits = np.unpackbits(np.asarray(packed, np.uint8).reshape(-1), bitorder="little")[: count * nbits]
+    weights = (1 << np.arange(nbits)).astype(np.uint32)
+    return (bits.reshape(count, nbits).astype(np.uint32) * weights).sum(axis=1)
+
+
+def constexpr_affine_dequantize(p, cache):
+    q = np.asarray(p["quantized_data"]).astype(np.float32)
+    axis = _axis(p["axis"], q.ndim)
+    shape = [1] * q.ndim
+    zp, scale = f32(p["zero_point"]), f32(p["scale"])
+    if zp.size > 1:
+        shape[axis] = -1
+    zp = zp.reshape(shape if zp.size > 1 else ())
+    shape = [1] * q.ndim
+    if scale.size > 1:
+        shape[axis] = -1
+    scale = scale.reshape(shape if scale.size > 1 else ())
+    return [(q - zp) * scale]
+
+
+def _block_broadcast(param: np.ndarray, shape: tuple) -> np.ndarray:
+    """Repeat a per-block parameter up to ``shape`` (iOS18 blockwise ops)."""
+    param = np.asarray(param)
+    for axis, (n, m) in enumerate(zip(shape, param.shape)):
+        if m != n:
+            param = np.repeat(param, n // m, axis=axis)
+    return param
+
+
+def constexpr_blockwise_shift_scale(p, cache):
+    data = np.asarray(p["data"]).astype(np.float32)
+    scale = _block_broadcast(f32(p["scale"]), data.shape)
+    if p.get("offset") is not None:
+        data = data - _block_broadcast(np.asarray(p["offset"]).astype(np.float32), data.shape)
+    return [data * scale]
+
+
+def constexpr_lut_to_dense(p, cache):
+    lut = np.asarray(p["lut"])
+    if p.get("shape") is not None:  # iOS16: one LUT, packed uint8 indices
+        shape = _ints(p["shape"])
+        count = int(np.prod(shape))
+        nbits = int(np.log2(lut.size))
+        idx = _unpack_bits(p["indices"], nbits, count)
+        return [lut.reshape(-1)[idx].reshape(shape).astype(np.float32)]
+    # iOS18: indices is a uint-n tensor of the output shape; lut [..., 2**n, vector_size]
+    idx = np.asarray(p["indices"]).astype(np.int64)
+    if lut.shape[-1] != 1:
+        raise NotImplementedError("constexpr_lut_to_dense with vector_size > 1 is not implemented")
+    lut = lut[..., 0]
+    full = lut
+    block = [i // l for i, l in zip(idx.shape, lut.shape[:-1])]
+    # map every element to its block's table
+    grids = np.meshgrid(*[np.arange(n) // b for n, b in zip(idx.shape, block)], indexing="ij")
+    return [full[tuple(grids) + (idx,)].astype(np.float32)]
+
+
+OPS = {
+    "conv": conv, "matmul": matmul, "linear": linear,
+    "add": add, "sub": sub, "mul": mul, "real_div": real_div, "maximum": maximum, "minimum": minimum,
+    "relu": relu, "sigmoid": sigmoid, "softmax": softmax, "reduce_mean": reduce_mean,
+    "batch_norm": batch_norm, "cast": cast,
+    "reshape": reshape, "transpose": transpose, "split": split, "concat": concat,
+    "slice_by_index": slice_by_index, "expand_dims": expand_dims, "squeeze": squeeze, "pad": pad,
+    "identity": identity,
+}
+
+# Evaluated once at load time (their inputs are constants).
+CONSTEXPR_OPS = {
+    "constexpr_affine_dequantize": constexpr_affine_dequantize,
+    "constexpr_blockwise_shift_scale": constexpr_blockwise_shift_scale,
+    "constexpr_lut_to_dense": constexpr_lut_to_dense,
+}
