@@ -15,7 +15,9 @@ from .errors import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="EfficientViT M0–M5: checkpoints → folded deploy graph → verified ONNX / CoreML / "
                        "TFLite artifacts.")
-console = Console(soft_wrap=True)
+# Wide enough for report tables when output is piped or captured.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(soft_wrap=True, width=_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
 VariantOpt = typer.Option(None, "--variant", "-v", help="m0..m5 (also efficientvit_m0 / EfficientViT_M0)")

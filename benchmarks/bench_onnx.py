@@ -1,0 +1,114 @@
+"""ONNX export vs what a user gets by hand (timm -> torch.onnx.export -> onnxsim).
+
+Same weights, onnxruntime CPU, 1 thread, batch 16 and batch 1, measured side by
+side (interleaved rounds, median) in one run. Prints latencies, the throughput
+ratio ours/hand (goal >= 0.97) and the memory-bound op counts of both graphs;
+then the wall time of export + check for M0 (goal <= 15 s).
+
+    .venv/bin/python benchmarks/bench_onnx.py [--variants m0 m5] [--rounds 7]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import onnxsim
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import make_timm_model  # noqa: E402
+
+from evit_export.pipeline import deploy_for_export  # noqa: E402
+from evit_export.targets.base import is_memory_bound  # noqa: E402
+from evit_export.targets.onnx_target import export_onnx  # noqa: E402
+
+
+def hand_export(model, batch: int, path: Path) -> None:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(batch, 3, 224, 224),), buf, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"])
+    simplified, ok = onnxsim.simplify(onnx.load_from_string(buf.getvalue()))
+    assert ok
+    onnx.save(simplified, str(path))
+
+
+def session(path: Path):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def time_once(sess, x, reps: int) -> float:
+    name = sess.get_inputs()[0].name
+    start = time.perf_counter()
+    for _ in range(reps):
+        sess.run(None, {name: x})
+    return (time.perf_counter() - start) / reps
+
+
+def memory_bound(path: Path) -> int:
+    return sum(1 for n in onnx.load(str(path)).graph.node if is_memory_bound(n.op_type))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", nargs="+", default=["m0", "m1", "m2", "m3", "m4", "m5"])
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    console = Console()
+    table = Table(title="onnxruntime, 1 thread: evit-export vs hand export (timm → torch.onnx → onnxsim)")
+    for col in ("variant", "batch", "hand ms", "ours ms", "ratio (≥0.97)", "mem-bound hand", "mem-bound ours"):
+        table.add_column(col, justify="right")
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        for variant in args.variants:
+            ref = make_timm_model(variant, seed=0)
+            torch.save(ref.state_dict(), d / f"{variant}.pth")
+            deployed, spec = deploy_for_export(variant, d / f"{variant}.pth")
+            for batch in (16, 1):
+                hand, ours = d / f"{variant}_{batch}_hand.onnx", d / f"{variant}_{batch}_ours.onnx"
+                hand_export(ref, batch, hand)
+                export_onnx(deployed, spec, ours, batch=batch)
+                s_hand, s_ours = session(hand), session(ours)
+                x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+                reps = 2 if batch == 16 else 20
+                time_once(s_hand, x, 2), time_once(s_ours, x, 2)  # warm-up
+                th, to = [], []
+                for _ in range(args.rounds):  # interleaved so background load hits both alike
+                    th.append(time_once(s_hand, x, reps))
+                    to.append(time_once(s_ours, x, reps))
+                mh, mo = statistics.median(th) * 1e3, statistics.median(to) * 1e3
+                table.add_row(variant, str(batch), f"{mh:.2f}", f"{mo:.2f}", f"{mh / mo:.3f}",
+                              str(memory_bound(hand)), str(memory_bound(ours)))
+                console.print(f"{variant} batch {batch}: hand {mh:.2f} ms ({batch / mh * 1e3:.0f} img/s), "
+                              f"ours {mo:.2f} ms ({batch / mo * 1e3:.0f} img/s), ratio {mh / mo:.3f}")
+        console.print(table)
+        # Export + check of M0, as a user runs it.
+        import subprocess
+
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "evit_export", "onnx", "--variant", "m0", "--checkpoint",
+                               str(d / "m0.pth"), "--out", str(d / "cli_m0.onnx")], capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        console.print(f"evit-export onnx --variant m0 (export + check, new process): {wall:.1f} s "
+                      f"(goal ≤ 15 s), exit {proc.returncode}")
+
+
+if __name__ == "__main__":
+    main()
