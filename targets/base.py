@@ -104,6 +104,11 @@ class Runner(ABC):
         localisation. Layout as the artifact holds it (the matcher handles NHWC)."""
         raise NotImplementedError(f"{self.name} cannot expose intermediate tensors")
 
+    def timed_call(self, pixels: np.ndarray):
+        """A zero-argument callable running inference only, for latency measurement.
+        Runners override it to keep input conversion out of the timed region."""
+        return lambda: self.run(pixels)
+
     def close(self) -> None:
         pass
 

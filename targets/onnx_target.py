@@ -225,6 +225,11 @@ class OnnxRunner(Runner):
         fn = lambda part: self.session.run(None, {self.input_name: part})[0]  # noqa: E731
         return run_in_batches(fn, x, self.batch).astype(np.float32)
 
+    def timed_call(self, pixels: np.ndarray):
+        x = to_model_input(pixels, self.spec)
+        feeds = {self.input_name: x}
+        return lambda: self.session.run(None, feeds)
+
     def tensors(self, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """All node outputs of the (unoptimised) graph, in node order."""
         import onnx

@@ -1,0 +1,135 @@
+"""App-integration packages: model, labels, preprocessing spec, manifest with
+checksums, equivalence and latency figures, integration snippet, readable report.
+
+Written once against the target protocol: any artifact whose target can open a
+Runner gets the same package.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from .atomic import atomic_path
+from .errors import UserError
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entries(root: Path) -> list[dict]:
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "manifest.json":
+            out.append({"path": str(p.relative_to(root)), "bytes": p.stat().st_size, "sha256": sha256_file(p)})
+    return out
+
+
+def preprocessing_spec(spec) -> dict:
+    return {
+        "color": "RGB",
+        "resize": {"shorter_side": int(spec.img_size / spec.crop_pct), "interpolation": spec.interpolation},
+        "center_crop": [spec.img_size, spec.img_size],
+        "scale": 1 / 255,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "formula": "x = (pixel / 255 - mean) / std, per channel",
+        "model_input": {"layout": spec.input_layout, "range": spec.input_range, "dtype": spec.input_dtype,
+                        "note": {"normalized": "apply the formula above before feeding",
+                                 "pixels": "feed RGB pixels 0..255; the formula is inside the model",
+                                 "unit": "feed pixel / 255; mean/std are inside the model"}.get(spec.input_range, "")},
+    }
+
+
+def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images=None,
+                  threads: int = 1, measure: bool = True, log=lambda msg: None) -> Path:
+    from .snippets import SNIPPETS
+    from .targets import target_for
+    from .validation.check import check_artifact
+    from .validation.latency import measure_latency
+
+    artifact = Path(artifact)
+    if not artifact.exists():
+        raise UserError(f"artifact {artifact} does not exist: check the path")
+    target = target_for(artifact)
+    spec = target.read_spec(artifact)
+    if spec is None:
+        raise UserError(f"{artifact} carries no evit-export spec: export it with evit-export first")
+    out = Path(out)
+    log(f"checking {artifact} against PyTorch")
+    report = check_artifact(artifact, checkpoint=checkpoint, images=images)
+    latency = None
+    if measure:
+        log(f"measuring latency ({threads} thread{'s' if threads != 1 else ''})")
+        with target.open(artifact, spec=spec, threads=threads) as runner:
+            latency = measure_latency(runner, batch=spec.batch or 1, threads=threads).to_dict()
+    with atomic_path(out, directory=True) as tmp:
+        tmp.mkdir(parents=True)
+        dest = tmp / artifact.name
+        if artifact.is_dir():
+            shutil.copytree(artifact, dest)
+        else:
+            shutil.copy2(artifact, dest)
+        (tmp / "labels.txt").write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
+        (tmp / "preprocessing.json").write_text(json.dumps(preprocessing_spec(spec), indent=2) + "\n")
+        snippet = SNIPPETS[target.name](artifact.name, spec)
+        (tmp / "INTEGRATION.md").write_text(f"# Using {artifact.name}\n\n{snippet}", encoding="utf-8")
+        manifest = {
+            "format": "evit-export package 1",
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "target": target.name,
+            "model": artifact.name,
+            "spec": spec.to_dict(),
+            "io": {k: [vars(t) for t in v] for k, v in target.describe(artifact).items()},
+            "equivalence": report.to_dict(),
+            "latency": [latency] if latency else [],
+        }
+        (tmp / "REPORT.md").write_text(render_report(manifest), encoding="utf-8")
+        manifest["files"] = file_entries(tmp)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return out
+
+
+def render_report(manifest: dict) -> str:
+    spec, eq = manifest["spec"], manifest["equivalence"]
+    lines = [
+        f"# {manifest['model']}: EfficientViT-{spec['variant'].upper()} for {manifest['target']}",
+        "",
+        f"- classes: {spec['num_classes']} · input {spec['img_size']}×{spec['img_size']} "
+        f"({spec['input_layout']}, {spec['input_range']}, {spec['input_dtype']}) · precision {spec['precision']}",
+        f"- weights from: {json.dumps(spec.get('source', {}))}",
+        f"- built {manifest['created']} with {', '.join(f'{k} {v}' for k, v in spec['toolchain'].items())}",
+        "",
+        "## Numerical equivalence against PyTorch",
+        "",
+        f"Verdict: **{'PASS' if eq['passed'] else 'FAIL'}** ({eq['tolerance']}) on {eq['inputs']}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| max abs error | {eq['max_abs']:.3g} |",
+        f"| mean abs error | {eq['mean_abs']:.3g} |",
+        f"| cosine (min) | {eq['cosine_min']:.6f} |",
+        f"| top-1 agreement | {100 * eq['top1_agreement']:.2f}% |",
+        f"| top-5 agreement | {100 * eq['top5_agreement']:.2f}% |",
+    ]
+    if eq.get("failures"):
+        lines += ["", "Failures: " + "; ".join(eq["failures"])]
+    lines += ["", "## Latency", ""]
+    if manifest["latency"]:
+        lines += ["| runtime | kind | batch | threads | median ms | p90 ms | img/s | machine |", "|---|---|---|---|---|---|---|---|"]
+        for lat in manifest["latency"]:
+            lines.append(f"| {lat['runtime']} | {lat['kind']} | {lat['batch']} | {lat['threads']} | "
+                         f"{lat['median_ms']} | {lat['p90_ms']} | {lat['images_per_s']} | {lat['machine']} |")
+    else:
+        lines.append("Not measured (`--no-latency`).")
+    lines += ["", "## Files", "", "See `manifest.json` for sizes and sha256 checksums; "
+              "`INTEGRATION.md` shows how an app feeds the model; `preprocessing.json` is the exact "
+              "preprocessing the checks used.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""Measured latency of any Runner (written once against the Runner protocol)."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from evit_export.preprocess import seeded_pixels
+
+
+@dataclass
+class Latency:
+    runtime: str
+    batch: int
+    threads: int | None
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    images_per_s: float
+    iterations: int
+    kind: str = "measured"  # measured on this machine; simulated figures say "estimate"
+    machine: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine_description() -> str:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def measure_latency(runner, batch: int = 1, threads: int | None = None, warmup: int = 3,
+                    iterations: int = 20, min_seconds: float = 0.0) -> Latency:
+    """Median/p90 wall time of ``runner.run`` on a batch of seeded images."""
+    pixels = seeded_pixels(batch, runner.spec.img_size, seed=0)
+    call = runner.timed_call(pixels)
+    for _ in range(warmup):
+        call()
+    times = []
+    start = time.perf_counter()
+    while len(times) < iterations or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    times_ms = np.asarray(times) * 1e3
+    median = float(statistics.median(times_ms))
+    return Latency(runtime=runner.name, batch=batch, threads=threads, median_ms=round(median, 3),
+                   p90_ms=round(float(np.percentile(times_ms, 90)), 3), min_ms=round(float(times_ms.min()), 3),
+                   images_per_s=round(batch / median * 1e3, 1), iterations=len(times),
+                   machine=machine_description())
