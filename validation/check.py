@@ -16,7 +16,8 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
                    images: str | Path | None = None, n: int = 32, seed: int = 0,
                    max_abs_scale: float | None = None, min_cosine: float | None = None,
                    min_top1: float | None = None, localize: bool = False,
-                   threads: int | None = None, runner_options: dict | None = None) -> EquivalenceReport:
+                   threads: int | None = None, runner_options: dict | None = None,
+                   extra_pixels: np.ndarray | None = None, extra_description: str = "") -> EquivalenceReport:
     from evit_export.models import canonical_variant
     from evit_export.pipeline import reference_model
     from evit_export.targets import target_for
@@ -25,7 +26,7 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
     path = Path(artifact)
     if not path.exists():
         raise UserError(f"artifact {path} does not exist: check the path")
-    if n < 1:
+    if n < 1 and extra_pixels is None:
         raise UserError(f"-n {n}: need at least one input")
     target = target_for(path)
     spec = target.read_spec(path)
@@ -45,6 +46,11 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
     reference = TorchRunner(deployed, spec)
     pixels = seeded_pixels(n, spec.img_size, seed)
     described = f"{n} seeded random images (seed {seed})"
+    if extra_pixels is not None:  # caller-supplied pixels, e.g. held-out real images
+        pixels = np.concatenate([pixels, np.asarray(extra_pixels, np.float32)]) if n else \
+            np.asarray(extra_pixels, np.float32)
+        extra = extra_description or f"{len(extra_pixels)} given images"
+        described = f"{described} + {extra}" if n else extra
     if images is not None:
         real, _, used, skipped = load_images(Path(images), spec)
         pixels = np.concatenate([pixels, real])

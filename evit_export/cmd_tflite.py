@@ -1,0 +1,86 @@
+"""``evit-export tflite``"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cli import CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app, console, err_console
+
+
+@app.command("tflite")
+def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = CheckpointOpt,
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="default: out/<variant>.tflite "
+                                                  "(int8/fp16/dynamic: out/<variant>_<mode>.tflite)"),
+               quantize: str = typer.Option("none", "--quantize", "-q", help="none | fp16 | dynamic | int8"),
+               calibration_data: Optional[str] = typer.Option(
+                   None, "--calibration-data", help="int8: folder of images (ImageFolder or flat); default: "
+                   "the embedded dataset (scikit-learn digits until a trained default exists); 'random' "
+                   "calibrates on random data (warned)"),
+               calibration_size: int = typer.Option(200, "--calibration-size", help="int8: images used"),
+               input_type: str = typer.Option("float", "--input", help="float (normalized image) | uint8 (raw "
+                                              "RGB 0..255, normalization in the graph; needs --quantize int8)"),
+               layout: str = typer.Option("nhwc", "--layout", help="input layout: nhwc | nchw"),
+               batch: int = typer.Option(1, "--batch", help="fixed batch size"),
+               num_classes: Optional[int] = NumClassesOpt, img_size: Optional[int] = ImgSizeOpt,
+               seed: Optional[int] = typer.Option(None, "--seed", help="random weights seed (no checkpoint)"),
+               threads: Optional[int] = typer.Option(None, "--threads", help="LiteRT threads for the check"),
+               check: bool = typer.Option(True, "--check/--no-check", help="equivalence check after export")):
+    """Export to TFLite / LiteRT: native NHWC graph, fp32 / fp16 / dynamic / int8, spec in metadata."""
+    from .errors import UserError
+    from .targets.tflite_target import QUANTIZE_CHOICES, export_tflite
+
+    quantize = quantize.lower()
+    if quantize not in QUANTIZE_CHOICES + ("fp32",):
+        raise UserError(f"--quantize {quantize} is not supported: choose one of {', '.join(QUANTIZE_CHOICES)}")
+    if input_type.lower() == "uint8" and quantize != "int8":
+        raise UserError("--input uint8 needs full-integer quantization: add --quantize int8 (or use --input float)")
+    if calibration_data is not None and quantize != "int8":
+        raise UserError("--calibration-data only applies to --quantize int8: drop it or add --quantize int8")
+    if calibration_data is not None and calibration_data != "random" and not Path(calibration_data).is_dir():
+        raise UserError(f"calibration folder {calibration_data} does not exist: pass --calibration-data DIR "
+                        "with images (ImageFolder or flat)")
+    if out is not None and out.suffix.lower() != ".tflite":
+        raise UserError(f"--out {out} must end in .tflite")
+    from .pipeline import deploy_for_export
+
+    deployed, spec = deploy_for_export(variant, checkpoint, num_classes, img_size, seed=seed)
+    for note in spec.notes:
+        err_console.print(f"[yellow]note:[/] {note}")
+    suffix = "" if quantize in ("none", "fp32") else f"_{quantize}"
+    out = out or Path("out") / f"{spec.variant}{suffix}.tflite"
+    artifact = export_tflite(deployed, spec, out, quantize=quantize, calibration_data=calibration_data,
+                             calibration_size=calibration_size, input_type=input_type, layout=layout,
+                             batch=batch)
+    info = artifact.info
+    calib = info.get("calibration")
+    if calib and calib.get("random"):
+        err_console.print(f"[bold red]WARNING:[/] {calib['warning']}")
+    gpu = info.get("gpu_delegate") or {}
+    gpu_text = ("GPU delegate: compatible" if gpu.get("compatible") else
+                f"GPU delegate: NOT fully compatible ({len(gpu.get('problems', []))} findings)"
+                if gpu.get("checked") else "GPU delegate: not checked")
+    console.print(f"wrote {out} ({info['file_size'] / 1e6:.2f} MB, {info['precision']}, input "
+                  f"{info['io']['input']['dtype']} {info['layout']}, batch {batch}, "
+                  f"{info['export_seconds']:.1f} s); labels in {info['labels']}; {gpu_text}")
+    if calib:
+        console.print(f"int8 calibration: {calib['source']}")
+    if check:
+        from .validation.check import check_artifact
+
+        extra = None
+        described = ""
+        if info["precision"] in ("int8", "dynamic"):
+            # Quantized models are judged on real images (held out from calibration).
+            from .targets.tflite_target import heldout_pixels
+
+            extra, _, described = heldout_pixels(artifact.spec, 200)
+        report = check_artifact(out, threads=threads, extra_pixels=extra, extra_description=described,
+                                n=0 if extra is not None else 32)
+        status = "[green]PASS[/]" if report.passed else "[red]FAIL[/]"
+        console.print(f"equivalence vs PyTorch on {report.n} inputs ({report.inputs}): max abs "
+                      f"{report.max_abs:.2e}, cosine min {report.cosine_min:.6f}, top-1 agreement "
+                      f"{100 * report.top1_agreement:.1f}% {status}")
+        if not report.passed:
+            raise typer.Exit(1)

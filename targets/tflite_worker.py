@@ -1,0 +1,108 @@
+"""TensorFlow side of the TFLite export, run as its own process:
+
+    python -m evit_export.targets.tflite_worker JOB_DIR
+
+The exporting process (which has torch, and maybe coremltools, loaded) never imports
+TensorFlow: importing TensorFlow before torch's triton segfaults, and TensorFlow's
+bundled TFLite runtime must not share a process with LiteRT's. This worker imports
+TensorFlow and numpy only, never torch.
+
+JOB_DIR holds ``plan.json`` + ``weights.npz`` (from ``tflite_graph.make_plan``),
+``options.json`` and, for int8, ``calibration.npy`` (graph-ready float inputs). The
+worker writes ``model.tflite`` and ``report.json`` there; any failure is reported as
+one line on stderr and exit status 3.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _gpu_compatibility(tf, data: bytes) -> dict:
+    """tf.lite.experimental.Analyzer's GPU-delegate verdict, summarised."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            tf.lite.experimental.Analyzer.analyze(model_content=data, gpu_compatibility=True)
+    except Exception as e:  # the analyzer is best effort; the export does not depend on it
+        return {"checked": False, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+    text = buf.getvalue()
+    lines = [ln.strip() for ln in text.splitlines()]
+    problems = [ln for ln in lines if "GPU COMPATIBILITY WARNING" in ln or "Not supported op" in ln
+                or "is not supported" in ln.lower()]
+    compatible = any("looks compatible with GPU delegate" in ln for ln in lines) and not problems
+    return {"checked": True, "compatible": bool(compatible), "problems": problems[:40],
+            "analyzer_output_tail": "\n".join(lines[-30:])}
+
+
+def convert(job: Path) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from evit_export.targets.tflite_graph import build_function
+
+    started = time.perf_counter()
+    plan = json.loads((job / "plan.json").read_text())
+    opts = json.loads((job / "options.json").read_text())
+    with np.load(job / "weights.npz") as npz:
+        weights = {k: npz[k] for k in npz.files}
+    fn = build_function(plan, weights, batch=opts["batch"], layout=opts["layout"],
+                        input_range=opts["input_range"], mean=opts["mean"], std=opts["std"],
+                        input_name=opts["input_name"], output_name=opts["output_name"])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    quantize = opts["quantize"]
+    if quantize == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "int8":
+        calib = np.load(job / "calibration.npy")
+
+        def representative():
+            for i in range(len(calib)):
+                yield [calib[i:i + 1].repeat(opts["batch"], axis=0)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io_type = {"float32": tf.float32, "uint8": tf.uint8, "int8": tf.int8}
+        converter.inference_input_type = io_type[opts["input_dtype"]]
+        converter.inference_output_type = io_type[opts["output_dtype"]]
+    built = time.perf_counter()
+    data = converter.convert()
+    converted = time.perf_counter()
+    (job / "model.tflite").write_bytes(data)
+    report = {"tensorflow": tf.__version__, "graph_seconds": round(built - started, 2),
+              "convert_seconds": round(converted - built, 2),
+              "gpu_delegate": _gpu_compatibility(tf, data) if opts.get("analyze", True) else {"checked": False}}
+    report["analyze_seconds"] = round(time.perf_counter() - converted, 2)
+    (job / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m evit_export.targets.tflite_worker JOB_DIR", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        convert(Path(argv[0]))
+    except Exception as e:  # reported to the parent, which turns it into its own error
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        msg = " ".join(str(e).split())[:400] or type(e).__name__
+        print(f"EVIT_WORKER_ERROR: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
