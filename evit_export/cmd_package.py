@@ -39,8 +39,18 @@ def package_cmd(artifact: Path = typer.Argument(..., help="an artifact exported 
 def bench_cmd(artifacts: List[Path] = typer.Argument(..., help="artifacts to time side by side"),
               threads: int = typer.Option(1, "--threads"),
               iterations: int = typer.Option(30, "--iterations"),
+              simulate: str = typer.Option("", "--simulate", help="comma-separated device profiles to "
+                                           "estimate (see --list-devices), e.g. a13-ane-fp16"),
+              list_devices: bool = typer.Option(False, "--list-devices"),
               as_json: bool = typer.Option(False, "--json")):
-    """Measured latency of each artifact on this machine's runtimes."""
+    """Measured latency of each artifact on this machine's runtimes; simulated
+    latency (labelled as an estimate) for mobile devices with --simulate."""
+    from .validation.simulate import PROFILES
+
+    if list_devices:
+        for p in PROFILES.values():
+            console.print(f"{p.name}: {p.description} — {p.source}")
+        return
     from .errors import UserError
     from .targets import target_for
     from .validation.latency import measure_latency
@@ -56,13 +66,27 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., help="artifacts to tim
         with target.open(artifact, spec=spec, threads=threads) as runner:
             lat = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=iterations)
         rows.append({"artifact": str(artifact), **lat.to_dict()})
+        for device in [d.strip() for d in simulate.split(",") if d.strip()]:
+            if device not in PROFILES:
+                raise UserError(f"unknown device profile {device!r}: choose from {', '.join(PROFILES)}")
+            from .pipeline import reference_model
+            from .validation.simulate import estimate_latency
+
+            est = estimate_latency(reference_model(spec), spec.img_size, device, batch=spec.batch or 1)
+            rows.append({"artifact": str(artifact), "runtime": f"{device} (ESTIMATE)", "batch": est.batch,
+                         "median_ms": est.estimate_ms, "p90_ms": float("nan"),
+                         "images_per_s": round(est.batch / est.estimate_ms * 1e3, 1), "kind": "estimate",
+                         "machine": est.description, "assumptions": est.assumptions})
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table(title=f"measured latency, {threads} thread(s), {rows[0]['machine']}")
-    for col in ("artifact", "runtime", "batch", "median ms", "p90 ms", "img/s"):
+    table = Table(title=f"latency, {threads} thread(s), measured on {rows[0]['machine']}")
+    for col in ("artifact", "runtime / device", "kind", "batch", "median ms", "p90 ms", "img/s"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["artifact"], r["runtime"], str(r["batch"]), f"{r['median_ms']:.2f}",
-                      f"{r['p90_ms']:.2f}", f"{r['images_per_s']:.1f}")
+        table.add_row(r["artifact"], r["runtime"], r["kind"], str(r["batch"]), f"{r['median_ms']:.2f}",
+                      f"{r['p90_ms']:.2f}" if r["p90_ms"] == r["p90_ms"] else "-", f"{r['images_per_s']:.1f}")
     console.print(table)
+    if any(r["kind"] == "estimate" for r in rows):
+        console.print("estimates come from a per-op roofline on assumed device profiles "
+                      "(evit_export/validation/simulate.py), not from a device")
