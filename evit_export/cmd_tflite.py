@@ -28,32 +28,19 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
                threads: Optional[int] = typer.Option(None, "--threads", help="LiteRT threads for the check"),
                check: bool = typer.Option(True, "--check/--no-check", help="equivalence check after export")):
     """Export to TFLite / LiteRT: native NHWC graph, fp32 / fp16 / dynamic / int8, spec in metadata."""
-    from .errors import UserError
-    from .targets.tflite_target import QUANTIZE_CHOICES, export_tflite
-
-    quantize = quantize.lower()
-    if quantize not in QUANTIZE_CHOICES + ("fp32",):
-        raise UserError(f"--quantize {quantize} is not supported: choose one of {', '.join(QUANTIZE_CHOICES)}")
-    if input_type.lower() == "uint8" and quantize != "int8":
-        raise UserError("--input uint8 needs full-integer quantization: add --quantize int8 (or use --input float)")
-    if calibration_data is not None and quantize != "int8":
-        raise UserError("--calibration-data only applies to --quantize int8: drop it or add --quantize int8")
-    if calibration_data is not None and calibration_data != "random" and not Path(calibration_data).is_dir():
-        raise UserError(f"calibration folder {calibration_data} does not exist: pass --calibration-data DIR "
-                        "with images (ImageFolder or flat)")
-    if out is not None and out.suffix.lower() != ".tflite":
-        raise UserError(f"--out {out} must end in .tflite")
     from .pipeline import deploy_for_export
+    from .targets.tflite_target import export_tflite, validate_options
 
+    quantize, input_type, layout = validate_options(out, quantize, input_type, layout, batch, calibration_data)
     deployed, spec = deploy_for_export(variant, checkpoint, num_classes, img_size, seed=seed)
-    for note in spec.notes:
-        err_console.print(f"[yellow]note:[/] {note}")
     suffix = "" if quantize in ("none", "fp32") else f"_{quantize}"
     out = out or Path("out") / f"{spec.variant}{suffix}.tflite"
     artifact = export_tflite(deployed, spec, out, quantize=quantize, calibration_data=calibration_data,
                              calibration_size=calibration_size, input_type=input_type, layout=layout,
                              batch=batch)
     info = artifact.info
+    for note in spec.notes:  # after the export, so that a bad-input error stays one line
+        err_console.print(f"[yellow]note:[/] {note}")
     calib = info.get("calibration")
     if calib and calib.get("random"):
         err_console.print(f"[bold red]WARNING:[/] {calib['warning']}")

@@ -226,7 +226,8 @@ class GraphBuilder:
 def build_function(plan: dict, weights: dict[str, np.ndarray], *, batch: int = 1, layout: str = "NHWC",
                    input_range: str = "normalized", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                    input_name: str = "image", output_name: str = "logits"):
-    """A concrete ``tf.function`` (fixed batch) returning {output_name: logits}."""
+    """(concrete function, owning tf.Module): a fixed-batch ``tf.function`` returning
+    {output_name: logits}. The converter needs the owner to emit a SignatureDef."""
     import tensorflow as tf
 
     size = plan["img_size"]
@@ -238,4 +239,6 @@ def build_function(plan: dict, weights: dict[str, np.ndarray], *, batch: int = 1
         x = tf.transpose(image, [0, 2, 3, 1]) if layout == "NCHW" else image
         return {output_name: builder.forward(x, input_range, mean, std)}
 
-    return classify.get_concrete_function()
+    owner = tf.Module()
+    owner.classify = classify
+    return classify.get_concrete_function(), owner

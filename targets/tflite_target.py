@@ -244,19 +244,9 @@ def _run_worker(job: Path) -> dict:
     return json.loads((job / "report.json").read_text())
 
 
-def export_tflite(model, spec: ModelSpec, out: Path, quantize: str = "none", calibration_data=None,
-                  calibration_size: int = DEFAULT_CALIBRATION_SIZE, input_type: str = "float",
-                  layout: str = "nhwc", batch: int = 1, analyze: bool = True,
-                  calibration_pixels_override: np.ndarray | None = None) -> Artifact:
-    """Export the folded deploy ``model`` to ``out`` (.tflite), atomically.
-
-    ``quantize``: none (fp32) | fp16 | dynamic | int8. ``input_type``: float (the
-    normalized image, like ONNX) | uint8 (raw RGB pixels 0..255, normalization in the
-    graph; needs int8). ``layout``: nhwc | nchw. ``calibration_data``: folder of images
-    (int8), default the embedded/digits dataset; ``"random"`` only with a warning.
-    """
-    from .tflite_graph import make_plan
-
+def validate_options(out, quantize: str = "none", input_type: str = "float", layout: str = "nhwc",
+                     batch: int | None = 1, calibration_data=None) -> tuple[str, str, str]:
+    """Check export options before any work; (quantize, input_type, LAYOUT) normalised."""
     quantize = (quantize or "none").lower()
     if quantize == "fp32":
         quantize = "none"
@@ -274,9 +264,31 @@ def export_tflite(model, spec: ModelSpec, out: Path, quantize: str = "none", cal
         raise UserError(f"--batch {batch} must be at least 1 (TFLite models here have a fixed batch)")
     if calibration_data is not None and quantize != "int8":
         raise UserError("--calibration-data only applies to --quantize int8: drop it or add --quantize int8")
-    out = check_writable(Path(out))
-    if out.suffix.lower() != ".tflite":
-        raise UserError(f"--out {out} must end in .tflite")
+    if calibration_data is not None and str(calibration_data) != "random" and not Path(calibration_data).is_dir():
+        raise UserError(f"calibration folder {calibration_data} does not exist: pass --calibration-data DIR "
+                        "with images (ImageFolder or flat)")
+    if out is not None:
+        if Path(out).suffix.lower() != ".tflite":
+            raise UserError(f"--out {out} must end in .tflite")
+        check_writable(Path(out))
+    return quantize, input_type, layout
+
+
+def export_tflite(model, spec: ModelSpec, out: Path, quantize: str = "none", calibration_data=None,
+                  calibration_size: int = DEFAULT_CALIBRATION_SIZE, input_type: str = "float",
+                  layout: str = "nhwc", batch: int = 1, analyze: bool = True,
+                  calibration_pixels_override: np.ndarray | None = None) -> Artifact:
+    """Export the folded deploy ``model`` to ``out`` (.tflite), atomically.
+
+    ``quantize``: none (fp32) | fp16 | dynamic | int8. ``input_type``: float (the
+    normalized image, like ONNX) | uint8 (raw RGB pixels 0..255, normalization in the
+    graph; needs int8). ``layout``: nhwc | nchw. ``calibration_data``: folder of images
+    (int8), default the embedded/digits dataset; ``"random"`` only with a warning.
+    """
+    from .tflite_graph import make_plan
+
+    quantize, input_type, layout = validate_options(out, quantize, input_type, layout, batch, calibration_data)
+    out = Path(out)
 
     started = time.perf_counter()
     precision = PRECISION[quantize]

@@ -51,10 +51,10 @@ def convert(job: Path) -> dict:
     opts = json.loads((job / "options.json").read_text())
     with np.load(job / "weights.npz") as npz:
         weights = {k: npz[k] for k in npz.files}
-    fn = build_function(plan, weights, batch=opts["batch"], layout=opts["layout"],
+    fn, owner = build_function(plan, weights, batch=opts["batch"], layout=opts["layout"],
                         input_range=opts["input_range"], mean=opts["mean"], std=opts["std"],
                         input_name=opts["input_name"], output_name=opts["output_name"])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], trackable_obj=owner)
     quantize = opts["quantize"]
     if quantize == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
