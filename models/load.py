@@ -84,7 +84,8 @@ def load_model(variant: str | None = None, checkpoint: str | os.PathLike | None 
     ck_labels = meta.get("labels") if meta.get("num_classes") == classes else None
     model.spec = ModelSpec(
         name, classes, size, labels=list(labels or ck_labels or []),
-        mean=tuple(meta.get("mean", IMAGENET_MEAN)), std=tuple(meta.get("std", IMAGENET_STD)))
+        mean=tuple(meta.get("mean", IMAGENET_MEAN)), std=tuple(meta.get("std", IMAGENET_STD)),
+        **{k: meta[k] for k in ("crop_pct", "interpolation") if k in meta})
     if labels is not None and len(labels) != classes:
         raise UserError(f"{len(labels)} labels given for {classes} classes: give one label per class")
     model.load_notes = notes

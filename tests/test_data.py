@@ -1,0 +1,105 @@
+"""Datasets: the embedded digits (fixed split, shared preprocessing), ImageFolder reading
+with skip-and-count, seeded splits, and one-line errors for bad layouts."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli_helpers import assert_one_line_error, run_cli
+from evit_export.data import (DIGITS_LABELS, default_calibration_images, digits_pixels, digits_split_indices,
+                              load_digits_split, load_eval_folder, load_imagefolder, write_digits_imagefolder)
+from evit_export.errors import UserError
+from evit_export.data import digits_spec
+
+
+def test_digits_split_is_fixed_disjoint_and_stratified():
+    train, val = digits_split_indices()
+    assert (len(train), len(val)) == (1442, 355)
+    assert not set(train) & set(val)
+    again = digits_split_indices()
+    assert np.array_equal(again[0], train) and np.array_equal(again[1], val)
+    _, y = digits_pixels("val", 32)
+    counts = np.bincount(y, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37
+
+
+def test_digits_pixels_follow_the_runner_convention():
+    pixels, y = digits_pixels("val", 48)
+    assert pixels.dtype == np.float32 and pixels.shape == (355, 3, 48, 48)
+    assert pixels.min() >= 0 and pixels.max() <= 255 and pixels.max() > 200
+    assert np.array_equal(pixels, np.rint(pixels))  # integer levels: uint8 storage is lossless
+    assert np.array_equal(pixels[:, 0], pixels[:, 1])  # greyscale rendered to RGB
+    calib = default_calibration_images(digits_spec(img_size=40), 20)
+    assert calib.shape == (20, 3, 40, 40) and calib.dtype == np.float32
+
+
+def test_digits_written_as_png_read_back_identically(tmp_path):
+    """The PNG ImageFolder and the in-memory digits go through the same preprocessing."""
+    write_digits_imagefolder(tmp_path / "digits")
+    spec = digits_spec(img_size=32)
+    train, val = load_imagefolder(tmp_path / "digits", spec)
+    ref_val = load_digits_split("val", spec)
+    assert train.classes == DIGITS_LABELS and len(train) == 1442 and len(val) == 355
+    order = np.argsort([int(p.rsplit("/", 1)[1][:4]) for p in val.files], kind="stable")
+    assert np.array_equal(val.pixels[order], ref_val.pixels)
+    assert np.array_equal(val.targets[order], ref_val.targets)
+
+
+def _folder(root, classes, n=4, size=20, corrupt=0):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        d = root / c
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (size, size + 3, 3), dtype=np.uint8)).save(d / f"{i}.png")
+        for i in range(corrupt):
+            (d / f"bad{i}.jpg").write_bytes(b"not an image at all")
+    return root
+
+
+def test_unreadable_files_are_skipped_and_counted(tmp_path):
+    _folder(tmp_path / "ds" / "train", ["a", "b"], n=5, corrupt=1)
+    (tmp_path / "ds" / "train" / "a" / "notes.txt").write_text("hello")
+    spec = digits_spec(img_size=32).replace(labels=["a", "b"], num_classes=2)
+    train, val = load_imagefolder(tmp_path / "ds", spec, val_fraction=0.2, seed=3)
+    assert len(train) + len(val) == 10
+    assert len(train.skipped) == 3
+    assert sorted(np.bincount(val.targets).tolist()) == [1, 1]
+    again_train, again_val = load_imagefolder(tmp_path / "ds", spec, val_fraction=0.2, seed=3)
+    assert again_val.files == val.files
+    other = load_imagefolder(tmp_path / "ds", spec, val_fraction=0.2, seed=4)[1]
+    assert len(other) == 2
+    ev = load_eval_folder(tmp_path / "ds" / "train", spec)
+    assert len(ev) == 10 and len(ev.skipped) == 3
+
+
+@pytest.mark.parametrize("layout,needle", [
+    ("missing", "does not exist"),
+    ("one_class", "at least 2"),
+    ("empty_class", "is empty"),
+    ("only_bad", "no readable image"),
+    ("mismatch", "differ"),
+])
+def test_bad_layouts_are_one_line_errors(tmp_path, capsys, layout, needle):
+    root = tmp_path / "ds"
+    if layout == "one_class":
+        _folder(root / "train", ["a"])
+    elif layout == "empty_class":
+        _folder(root / "train", ["a", "b"])
+        (root / "train" / "c").mkdir()
+    elif layout == "only_bad":
+        _folder(root / "train", ["a", "b"])
+        (root / "train" / "c").mkdir()
+        (root / "train" / "c" / "x.png").write_bytes(b"\x89PNG broken")
+    elif layout == "mismatch":
+        _folder(root / "train", ["a", "b"])
+        _folder(root / "val", ["a", "c"])
+    code, out, err = run_cli(capsys, "train", "--data", root, "--out", tmp_path / "run", "--img-size", 32,
+                             "--epochs", 1, "--no-progress")
+    line = assert_one_line_error(code, err)
+    assert needle in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_split_name_errors():
+    with pytest.raises(UserError):
+        load_digits_split("test", 32)

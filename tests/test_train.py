@@ -1,0 +1,158 @@
+"""Training: checkpoints that load through ``evit_export.load_model`` and match the log,
+exact resume, fine-tuning with a re-initialised head, weight-decay groups, bad input."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cli_helpers import assert_one_line_error, run_cli
+from evit_export import load_model
+from evit_export.models import EfficientViT
+from evit_export.train import TrainConfig, ensure_default_model, param_groups, train
+
+TINY = dict(img_size=32, epochs=2, batch_size=16, limit_train=96, limit_val=40, progress=False, threads=1)
+
+
+def own_eval(checkpoint, folder):
+    """An independent evaluation: load_model, PIL resize to the spec's size, own normalisation."""
+    model = load_model(checkpoint=checkpoint)
+    spec = model.spec
+    mean = torch.tensor(spec.mean).view(3, 1, 1)
+    std = torch.tensor(spec.std).view(3, 1, 1)
+    correct = total = 0
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        label = spec.labels.index(class_dir.name)
+        for f in sorted(class_dir.iterdir()):
+            im = Image.open(f).convert("RGB").resize((spec.img_size, spec.img_size), Image.BICUBIC)
+            x = torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1) / 255.0
+            with torch.no_grad():
+                pred = model(((x - mean) / std)[None]).argmax(1).item()
+            correct += pred == label
+            total += 1
+    return 100.0 * correct / total
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    result = train(TrainConfig(out=str(d / "run"), **TINY))
+    return d, result
+
+
+def test_checkpoint_loads_and_carries_spec_and_metrics(tiny_run):
+    d, result = tiny_run
+    model = load_model(checkpoint=result.checkpoint)
+    assert model.spec.labels == [str(i) for i in range(10)]
+    assert model.spec.img_size == 32 and model.spec.crop_pct == 1.0
+    meta = json.loads(result.checkpoint.with_suffix(".json").read_text())
+    assert meta["variant"] == "m0" and meta["seed"] == 0 and meta["epoch"] == 2 and meta["finished"]
+    log = json.loads(result.log.read_text())
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2] and log["finished"]
+    assert meta["metrics"]["val_top1"] == log["epochs"][-1]["val_top1"] == pytest.approx(result.val_top1, abs=1e-3)
+    for key in ("train_loss", "val_loss", "val_top1", "val_top5", "images_per_second", "seconds", "lr"):
+        assert key in log["epochs"][0]
+
+
+def test_logged_accuracy_matches_independent_evaluation(tmp_path):
+    """Real images in an ImageFolder, trained with the CLI, evaluated by other code."""
+    from evit_export.data import write_digits_imagefolder
+
+    root = write_digits_imagefolder(tmp_path / "digits", scale=4)  # 32x32 PNGs
+    # a smaller dataset: keep 20 train / 8 val images per class
+    for split, keep in (("train", 20), ("val", 8)):
+        for class_dir in (root / split).iterdir():
+            for f in sorted(class_dir.iterdir())[keep:]:
+                f.unlink()
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "evit_export", "train", "--data", str(root), "--img-size", "32",
+                           "--epochs", "3", "--batch-size", "20", "--out", str(tmp_path / "run"), "--threads", "1",
+                           "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    logged = log["epochs"][-1]["val_top1"]
+    mine = own_eval(tmp_path / "run" / "model.safetensors", root / "val")
+    assert abs(mine - logged) <= 0.5, (mine, logged)
+    assert logged > 30  # it learned something in 3 tiny epochs
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = train(TrainConfig(out=str(tmp_path / "a"), **TINY))
+    first = dict(TINY, epochs=1)
+    train(TrainConfig(out=str(tmp_path / "b"), **first))
+    resumed = train(TrainConfig(out=str(tmp_path / "b"), resume=True, epochs=2, progress=False, threads=1))
+    a = load_model(checkpoint=straight.checkpoint).state_dict()
+    b = load_model(checkpoint=resumed.checkpoint).state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed.val_top1 == straight.val_top1
+    log_b = json.loads(resumed.log.read_text())
+    assert [e["epoch"] for e in log_b["epochs"]] == [1, 2]
+
+
+def test_finetune_reinitialises_head_and_says_so(tiny_run, tmp_path, capsys):
+    d, result = tiny_run
+    rng = np.random.default_rng(1)
+    for c in ("cat", "dog", "fox"):
+        (tmp_path / "ds" / "train" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "ds" / "train" / c / f"{i}.png")
+    code, out, err = run_cli(capsys, "train", "--data", tmp_path / "ds", "--pretrained", result.checkpoint,
+                             "--img-size", 32, "--epochs", 1, "--batch-size", 6, "--out", tmp_path / "ft",
+                             "--threads", 1, "--no-progress")
+    assert code == 0, err
+    assert "head re-initialised: 10 -> 3 classes" in err
+    model = load_model(checkpoint=tmp_path / "ft" / "model.safetensors")
+    assert model.spec.labels == ["cat", "dog", "fox"]
+    base = load_model(checkpoint=result.checkpoint).state_dict()
+    # the body started from the pretrained weights (one small epoch moves them only a little)
+    w0, w1 = base["patch_embed.conv1.conv.weight"], model.state_dict()["patch_embed.conv1.conv.weight"]
+    assert (w1 - w0).abs().mean() < w0.abs().mean()
+
+
+def test_weight_decay_spares_attention_biases_and_norms():
+    model = EfficientViT("m0", num_classes=10, img_size=64)
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    nd = {names[id(p)] for p in no_decay["params"]}
+    dd = {names[id(p)] for p in decay["params"]}
+    assert any("attention_biases" in n for n in nd) and not any("attention_biases" in n for n in dd)
+    assert not any(".bn." in n or n.endswith(".bias") for n in dd)
+    assert all(p.ndim > 1 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
+
+
+def test_ensure_default_model_reuses_a_finished_run(tiny_run):
+    d, result = tiny_run
+    before = result.checkpoint.stat().st_mtime_ns
+    assert ensure_default_model(d / "run") == result.checkpoint
+    assert result.checkpoint.stat().st_mtime_ns == before
+
+
+def test_run_dir_misuse_is_one_line_error(tiny_run, tmp_path, capsys):
+    d, _ = tiny_run
+    code, _, err = run_cli(capsys, "train", "--out", d / "run", "--epochs", 1)
+    assert "--resume" in assert_one_line_error(code, err)
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "nothing", "--resume")
+    assert "nothing to resume" in assert_one_line_error(code, err)
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "x", "--img-size", 16)
+    assert "at least 32" in assert_one_line_error(code, err)
+
+
+@pytest.mark.slow
+def test_default_training_reaches_goal(tmp_path):
+    """Default `evit-export train` (M0 on digits): >= 97 % val top-1 within 5 minutes."""
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "evit_export", "train", "--out", str(tmp_path / "run"),
+                           "--no-progress"], capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert log["epochs"][-1]["val_top1"] >= 97.0
+    assert wall <= 300, f"{wall:.0f} s"
