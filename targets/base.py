@@ -31,6 +31,7 @@ MEMORY_BOUND_OPS = {
     "relu", "sigmoid", "logistic", "expand", "tile", "shape", "constantofshape",
     "softmax", "quantize", "dequantize",
     "realdiv",  # MIL real_div
+    "reshapestatic", "rankpreservingreshape", "splitnd", "softmaxnd", "multiply",  # CoreML NeuralNetwork
 }
 
 

@@ -57,8 +57,22 @@ def _ct():
 
 # --------------------------------------------------------------------------- export
 
-def _validate_options(fmt: str, precision: str, min_ios: int | None, input_kind: str, output: str,
-                      compress: str, batch: int, labels, spec: ModelSpec) -> int:
+def check_labels(labels, spec: ModelSpec) -> None:
+    if labels is not None and len(labels) != spec.num_classes:
+        raise UserError(f"the labels file has {len(labels)} labels but the model has {spec.num_classes} "
+                        f"classes: give exactly one label per class")
+
+
+def check_out(out: Path, fmt: str) -> Path:
+    want = ".mlpackage" if fmt == "mlprogram" else ".mlmodel"
+    if out.suffix.lower() != want:
+        raise UserError(f"--out {out} must end in {want} for --format {fmt}")
+    return check_writable(out)
+
+
+def validate_options(fmt: str, precision: str, min_ios: int | None, input_kind: str, output: str,
+                     compress: str, batch: int) -> int:
+    """Check the export options (no model needed); return the deployment target's iOS."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt} is unknown: choose mlprogram or neuralnetwork")
     if precision not in PRECISIONS:
@@ -71,17 +85,13 @@ def _validate_options(fmt: str, precision: str, min_ios: int | None, input_kind:
         raise UserError(f"--compress {compress} is unknown: choose none, int8 or palettize6")
     if batch < 1:
         raise UserError(f"--batch {batch} must be at least 1")
-    if labels is not None and len(labels) != spec.num_classes:
-        raise UserError(f"the labels file has {len(labels)} labels but the model has {spec.num_classes} "
-                        f"classes: give exactly one label per class")
     if fmt == "neuralnetwork":
         if compress != "none":
             raise UserError(f"--compress {compress} needs --format mlprogram: weight compression "
                             "(coremltools.optimize) works on ML Programs only")
-        if precision == "fp16":
-            pass  # NeuralNetwork weights are stored fp16 after conversion (see _export)
-        if min_ios is not None and min_ios not in MIN_IOS:
-            raise UserError(f"--min-ios {min_ios} is not supported: choose one of 13..18")
+        if min_ios is not None and min_ios not in (13, 14):
+            raise UserError(f"--min-ios {min_ios} does not fit --format neuralnetwork (iOS 13/14): pass "
+                            "--min-ios 13 or 14, or use --format mlprogram for iOS 15+")
         return min_ios or 13
     if min_ios is None:
         return COMPRESS_MIN_IOS if compress != "none" else MLPROGRAM_MIN_IOS
@@ -143,14 +153,9 @@ def export_coreml(model, spec: ModelSpec, out: Path, precision: str = "fp16", mi
                   labels: list[str] | None = None, compress: str = "none", batch: int = 1) -> Artifact:
     import torch
 
-    min_ios = _validate_options(fmt, precision, min_ios, input_kind, output, compress, batch, labels, spec)
-    out = Path(out)
-    want = ".mlpackage" if fmt == "mlprogram" else ".mlmodel"
-    if out.suffix.lower() not in (".mlpackage", ".mlmodel"):
-        raise UserError(f"--out {out} must end in {want}")
-    if out.suffix.lower() != want:
-        raise UserError(f"--out {out}: --format {fmt} writes a {want}, not a {out.suffix}")
-    out = check_writable(out)
+    min_ios = validate_options(fmt, precision, min_ios, input_kind, output, compress, batch)
+    check_labels(labels, spec)
+    out = check_out(Path(out), fmt)
     ct = _ct()
 
     if labels is not None:
@@ -218,8 +223,8 @@ def export_coreml(model, spec: ModelSpec, out: Path, precision: str = "fp16", mi
                 shutil.move(str(built), str(tmp))
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
-        else:
-            mlmodel.save(str(tmp))
+        else:  # a NeuralNetwork .mlmodel is one protobuf file, weights inline
+            tmp.write_bytes(mlmodel.get_spec().SerializeToString())
     info["file_size"] = _package_size(out)
     if compress != "none":
         info["size_after_compression"] = info["file_size"]
@@ -237,7 +242,8 @@ def _quiet(fn):
     level = logging.getLogger("coremltools").level
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
+                contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             return fn()
     finally:
@@ -279,11 +285,13 @@ def _set_metadata(mlmodel, spec: ModelSpec, input_kind: str, output: str, compre
     else:
         desc[INPUT_NAME] = (f"float32 NCHW image, (x/255 - mean)/std with mean {list(spec.mean)}, "
                             f"std {list(spec.std)}")
+    described = mlmodel.get_spec().description
+    names = [o.name for o in described.output]
     if output == "classifier":
-        mlmodel.output_description[PROBS_NAME] = "class probabilities (softmax)"
-        mlmodel.output_description[LABEL_NAME] = "most likely class label"
+        mlmodel.output_description[described.predictedProbabilitiesName] = "class probabilities (softmax)"
+        mlmodel.output_description[described.predictedFeatureName] = "most likely class label"
     else:
-        mlmodel.output_description[LOGITS_NAME] = "class logits (no softmax)"
+        mlmodel.output_description[names[0]] = "class logits (no softmax)"
 
 
 def _seal(package: Path) -> None:
@@ -303,6 +311,17 @@ def _native_available() -> bool:
     return platform.system() == "Darwin"
 
 
+def _native_default() -> bool:
+    """Native CoreML where it exists, unless EVIT_EXPORT_COREML_NATIVE=0 asks for the
+    interpreter (for ``evit-export check``, which has no CoreML-specific flags)."""
+    import os
+
+    setting = os.environ.get("EVIT_EXPORT_COREML_NATIVE", "").strip().lower()
+    if setting in ("0", "false", "no"):
+        return False
+    return _native_available()
+
+
 class CoreMLRunner(Runner):
     """Evaluates a CoreML artifact: ``MLModel.predict`` on macOS (``native``), else the
     numpy MIL interpreter. With the interpreter and a classifier artifact, ``run``
@@ -310,10 +329,11 @@ class CoreMLRunner(Runner):
     checks) or the declared probabilities (``output="probabilities"``)."""
 
     def __init__(self, path: Path, spec: ModelSpec, native: bool | None = None, compute_units: str = "ALL",
-                 output: str = "logits", verify_integrity: bool = True):
+                 output: str = "logits", verify_integrity: bool = True, threads: int | None = None):
         super().__init__(spec)
+        self.threads = threads
         self.path = Path(path)
-        self.native = _native_available() if native is None else native
+        self.native = _native_default() if native is None else native
         if self.native and not _native_available():
             raise UserError("native CoreML prediction needs macOS: drop --native to use the MIL interpreter")
         self.integrity_failures: list[str] = []
@@ -361,14 +381,29 @@ class CoreMLRunner(Runner):
             return run_in_batches(self._predict_native, pixels, self.batch).astype(np.float32)
         return run_in_batches(self._run_interpreter, pixels, self.batch).astype(np.float32)
 
+    def _limits(self):
+        """numpy's BLAS threads for the interpreter: 1 unless asked (small GEMMs lose
+        more to thread hand-offs than they gain, badly so on a busy machine)."""
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - comes with scikit-learn
+            import contextlib
+
+            return contextlib.nullcontext()
+        return threadpool_limits(self.threads or 1)
+
     def _run_interpreter(self, part: np.ndarray) -> np.ndarray:
+        with self._limits():
+            return self._interpret(part)
+
+    def _interpret(self, part: np.ndarray) -> np.ndarray:
         x = self._feed(part)
         if self.output_kind == "logits" and self.classifier:
             values = self.program.run({INPUT_NAME: x}, keep=[self.logits_var])
             return values[self.logits_var].astype(np.float32)
         outs = self.program.run({INPUT_NAME: x})
         if self.classifier:
-            return outs[PROBS_NAME].astype(np.float32)
+            return outs[self.program.classify_op.outputs[1][0]].astype(np.float32)
         return next(iter(outs.values())).astype(np.float32)
 
     def _predict_native(self, part: np.ndarray) -> np.ndarray:
@@ -396,7 +431,8 @@ class CoreMLRunner(Runner):
         x = self._feed(pixels[:1])
         if self.batch and len(x) != self.batch:
             x = np.repeat(x, self.batch, axis=0)
-        trace = self.program.trace({INPUT_NAME: x})
+        with self._limits():
+            trace = self.program.trace({INPUT_NAME: x})
         return [(name, arr[:1] if arr.ndim and arr.shape[0] == self.batch and self.batch > 1 else arr)
                 for name, arr in trace]
 
@@ -435,7 +471,7 @@ class CoreMLTarget(Target):
         if spec is None:
             raise UserError(f"{path} carries no evit-export spec: pass --variant (and --checkpoint)")
         return CoreMLRunner(Path(path), spec, native=native, compute_units=compute_units, output=output,
-                            verify_integrity=verify_integrity)
+                            verify_integrity=verify_integrity, threads=threads)
 
     def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
         proto = self._proto(path)
@@ -492,8 +528,11 @@ def _nn_summary(proto) -> tuple[Counter, int]:
     params = 0
     for layer in getattr(nn, "layers", []):
         kind = layer.WhichOneof("layer")
-        hist[kind] += 1
         body = getattr(layer, kind)
+        if kind == "activation":  # name it by its function (relu, sigmoid, ...)
+            hist[body.WhichOneof("NonlinearityType").lower()] += 1
+        else:
+            hist[kind] += 1
         for field in ("weights", "bias"):
             w = getattr(body, field, None)
             if w is not None and hasattr(w, "floatValue"):

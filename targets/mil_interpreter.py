@@ -276,6 +276,11 @@ class MILProgram:
             raise UnsupportedOpError(f"MIL op '{op.type}' at {where} is not implemented by the evit-export MIL "
                                      f"interpreter (it evaluates: {', '.join(sorted(mil_ops.OPS))})")
         consts, variables = {}, []
+        if op.type in mil_ops.CONSTEXPR_OPS:
+            # iOS16 constexpr ops carry their operands as attributes
+            for key, value in op.attributes.items():
+                if key != "name":
+                    consts[key] = self._value(value, where)
         for param, arg in op.inputs.items():
             is_tuple = (op.type, param) in _TUPLE_INPUTS or len(arg.arguments) > 1
             names, values, all_const = [], [], True

@@ -48,6 +48,27 @@ def _conv_pads(p, x_shape, k_shape, strides, dilations) -> list[int]:
     raise ValueError(f"conv pad_type {pad_type!r} is not a MIL pad type")
 
 
+def _depthwise(x, w, Ho, Wo, sh, sw, dh, dw, cache):
+    """Depthwise conv (one filter per channel). Large kernels or small maps: gather the
+    windows and do one batched product; otherwise one multiply-add per kernel tap."""
+    B, C = x.shape[:2]
+    kh, kw = w.shape[2:]
+    if kh * kw >= 16 or Ho * Wo <= 64:
+        win = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+        win = win[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :Ho, :Wo]
+        cols = np.ascontiguousarray(win).reshape(B, C, Ho * Wo, kh * kw)
+        wk = cache.get("wk")
+        if wk is None:
+            wk = cache["wk"] = np.ascontiguousarray(w[:, 0].reshape(C, kh * kw, 1))
+        return np.matmul(cols, wk).reshape(B, C, Ho, Wo)
+    y = np.zeros((B, C, Ho, Wo), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            view = x[:, :, i * dh: i * dh + (Ho - 1) * sh + 1: sh, j * dw: j * dw + (Wo - 1) * sw + 1: sw]
+            y += view * w[:, 0, i, j][None, :, None, None]
+    return y
+
+
 def conv(p, cache):
     x = f32(p["x"])
     w = cache.get("w")
@@ -78,12 +99,15 @@ def conv(p, cache):
             w2 = cache["w2"] = np.ascontiguousarray(w.reshape(cout, C))
         y = np.matmul(w2, xs.reshape(B, C, Ho * Wo)).reshape(B, cout, Ho, Wo)
     elif cin_g == 1 and cout == groups:
-        # depthwise: one multiply-add per kernel tap over shifted views
-        y = np.zeros((B, cout, Ho, Wo), np.float32)
+        y = _depthwise(x, w, Ho, Wo, sh, sw, dh, dw, cache)
+    elif groups == 1:
+        # one (Cout x Cin) GEMM per kernel tap over the strided input view
+        y = np.zeros((B, cout, Ho * Wo), np.float32)
         for i in range(kh):
             for j in range(kw):
                 view = x[:, :, i * dh: i * dh + (Ho - 1) * sh + 1: sh, j * dw: j * dw + (Wo - 1) * sw + 1: sw]
-                y += view * w[:, 0, i, j][None, :, None, None]
+                y += np.matmul(w[:, :, i, j], view.reshape(B, C, Ho * Wo))
+        y = y.reshape(B, cout, Ho, Wo)
     else:
         win = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
         win = win[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :Ho, :Wo]  # B, C, Ho, Wo, kh, kw

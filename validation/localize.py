@@ -22,6 +22,7 @@ class Localization:
     checked: int  # checkpoints that matched before it
     total: int
     tolerance: float
+    first_nonfinite: str | None = None  # first artifact tensor holding inf/nan (fp16 overflow), if any
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -29,9 +30,12 @@ class Localization:
     def describe(self) -> str:
         if self.layer is None:
             return f"all {self.total} reference layers matched within {self.tolerance:g}"
-        return (f"first diverging layer: {self.layer} (normalised error {self.error:.3g} > "
+        text = (f"first diverging layer: {self.layer} (normalised error {self.error:.3g} > "
                 f"{self.tolerance:g}; nearest artifact tensor {self.nearest_tensor}; "
                 f"{self.checked}/{self.total} earlier layers matched)")
+        if self.first_nonfinite:
+            text += f"; first non-finite artifact tensor (overflow starts here): {self.first_nonfinite}"
+        return text
 
 
 LOCALIZE_TOLERANCE = {"fp32": 1e-3, "fp16": 3e-2, "int8": 2e-1}
@@ -78,5 +82,6 @@ def localize(reference, runner, pixels: np.ndarray, precision: str = "fp32",
                 if err < best:
                     best, best_name = err, name
         if best > tol:
-            return Localization(layer, best, best_name, i, len(ref_trace), tol)
+            overflow = next((n for n, a in cand if not np.isfinite(a).all()), None)
+            return Localization(layer, best, best_name, i, len(ref_trace), tol, overflow)
     return Localization(None, None, None, len(ref_trace), len(ref_trace), tol)
