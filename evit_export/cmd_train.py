@@ -19,8 +19,8 @@ def train_cmd(
         img_size: Optional[int] = typer.Option(None, "--img-size", help="default 64 (digits) / 224 (--data)"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="global batch, split over torchrun "
                                                  "processes (default 64)"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="peak AdamW learning rate (default 2e-3 digits, "
-                                           "1e-3 --data, 5e-4 fine-tuning)"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="peak AdamW learning rate (default 2e-3, 5e-4 "
+                                           "fine-tuning; × sqrt(batch/64))"),
         pretrained: Optional[str] = typer.Option(None, "--pretrained", help="fine-tune from any checkpoint "
                                                  "load_model accepts; the head is re-initialised when the class "
                                                  "count differs"),

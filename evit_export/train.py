@@ -40,7 +40,7 @@ LOG_NAME = "log.json"
 # The default run: EfficientViT-M0 on the embedded digits. Measured on the 2-core
 # development machine: see the figures in README / the issue note.
 DIGITS_DEFAULTS = {"img_size": 64, "epochs": 8, "lr": 2e-3, "batch_size": 64}
-FOLDER_DEFAULTS = {"img_size": 224, "epochs": 30, "lr": 1e-3, "batch_size": 64}
+FOLDER_DEFAULTS = {"img_size": 224, "epochs": 30, "lr": 2e-3, "batch_size": 64}
 FINETUNE_LR = 5e-4
 
 
@@ -309,7 +309,8 @@ def _resolve(config: TrainConfig) -> TrainConfig:
     if c.batch_size is None:
         c.batch_size = base["batch_size"]
     if c.lr is None:
-        c.lr = FINETUNE_LR if c.pretrained else base["lr"] * c.batch_size / base["batch_size"]
+        # square-root scaling with the batch (AdamW)
+        c.lr = (FINETUNE_LR if c.pretrained else base["lr"]) * math.sqrt(c.batch_size / base["batch_size"])
     if c.augment == "auto":
         c.augment = "affine" if c.data is None else "crop"
     if c.variant is None and c.pretrained is None:

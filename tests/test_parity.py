@@ -14,7 +14,7 @@ from evit_export.train import TrainConfig, train
 @pytest.fixture(scope="module")
 def trained_onnx(tmp_path_factory):
     d = tmp_path_factory.mktemp("parity")
-    result = train(TrainConfig(out=str(d / "run"), img_size=32, epochs=2, batch_size=32, limit_train=320,
+    result = train(TrainConfig(out=str(d / "run"), img_size=32, epochs=5, batch_size=32, limit_train=480,
                                limit_val=100, progress=False, threads=1))
     deployed, spec = deploy_for_export(None, result.checkpoint)
     assert spec.crop_pct == 1.0 and spec.labels[3] == "3"
@@ -31,7 +31,7 @@ def test_parity_on_onnx_export_passes(trained_onnx, capsys):
     row = rep["artifacts"][0]
     assert row["agreement"] >= 99.5 and abs(row["delta_top1"]) <= 0.2
     assert row["runtime"] == "onnxruntime" and row["tolerance"] == 0.2
-    assert rep["reference"]["top1"] > 20
+    assert rep["reference"]["top1"] > 50  # a trained model, not a constant predictor
 
 
 def test_parity_on_image_folder_with_unreadable_files(trained_onnx, tmp_path, capsys):

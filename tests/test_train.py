@@ -69,14 +69,15 @@ def test_logged_accuracy_matches_independent_evaluation(tmp_path):
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "evit_export", "train", "--data", str(root), "--img-size", "32",
-                           "--epochs", "3", "--batch-size", "20", "--out", str(tmp_path / "run"), "--threads", "1",
+                           "--epochs", "5", "--batch-size", "20", "--augment", "affine", "--out", str(tmp_path / "run"),
+                           "--threads", "1",
                            "--no-progress"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     log = json.loads((tmp_path / "run" / "log.json").read_text())
     logged = log["epochs"][-1]["val_top1"]
     mine = own_eval(tmp_path / "run" / "model.safetensors", root / "val")
     assert abs(mine - logged) <= 0.5, (mine, logged)
-    assert logged > 30  # it learned something in 3 tiny epochs
+    assert logged > 25  # it learned something in 5 tiny epochs (chance: 10 %)
 
 
 def test_resume_continues_exactly(tmp_path):
