@@ -10,6 +10,7 @@ A run directory holds:
 * ``train_state.pt`` — model, optimizer, scheduler, EMA and scaler state for ``--resume``
   (plain tensors and numbers; loaded with ``weights_only=True``).
 * ``log.json`` — the config and one record per epoch.
+* ``split.json`` — the files of the train and val splits (and the skipped ones).
 
 Determinism: every epoch reseeds torch from (seed, epoch, rank) and the sampler
 from (seed, epoch), so a resumed run repeats exactly what an uninterrupted run does.
@@ -36,6 +37,7 @@ from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 CHECKPOINT_NAME = "model.safetensors"
 STATE_NAME = "train_state.pt"
 LOG_NAME = "log.json"
+SPLIT_NAME = "split.json"
 
 # The default run: EfficientViT-M0 on the embedded digits. Measured on the 2-core
 # development machine: see the figures in README / the issue note.
@@ -543,6 +545,12 @@ def _train(c: TrainConfig, dist: _Dist, device: torch.device, resume_state, say,
         + f": {c.epochs} epochs × {steps_per_epoch} steps, batch {per_rank_batch * dist.world}, lr {c.lr:g}, "
           f"{torch.get_num_threads()} threads" + (", AMP" if amp else "") + (", EMA" if ema else ""),
         highlight=False)
+
+    if dist.main and resume_state is None:
+        # Which files are train and which are val (a seeded split is only reproducible with this list).
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(run_dir / SPLIT_NAME, {"classes": classes, "train": train_set.files,
+                                                  "val": val_set.files, "skipped": train_set.skipped + val_set.skipped})
 
     progress = _progress(console, enabled=c.progress and dist.main)
     images_seen, train_time = 0, 0.0

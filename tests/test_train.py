@@ -157,3 +157,19 @@ def test_default_training_reaches_goal(tmp_path):
     log = json.loads((tmp_path / "run" / "log.json").read_text())
     assert log["epochs"][-1]["val_top1"] >= 97.0
     assert wall <= 300, f"{wall:.0f} s"
+
+
+def test_ema_checkpoint_is_what_was_evaluated(tmp_path):
+    from evit_export.data import load_digits_split
+    from evit_export.train import evaluate
+
+    result = train(TrainConfig(out=str(tmp_path / "ema"), ema=True, ema_decay=0.9, **dict(TINY, epochs=1)))
+    model = load_model(checkpoint=result.checkpoint)
+    val = load_digits_split("val", model.spec).subset(TINY["limit_val"])
+    m = evaluate(model, val, model.spec)
+    assert m["top1"] == pytest.approx(result.val_top1, abs=1e-3)
+    assert m["loss"] == pytest.approx(result.val_loss, abs=1e-4)
+    meta = json.loads(result.checkpoint.with_suffix(".json").read_text())
+    assert meta["ema"] is True
+    split = json.loads((tmp_path / "ema" / "split.json").read_text())
+    assert len(split["train"]) == TINY["limit_train"] and len(split["val"]) == TINY["limit_val"]
