@@ -176,7 +176,7 @@ def _decode(path: Path, spec: ModelSpec):
     try:
         with Image.open(path) as im:
             return image_to_pixels(im, spec).astype(np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, RuntimeError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError):
         return None
 
 

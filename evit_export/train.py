@@ -366,6 +366,10 @@ def build_model(c: TrainConfig, num_classes: int, notes: list[str]) -> tuple[nn.
             raise UserError(f"--pretrained {c.pretrained} is a folded deploy checkpoint: fine-tune from "
                             "the training checkpoint it was folded from")
         notes += list(model.load_notes)
+        if getattr(model, "distillation", False):  # train and export one head
+            del model.head_dist
+            model.distillation = False
+            notes.append("distillation head of the checkpoint dropped")
         if not any("head re-initialised" in n for n in model.load_notes):
             notes.append(f"fine-tuning from {c.pretrained} (head kept: {num_classes} classes)")
         if c.drop_path > 0:
