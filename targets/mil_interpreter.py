@@ -334,6 +334,11 @@ class MILProgram:
         return env
 
     def _execute(self, env: dict, on_output=None) -> dict:
+        # inf/nan propagate as CoreML's would (fp16 overflow is what checks look for)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._steps(env, on_output)
+
+    def _steps(self, env: dict, on_output) -> dict:
         for step in self.steps:
             p = dict(step.consts)
             for param, names, is_tuple in step.vars:
