@@ -30,8 +30,12 @@ def package_cmd(artifact: Path = typer.Argument(..., help="an artifact exported 
                   f"{'PASS' if eq['passed'] else 'FAIL'}: max abs {eq['max_abs']:.2e}, "
                   f"top-1 agreement {100 * eq['top1_agreement']:.1f}%")
     for lat in manifest["latency"]:
-        console.print(f"latency ({lat['kind']}, {lat['runtime']}, batch {lat['batch']}, {lat['threads']} thread): "
-                      f"median {lat['median_ms']} ms, p90 {lat['p90_ms']} ms")
+        if lat["kind"] == "estimate":
+            console.print(f"latency ESTIMATE for {lat['runtime']}, batch {lat['batch']}: {lat['median_ms']} ms "
+                          "(simulated, not measured)")
+        else:
+            console.print(f"latency (measured, {lat['runtime']}, batch {lat['batch']}, {lat['threads']} thread): "
+                          f"median {lat['median_ms']} ms, p90 {lat['p90_ms']} ms")
     raise typer.Exit(0 if eq["passed"] else 1)
 
 

@@ -48,6 +48,31 @@ def preprocessing_spec(spec) -> dict:
     }
 
 
+# Runners that check numerics but say nothing about device speed.
+REFERENCE_ONLY_RUNTIMES = {"mil-interpreter"}
+# Devices whose latency a package estimates, by target (see validation/simulate.py).
+SIMULATED_DEVICES = {"coreml": ("a13-ane-fp16", "a13-gpu-fp16", "a13-cpu-fp32"),
+                     "tflite": ("android-midrange-cpu-4t",), "onnx": ()}
+
+
+def simulated_latencies(target_name: str, spec, checkpoint=None) -> list[dict]:
+    from .pipeline import reference_model
+    from .validation.simulate import estimate_latency
+
+    devices = SIMULATED_DEVICES.get(target_name, ())
+    if not devices:
+        return []
+    model = reference_model(spec, checkpoint)
+    rows = []
+    for device in devices:
+        est = estimate_latency(model, spec.img_size, device, batch=spec.batch or 1)
+        rows.append({"runtime": device, "kind": "estimate", "batch": est.batch, "threads": None,
+                     "median_ms": est.estimate_ms, "p90_ms": None,
+                     "images_per_s": round(est.batch / est.estimate_ms * 1e3, 1),
+                     "machine": f"{est.description} (ESTIMATE: {est.assumptions})"})
+    return rows
+
+
 def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images=None,
                   threads: int = 1, measure: bool = True, log=lambda msg: None) -> Path:
     from .snippets import SNIPPETS
@@ -65,11 +90,15 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
     out = Path(out)
     log(f"checking {artifact} against PyTorch")
     report = check_artifact(artifact, checkpoint=checkpoint, images=images)
-    latency = None
+    latencies = []
     if measure:
-        log(f"measuring latency ({threads} thread{'s' if threads != 1 else ''})")
         with target.open(artifact, spec=spec, threads=threads) as runner:
-            latency = measure_latency(runner, batch=spec.batch or 1, threads=threads).to_dict()
+            if runner.name in REFERENCE_ONLY_RUNTIMES:
+                log(f"{runner.name} is a checker, not a deployment runtime: latency only simulated")
+            else:
+                log(f"measuring latency ({threads} thread{'s' if threads != 1 else ''})")
+                latencies.append(measure_latency(runner, batch=spec.batch or 1, threads=threads).to_dict())
+        latencies += simulated_latencies(target.name, spec, checkpoint)
     with atomic_path(out, directory=True) as tmp:
         tmp.mkdir(parents=True)
         dest = tmp / artifact.name
@@ -89,7 +118,7 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
             "spec": spec.to_dict(),
             "io": {k: [vars(t) for t in v] for k, v in target.describe(artifact).items()},
             "equivalence": report.to_dict(),
-            "latency": [latency] if latency else [],
+            "latency": latencies,
         }
         (tmp / "REPORT.md").write_text(render_report(manifest), encoding="utf-8")
         manifest["files"] = file_entries(tmp)
@@ -125,8 +154,9 @@ def render_report(manifest: dict) -> str:
     if manifest["latency"]:
         lines += ["| runtime | kind | batch | threads | median ms | p90 ms | img/s | machine |", "|---|---|---|---|---|---|---|---|"]
         for lat in manifest["latency"]:
-            lines.append(f"| {lat['runtime']} | {lat['kind']} | {lat['batch']} | {lat['threads']} | "
-                         f"{lat['median_ms']} | {lat['p90_ms']} | {lat['images_per_s']} | {lat['machine']} |")
+            kind = "**estimate**" if lat["kind"] == "estimate" else lat["kind"]
+            lines.append(f"| {lat['runtime']} | {kind} | {lat['batch']} | {lat['threads'] or '-'} | "
+                         f"{lat['median_ms']} | {lat['p90_ms'] or '-'} | {lat['images_per_s']} | {lat['machine']} |")
     else:
         lines.append("Not measured (`--no-latency`).")
     lines += ["", "## Files", "", "See `manifest.json` for sizes and sha256 checksums; "
