@@ -22,6 +22,7 @@ Two sources:
 """
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,7 +78,20 @@ def _round_robin(targets: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- digits (default)
 
+@functools.lru_cache(maxsize=1)
 def _digits_raw():
+    """(images (1797, 8, 8) float 0..16, targets) — the file ``load_digits`` reads, read
+    directly (importing scikit-learn costs ~3 s here); ``load_digits`` as the fallback."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise UserError("scikit-learn is not installed (it ships the default digits dataset): "
+                        "pip install scikit-learn, or pass --data DIR")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if csv.is_file():
+        table = np.loadtxt(csv, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -98,7 +112,24 @@ def digit_image(scan: np.ndarray):
     """One 8×8 scan (0..16) -> 8×8 greyscale PIL image (0..255)."""
     from PIL import Image
 
-    return Image.fromarray(np.rint(np.asarray(scan, np.float64) * 255.0 / 16.0).astype(np.uint8), mode="L")
+    return Image.fromarray(digit_levels(scan), mode="L")
+
+
+def digit_levels(scans: np.ndarray) -> np.ndarray:
+    """8×8 scans (0..16) -> uint8 grey levels (0..255), as ``digit_image`` renders them."""
+    return np.rint(np.asarray(scans, np.float64) * 255.0 / 16.0).astype(np.uint8)
+
+
+def render_digits(scans: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Scans (N,8,8) -> uint8 (N,3,S,S): ``preprocess.batch_to_pixels`` on the greyscale
+    levels repeated to RGB, equal to ``image_to_pixels(digit_image(scan), spec)`` per scan
+    (pinned by a test), in one call."""
+    import torch
+
+    from .preprocess import batch_to_pixels
+
+    grey = torch.from_numpy(digit_levels(scans))[:, None].expand(-1, 3, -1, -1).contiguous()
+    return batch_to_pixels(grey, spec).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def digits_spec(variant: str = "m0", img_size: int = 64) -> ModelSpec:
@@ -120,8 +151,8 @@ def load_digits_split(split: str, spec_or_size) -> ImageSet:
     idx = {"train": train_idx, "val": val_idx, "all": np.arange(len(y))}.get(split)
     if idx is None:
         raise UserError(f"unknown digits split {split!r}: choose train, val or all")
-    pixels = np.stack([image_to_pixels(digit_image(images[i]), spec) for i in idx])
-    return ImageSet(pixels.astype(np.uint8), y[idx], list(DIGITS_LABELS),
+    pixels = render_digits(images[idx], spec)
+    return ImageSet(pixels, y[idx], list(DIGITS_LABELS),
                     f"scikit-learn digits ({split} split)", [f"digits[{i}]" for i in idx])
 
 

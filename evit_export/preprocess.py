@@ -68,6 +68,19 @@ def image_to_pixels(image, spec: ModelSpec) -> np.ndarray:
     return t.to(torch.float32).numpy()
 
 
+def batch_to_pixels(images, spec: ModelSpec):
+    """Batched ``image_to_pixels`` for same-sized RGB images already in a uint8 tensor
+    (N, 3, H, W): the same resize and centre crop, one call for the whole batch.
+    Returns a float32 tensor (N, 3, S, S) 0..255, equal to ``image_to_pixels`` per image."""
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    size = spec.img_size
+    t = TF.resize(images, int(math.floor(size / spec.crop_pct)), interpolation=_interp(spec.interpolation),
+                  antialias=True)
+    return TF.center_crop(t, [size, size]).to(torch.float32)
+
+
 def list_images(root: Path) -> list[tuple[Path, str | None]]:
     """(file, class name) pairs: ImageFolder layout (root/<class>/*) or a flat folder."""
     root = Path(root)

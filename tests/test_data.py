@@ -103,3 +103,25 @@ def test_bad_layouts_are_one_line_errors(tmp_path, capsys, layout, needle):
 def test_split_name_errors():
     with pytest.raises(UserError):
         load_digits_split("test", 32)
+
+
+def test_digits_are_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    from evit_export.data import _digits_raw
+
+    images, y = _digits_raw()
+    ref = load_digits()
+    assert np.array_equal(images, ref.images) and np.array_equal(y, ref.target)
+
+
+@pytest.mark.parametrize("size,crop", [(32, 1.0), (64, 1.0), (56, 0.875)])
+def test_batched_digit_rendering_equals_image_to_pixels(size, crop):
+    from evit_export.data import _digits_raw, digit_image, render_digits
+    from evit_export.preprocess import image_to_pixels
+
+    images, _ = _digits_raw()
+    spec = digits_spec(img_size=size).replace(crop_pct=crop)
+    batched = render_digits(images[:150], spec)
+    one_by_one = np.stack([image_to_pixels(digit_image(im), spec) for im in images[:150]])
+    assert np.array_equal(batched.astype(np.float32), one_by_one)

@@ -112,6 +112,10 @@ def check_parity(artifacts: list[str | Path], data: str | Path | None = None, ch
     from evit_export.targets import target_for
     from evit_export.targets.torch_runner import TorchRunner
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     if not artifacts:
         raise UserError("no artifact given: pass one or more .onnx / .mlpackage / .tflite files")
     opened = []
