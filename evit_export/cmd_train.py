@@ -16,7 +16,8 @@ def train_cmd(
         data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder DIR (DIR/train/<class>/*, optional "
                                             "DIR/val/<class>/*); default: the embedded scikit-learn digits"),
         epochs: Optional[int] = typer.Option(None, "--epochs", help="default 8 (digits) / 30 (--data)"),
-        img_size: Optional[int] = typer.Option(None, "--img-size", help="default 64 (digits) / 224 (--data)"),
+        img_size: Optional[int] = typer.Option(None, "--img-size", help="default 64 (digits) / 128 (--data) / the "
+                                             "--pretrained checkpoint's (--data, fine-tuning)"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="global batch, split over torchrun "
                                                  "processes (default 64)"),
         lr: Optional[float] = typer.Option(None, "--lr", help="peak AdamW learning rate (default 2e-3, 5e-4 "

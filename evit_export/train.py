@@ -42,7 +42,7 @@ SPLIT_NAME = "split.json"
 # The default run: EfficientViT-M0 on the embedded digits. Measured on the 2-core
 # development machine: see the figures in README / the issue note.
 DIGITS_DEFAULTS = {"img_size": 64, "epochs": 8, "lr": 2e-3, "batch_size": 64}
-FOLDER_DEFAULTS = {"img_size": 224, "epochs": 30, "lr": 2e-3, "batch_size": 64}
+FOLDER_DEFAULTS = {"img_size": 128, "epochs": 30, "lr": 2e-3, "batch_size": 64}
 FINETUNE_LR = 5e-4
 
 
@@ -300,12 +300,27 @@ def _pick_device(config: TrainConfig, dist: _Dist) -> torch.device:
     return dev
 
 
+def _pretrained_img_size(checkpoint: str) -> int:
+    """The resolution a checkpoint was trained at: its project sidecar's, else 224
+    (the official and timm releases)."""
+    from .models.checkpoint import is_url, sidecar_path
+
+    if not is_url(checkpoint):
+        side = sidecar_path(Path(checkpoint))
+        if Path(checkpoint).suffix == ".safetensors" and side.exists():
+            try:
+                return int(json.loads(side.read_text()).get("img_size") or 224)
+            except (ValueError, TypeError):
+                pass
+    return 224
+
+
 def _resolve(config: TrainConfig) -> TrainConfig:
     """Fill defaults that depend on the dataset and on fine-tuning."""
     c = TrainConfig.from_dict(config.to_dict())
     base = DIGITS_DEFAULTS if c.data is None else FOLDER_DEFAULTS
     if c.img_size is None:
-        c.img_size = base["img_size"]
+        c.img_size = _pretrained_img_size(c.pretrained) if (c.pretrained and c.data) else base["img_size"]
     if c.epochs is None:
         c.epochs = base["epochs"]
     if c.batch_size is None:
