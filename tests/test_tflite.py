@@ -191,6 +191,17 @@ def test_int8_uint8_pixels_in_graph(m0_deploy, tmp_path):
     assert rep.top1_agreement >= 0.95, rep
 
 
+def test_random_calibration_is_loudly_flagged(tmp_path):
+    from evit_export.pipeline import deploy_for_export
+    from evit_export.targets.tflite_target import RANDOM_CALIBRATION_WARNING
+
+    deployed, spec = deploy_for_export("m0", img_size=64, seed=0)
+    art = get_target("tflite").export(deployed, spec, tmp_path / "r.tflite", quantize="int8",
+                                      calibration_data="random", calibration_size=8, analyze=False)
+    assert art.info["calibration"]["random"] is True
+    assert RANDOM_CALIBRATION_WARNING in get_target("tflite").read_spec(art.path).notes
+
+
 def test_dynamic_range(m0_deploy, tmp_path):
     from evit_export.targets.tflite_target import heldout_pixels
 

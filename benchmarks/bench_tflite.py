@@ -1,0 +1,169 @@
+"""LiteRT (XNNPACK) vs onnxruntime, same weights, same run: 1 thread, batch 1.
+
+    .venv/bin/python benchmarks/bench_tflite.py [--variants m0 m5] [--iters 300] [--json out.json]
+        [--litert-torch m0=PATH.tflite ...]
+
+For each variant: seeded realistic weights, the project's ONNX export
+(``export_onnx``) and TFLite exports (fp32 and full-integer int8), then all runtimes
+timed in one process with interleaved iterations (every round runs each model once,
+so machine load affects them alike). Prints median and min latency, the fp32
+LiteRT/onnxruntime ratio (the in-environment proxy for "as fast as litert-torch's
+conversion": litert-torch's measured ratios are 2.16/2.60 = 0.83 for M0 and
+12.3/12.7 = 0.97 for M5) and the int8 speedup over fp32.
+
+``--litert-torch m0=FILE``: also time a .tflite converted by litert-torch (which needs
+its own environment: it pulls jax and transformers) from the same weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ANCHOR_RATIO = {"m0": 2.16 / 2.60, "m5": 12.3 / 12.7}
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape]).astype(np.float32)
+    feed = {inp.name: x}
+    return lambda: sess.run(None, feed)
+
+
+def _litert(path: Path):
+    from evit_export.safety import tf_safe
+
+    tf_safe()
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    rng = np.random.default_rng(0)
+    if np.dtype(d["dtype"]).kind in "iu":
+        info = np.iinfo(d["dtype"])
+        x = rng.integers(info.min, info.max + 1, size=d["shape"]).astype(d["dtype"])
+    else:
+        x = rng.standard_normal(d["shape"]).astype(d["dtype"])
+    it.set_tensor(d["index"], x)
+    return it.invoke
+
+
+def time_interleaved(fns: dict, iters: int, warmup: int = 15) -> dict:
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(iters):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: {"median_ms": float(np.median(v) * 1e3), "min_ms": float(np.min(v) * 1e3),
+                "p90_ms": float(np.percentile(v, 90) * 1e3)} for k, v in times.items()}
+
+
+def _accuracy(deployed, target, fp32_path: Path, int8_path: Path) -> dict:
+    """fp32: max abs vs PyTorch on seeded pixels; int8: top-1 agreement on held-out digits."""
+    from evit_export.preprocess import seeded_pixels
+    from evit_export.targets.tflite_target import heldout_pixels
+    from evit_export.targets.torch_runner import TorchRunner
+    from evit_export.validation.equivalence import compare_outputs
+
+    out = {}
+    for name, path in (("fp32", fp32_path), ("int8", int8_path)):
+        spec = target.read_spec(path)
+        pixels = seeded_pixels(16, spec.img_size, 0) if name == "fp32" else heldout_pixels(spec, 200)[0]
+        with target.open(path, threads=1) as runner:
+            got = runner.run(pixels)
+        rep = compare_outputs(TorchRunner(deployed, spec).run(pixels), got, spec.precision)
+        out[name] = {"max_abs": rep.max_abs, "ref_max_abs": rep.ref_max_abs, "cosine_min": rep.cosine_min,
+                     "top1_agreement": rep.top1_agreement, "passed": rep.passed, "n": rep.n}
+    return out
+
+
+def bench_variant(variant: str, work: Path, iters: int, calibration_size: int, litert_torch: str | None) -> dict:
+    from evit_export.pipeline import deploy_for_export
+    from evit_export.targets import get_target
+    from evit_export.targets.onnx_target import export_onnx
+
+    deployed, spec = deploy_for_export(variant, seed=0)
+    onnx_path = work / f"{variant}.onnx"
+    export_onnx(deployed, spec, onnx_path)
+    tfl = get_target("tflite")
+    t0 = time.perf_counter()
+    fp32 = tfl.export(deployed, spec, work / f"{variant}.tflite")
+    export_s = time.perf_counter() - t0
+    int8 = tfl.export(deployed, spec, work / f"{variant}_int8.tflite", quantize="int8",
+                      calibration_size=calibration_size)
+    fns = {"onnxruntime": _ort_session(onnx_path), "litert_fp32": _litert(fp32.path),
+           "litert_int8": _litert(int8.path)}
+    if litert_torch:
+        fns["litert_torch_fp32"] = _litert(Path(litert_torch))
+    res = time_interleaved(fns, iters)
+    ort_med, ort_min = res["onnxruntime"]["median_ms"], res["onnxruntime"]["min_ms"]
+    acc = _accuracy(deployed, tfl, fp32.path, int8.path)
+    out = {"variant": variant, "latency": res, "tflite_export_seconds": round(export_s, 1), "accuracy": acc,
+           "ratio_fp32_vs_ort_median": res["litert_fp32"]["median_ms"] / ort_med,
+           "ratio_fp32_vs_ort_min": res["litert_fp32"]["min_ms"] / ort_min,
+           "int8_speedup_median": res["litert_fp32"]["median_ms"] / res["litert_int8"]["median_ms"],
+           "int8_speedup_min": res["litert_fp32"]["min_ms"] / res["litert_int8"]["min_ms"],
+           "goal_ratio": ANCHOR_RATIO.get(variant)}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", nargs="+", default=["m0", "m5"])
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--calibration-size", type=int, default=100)
+    ap.add_argument("--litert-torch", nargs="*", default=[], help="variant=FILE.tflite from litert-torch")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    anchors = dict(a.split("=", 1) for a in args.litert_torch)
+    try:
+        from evit_export.validation.latency import machine_description
+
+        machine = machine_description()
+    except ImportError:
+        import platform
+
+        machine = platform.processor()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-tflite-") as d:
+        for variant in args.variants:
+            r = bench_variant(variant, Path(d), args.iters, args.calibration_size, anchors.get(variant))
+            results.append(r)
+            lat = r["latency"]
+            print(f"\n{variant.upper()}  (1 thread, batch 1, {args.iters} interleaved rounds; {machine})")
+            for k, v in lat.items():
+                print(f"  {k:18s} median {v['median_ms']:7.3f} ms   min {v['min_ms']:7.3f} ms   p90 {v['p90_ms']:7.3f} ms")
+            goal = r["goal_ratio"]
+            print(f"  fp32 LiteRT / onnxruntime: median {r['ratio_fp32_vs_ort_median']:.3f}, min "
+                  f"{r['ratio_fp32_vs_ort_min']:.3f}" + (f"  (goal <= {goal:.2f})" if goal else ""))
+            print(f"  int8 speedup over fp32:    median {r['int8_speedup_median']:.2f}x, min "
+                  f"{r['int8_speedup_min']:.2f}x  (goal >= 1.5x)")
+            print(f"  fp32 .tflite export: {r['tflite_export_seconds']:.1f} s")
+            a = r["accuracy"]
+            print(f"  fp32 vs PyTorch: max abs {a['fp32']['max_abs']:.2e} (|ref| {a['fp32']['ref_max_abs']:.2f}); "
+                  f"int8 top-1 agreement on {a['int8']['n']} held-out digits: "
+                  f"{100 * a['int8']['top1_agreement']:.1f}% (cosine min {a['int8']['cosine_min']:.4f})")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
