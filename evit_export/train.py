@@ -580,6 +580,7 @@ def _train(c: TrainConfig, dist: _Dist, device: torch.device, resume_state, say,
             sampler.set_epoch(epoch)
             loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler, drop_last=drop_last,
                                 num_workers=c.workers, persistent_workers=False,
+                                pin_memory=device.type == "cuda",
                                 generator=torch.Generator().manual_seed(_epoch_seed(c.seed, epoch, dist.rank)))
             task = progress.add_task(f"epoch {epoch + 1}/{c.epochs}", total=steps_per_epoch, loss=float("nan"),
                                      acc=float("nan"), ips=0.0)
