@@ -13,8 +13,8 @@ the numpy MIL interpreter of ``mil_interpreter.py``.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import hashlib
 import json
 import platform
 import shutil
@@ -37,7 +37,6 @@ SPEC_KEY = "evit_export.spec"
 INTEGRITY_KEY = "evit_export.integrity"
 INPUT_NAME = "image"
 LOGITS_NAME = "logits"
-LABEL_NAME, PROBS_NAME = "classLabel", "classLabel_probs"
 FORMATS = ("mlprogram", "neuralnetwork")
 PRECISIONS = ("fp16", "fp32")
 COMPRESSIONS = ("none", "int8", "palettize6")
@@ -85,6 +84,9 @@ def validate_options(fmt: str, precision: str, min_ios: int | None, input_kind: 
         raise UserError(f"--compress {compress} is unknown: choose none, int8 or palettize6")
     if batch < 1:
         raise UserError(f"--batch {batch} must be at least 1")
+    if batch > 1 and (output == "classifier" or input_kind == "image"):
+        raise UserError(f"--batch {batch} needs --input tensor --output logits: CoreML image inputs and "
+                        "classifiers take one image per prediction (Vision batches requests itself)")
     if fmt == "neuralnetwork":
         if compress != "none":
             raise UserError(f"--compress {compress} needs --format mlprogram: weight compression "
@@ -178,7 +180,9 @@ def export_coreml(model, spec: ModelSpec, out: Path, precision: str = "fp16", mi
     example = torch.zeros(batch, 3, size, size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(net.eval(), example)
+        # check_trace would re-run and compare the model (2/3 of tracing time); the
+        # equivalence check after export compares the artifact itself.
+        traced = torch.jit.trace(net.eval(), example, check_trace=False)
     shape = (batch, 3, size, size)
     if input_kind == "image":
         inputs = [ct.ImageType(name=INPUT_NAME, shape=shape, scale=1 / 255.0,
@@ -193,8 +197,12 @@ def export_coreml(model, spec: ModelSpec, out: Path, precision: str = "fp16", mi
     target = getattr(ct.target, f"iOS{min_ios}")
     if fmt == "mlprogram":
         kwargs["compute_precision"] = (ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32)
-    mlmodel = _quiet(lambda: ct.convert(traced, inputs=inputs, convert_to=fmt, minimum_deployment_target=target,
-                                        **kwargs))
+    with _validate_once():
+        mlmodel = _quiet(lambda: ct.convert(traced, inputs=inputs, convert_to=fmt,
+                                            minimum_deployment_target=target, **kwargs))
+    program = getattr(mlmodel, "_mil_program", None)
+    if program is not None:
+        program.validate()
     if fmt == "neuralnetwork" and precision == "fp16":
         from coremltools.models.neural_network import quantization_utils
 
@@ -233,9 +241,26 @@ def export_coreml(model, spec: ModelSpec, out: Path, precision: str = "fp16", mi
     return Artifact(out, "coreml", spec, info)
 
 
+@contextlib.contextmanager
+def _validate_once():
+    """coremltools re-validates the whole MIL program after each of its ~100 graph
+    passes (a third of M0's conversion time). Skip those; export_coreml validates the
+    final program once instead."""
+    try:
+        from coremltools.converters.mil.mil.program import Program
+    except ImportError:  # pragma: no cover - other coremltools layout: keep its checks
+        yield
+        return
+    original = Program.validate
+    Program.validate = lambda self, *args, **kwargs: None
+    try:
+        yield
+    finally:
+        Program.validate = original
+
+
 def _quiet(fn):
     """Run a coremltools call without its progress bars and version warnings."""
-    import contextlib
     import io
     import logging
 
@@ -407,23 +432,26 @@ class CoreMLRunner(Runner):
         return next(iter(outs.values())).astype(np.float32)
 
     def _predict_native(self, part: np.ndarray) -> np.ndarray:
+        """MLModel.predict on one artifact batch: a PIL image per prediction for image
+        inputs (batch 1), the whole float batch for tensor inputs."""
         from PIL import Image
 
         desc = self.model.get_spec().description
+        if self.spec.input_range == "pixels":
+            feeds = [{INPUT_NAME: Image.fromarray(np.clip(np.rint(img.transpose(1, 2, 0)), 0, 255)
+                                                  .astype(np.uint8), "RGB")} for img in part]
+        else:
+            feeds = [{INPUT_NAME: to_model_input(part, self.spec)}]
         rows = []
-        for img in part:
-            if self.spec.input_range == "pixels":
-                arr = np.clip(np.rint(img.transpose(1, 2, 0)), 0, 255).astype(np.uint8)
-                feed = {INPUT_NAME: Image.fromarray(arr, "RGB")}
-            else:
-                feed = {INPUT_NAME: to_model_input(img[None], self.spec)}
+        for feed in feeds:
             res = self.model.predict(feed)
             if desc.predictedProbabilitiesName:
                 probs = res[desc.predictedProbabilitiesName]
-                rows.append(np.array([probs[label] for label in self.spec.labels], np.float32))
+                rows.append(np.array([[probs[label] for label in self.spec.labels]], np.float32))
             else:
-                rows.append(np.asarray(next(iter(res.values())), np.float32).reshape(-1))
-        return np.stack(rows)
+                out = np.asarray(res[desc.output[0].name], np.float32)
+                rows.append(out.reshape(-1, out.shape[-1]))
+        return np.concatenate(rows)
 
     def tensors(self, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
         if self.native:
