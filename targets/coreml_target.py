@@ -404,7 +404,8 @@ class CoreMLRunner(Runner):
     def run(self, pixels: np.ndarray) -> np.ndarray:
         if self.native:
             return run_in_batches(self._predict_native, pixels, self.batch).astype(np.float32)
-        return run_in_batches(self._run_interpreter, pixels, self.batch).astype(np.float32)
+        with self._limits():
+            return run_in_batches(self._interpret, pixels, self.batch).astype(np.float32)
 
     def _limits(self):
         """numpy's BLAS threads for the interpreter: 1 unless asked (small GEMMs lose
@@ -416,10 +417,6 @@ class CoreMLRunner(Runner):
 
             return contextlib.nullcontext()
         return threadpool_limits(self.threads or 1)
-
-    def _run_interpreter(self, part: np.ndarray) -> np.ndarray:
-        with self._limits():
-            return self._interpret(part)
 
     def _interpret(self, part: np.ndarray) -> np.ndarray:
         x = self._feed(part)

@@ -69,23 +69,37 @@ def _depthwise(x, w, Ho, Wo, sh, sw, dh, dw, cache):
     return y
 
 
-def conv(p, cache):
-    x = f32(p["x"])
-    w = cache.get("w")
-    if w is None:
-        w = cache["w"] = f32(p["weight"])
-    if x.ndim != 4 or w.ndim != 4:
+def _conv_plan(p, x_shape, cache) -> tuple:
+    """Weights and geometry of a conv, worked out on its first call (all constant)."""
+    w = f32(p["weight"])
+    if len(x_shape) != 4 or w.ndim != 4:
         raise NotImplementedError("conv: only 2-D convolutions (rank-4 x and weight) are implemented")
     groups = int(p.get("groups", 1))
     strides = _ints(p.get("strides", [1, 1]))
     dil = _ints(p.get("dilations", [1, 1]))
+    pads = _conv_pads(p, x_shape[2:], w.shape[2:], strides, dil)
+    bias = p.get("bias")
+    bias = None if bias is None else f32(bias).reshape(1, -1, 1, 1)
+    cache["w"] = w
+    cache["plan"] = (tuple(x_shape), w, groups, strides, dil, pads, bias)
+    return cache["plan"]
+
+
+def conv(p, cache):
+    xin = p["x"]
+    plan = cache.get("plan")
+    if plan is None or plan[0] != xin.shape:
+        plan = _conv_plan(p, xin.shape, cache)
+    _, w, groups, (sh, sw), (dh, dw), (pt, pb, pl, pr), bias = plan
     kh, kw = w.shape[2:]
-    pt, pb, pl, pr = _conv_pads(p, x.shape[2:], (kh, kw), strides, dil)
     if pt or pb or pl or pr:
-        x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        # zero-padded fp32 copy in one pass (also the fp16 -> fp32 conversion)
+        B, C, H, W = xin.shape
+        x = np.zeros((B, C, H + pt + pb, W + pl + pr), np.float32)
+        x[:, :, pt:pt + H, pl:pl + W] = xin
+    else:
+        x = f32(xin)
     B, C, H, W = x.shape
-    sh, sw = strides
-    dh, dw = dil
     Ho = (H - ((kh - 1) * dh + 1)) // sh + 1
     Wo = (W - ((kw - 1) * dw + 1)) // sw + 1
     cout = w.shape[0]
@@ -118,9 +132,8 @@ def conv(p, cache):
             wg = w[g * cout_g:(g + 1) * cout_g].reshape(cout_g, -1)
             parts.append((cols @ wg.T).reshape(B, Ho, Wo, cout_g))
         y = np.concatenate(parts, axis=3).transpose(0, 3, 1, 2)
-    bias = p.get("bias")
     if bias is not None:
-        y = y + f32(bias).reshape(1, -1, 1, 1)
+        y += bias
     return [y]
 
 
