@@ -15,10 +15,11 @@ from typing import Iterator
 from .errors import UserError
 
 
-def check_writable(dest: Path) -> Path:
+def check_writable(dest: Path, directory: bool = False) -> Path:
+    """Fail early, with a one-line error, when ``dest`` cannot be written."""
     dest = Path(dest)
     parent = dest.parent if str(dest.parent) else Path(".")
-    if dest.is_dir() and not dest.suffix:
+    if not directory and dest.is_dir() and not dest.suffix:
         raise UserError(f"output path {dest} is a directory: give a file name, e.g. {dest}/model.onnx")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +39,7 @@ def _umask() -> int:
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it onto ``dest``."""
-    dest = check_writable(Path(dest))
+    dest = check_writable(Path(dest), directory=directory)
     parent = dest.parent
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent))

@@ -58,7 +58,7 @@ def run_demo(out: Path, targets: list[str], run_dir: Path = Path("runs/default")
         report = check_artifact(path)
         entry = {"target": target_name, "path": path, "size": artifact_size(path), "report": report}
         if package:
-            entry["package"] = build_package(path, out / "packages" / path.stem, log=log)
+            entry["package"] = build_package(path, out / "packages" / path.name.replace(".", "-"), log=log)
         result.artifacts.append(entry)
     if result.artifacts:
         log("accuracy parity on the held-out digits")
