@@ -381,7 +381,6 @@ class CoreMLRunner(Runner):
         if verify_integrity:
             self.integrity_failures = self.program.verify_integrity(INTEGRITY_KEY)
         self.batch = self.program.batch
-        self.is_image = self.program.input_is_image
         self.classifier = self.program.classify_op is not None
         self.logits_var = self.program.logits_before_softmax() if self.classifier else None
         if output not in ("logits", "probabilities"):
@@ -413,8 +412,6 @@ class CoreMLRunner(Runner):
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:  # pragma: no cover - comes with scikit-learn
-            import contextlib
-
             return contextlib.nullcontext()
         return threadpool_limits(self.threads or 1)
 
