@@ -406,6 +406,25 @@ class CoreMLRunner(Runner):
         with self._limits():
             return run_in_batches(self._interpret, pixels, self.batch).astype(np.float32)
 
+    def timed_call(self, pixels: np.ndarray):
+        """Inference only (inputs converted and split into artifact batches beforehand)."""
+        if self.native:
+            return super().timed_call(pixels)
+        x = self._feed(pixels)
+        size = self.batch or len(x)
+        parts = []
+        for start in range(0, len(x), size):
+            part = x[start:start + size]
+            if len(part) < size:
+                part = np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)])
+            parts.append(part)
+
+        def call():
+            with self._limits():
+                for part in parts:
+                    self.program.run({INPUT_NAME: part})
+        return call
+
     def _limits(self):
         """numpy's BLAS threads for the interpreter: 1 unless asked (small GEMMs lose
         more to thread hand-offs than they gain, badly so on a busy machine)."""
