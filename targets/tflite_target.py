@@ -148,18 +148,23 @@ def read_flatbuffer_metadata(data: bytes) -> dict[str, bytes]:
     return out
 
 
-def add_flatbuffer_metadata(data: bytes, entries: dict[str, bytes], output_name: str | None = None) -> bytes:
+def add_flatbuffer_metadata(data: bytes, entries: dict[str, bytes], output_name: str | None = None,
+                            input_name: str | None = None) -> bytes:
     """Append (or replace) metadata entries: each one a new buffer + Metadata table.
     ``output_name`` renames the graph's output tensor (the converter calls it
-    "Identity"; the signature already calls it by its key)."""
+    "Identity"; the signature already calls it by its key); ``input_name`` likewise
+    (quantized models call it "serving_default_image:0")."""
     from ai_edge_litert.tools import flatbuffer_utils as fbu
 
     schema = _schema()
     model = fbu.read_model_from_bytearray(bytearray(data))
+    sub = model.subgraphs[0]
     if output_name:
-        sub = model.subgraphs[0]
         for idx in sub.outputs:
             sub.tensors[idx].name = output_name
+    if input_name:
+        for idx in sub.inputs:
+            sub.tensors[idx].name = input_name
     model.metadata = [m for m in (model.metadata or [])
                       if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in entries]
     for name, payload in entries.items():
@@ -333,7 +338,8 @@ def export_tflite(model, spec: ModelSpec, out: Path, quantize: str = "none", cal
         report = _run_worker(job)
         data = (job / "model.tflite").read_bytes()
     spec.toolchain["tensorflow"] = report.get("tensorflow", "?")
-    data = add_flatbuffer_metadata(data, {SPEC_KEY: spec.to_json().encode("utf-8")}, output_name=OUTPUT_NAME)
+    data = add_flatbuffer_metadata(data, {SPEC_KEY: spec.to_json().encode("utf-8")}, output_name=OUTPUT_NAME,
+                                   input_name=INPUT_NAME)
     info.update({"gpu_delegate": report.get("gpu_delegate"),
                  "worker_seconds": {k: report[k] for k in ("graph_seconds", "convert_seconds", "analyze_seconds")
                                     if k in report}})
