@@ -24,12 +24,16 @@ def check_cmd(artifact: Path = typer.Argument(..., help=".onnx / .mlpackage / .m
               localize: bool = typer.Option(False, "--localize", help="on failure, name the first layer "
                                             "whose output leaves tolerance"),
               threads: Optional[int] = typer.Option(None, "--threads"),
+              native: Optional[bool] = typer.Option(None, "--native/--no-native",
+                                                    help="CoreML: MLModel.predict (macOS default) or the "
+                                                    "numpy MIL interpreter"),
               as_json: bool = typer.Option(False, "--json")):
     """Numerical equivalence of an artifact against PyTorch. Exit 0 within tolerance, 1 not."""
     from .validation.check import check_artifact
 
     report = check_artifact(artifact, checkpoint, variant, images, n, seed, max_abs_scale, min_cosine,
-                            min_top1, localize, threads)
+                            min_top1, localize, threads,
+                            runner_options={"native": native} if native is not None else None)
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:

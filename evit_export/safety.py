@@ -11,8 +11,19 @@ from __future__ import annotations
 import sys
 
 
+def quiet_runtime_logs() -> None:
+    """coremltools warns at import about missing macOS-only proxies and untested
+    versions, TensorFlow prints C++ INFO lines; none of it is actionable for a user."""
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+
+
 def tf_safe() -> None:
     """Load torch and triton (via torch._dynamo) before anything imports TensorFlow."""
+    quiet_runtime_logs()
     if "torch._dynamo" in sys.modules:
         return
     if "tensorflow" in sys.modules:

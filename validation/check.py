@@ -9,7 +9,9 @@ import numpy as np
 from evit_export.errors import UserError
 from evit_export.preprocess import load_images, seeded_pixels
 
-from .equivalence import EquivalenceReport, check_equivalence, tolerance_for
+from .equivalence import EquivalenceReport, check_equivalence, precision_family, tolerance_for
+
+HELDOUT_COUNT = 200
 
 
 def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = None,
@@ -44,6 +46,19 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
     if spec is None:
         spec = ref_spec
     reference = TorchRunner(deployed, spec)
+    quantized = precision_family(spec.precision) == "int8"
+    if quantized and images is not None:
+        n = 0  # the user's real images only
+    if quantized and images is None and extra_pixels is None:
+        # Quantised models are judged on real images: random noise lies outside the
+        # calibrated ranges and says nothing about the model users ship. Default: the
+        # embedded digits' validation split (never used for calibration).
+        from evit_export.data import digits_pixels
+
+        extra_pixels = digits_pixels("val", spec)[0][:HELDOUT_COUNT]
+        extra_description = (f"{len(extra_pixels)} held-out real images (embedded digits, validation split; "
+                             "int8 is judged on real images, --images DIR for your own)")
+        n = 0
     pixels = seeded_pixels(n, spec.img_size, seed)
     described = f"{n} seeded random images (seed {seed})"
     if extra_pixels is not None:  # caller-supplied pixels, e.g. held-out real images
@@ -53,9 +68,9 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
         described = f"{described} + {extra}" if n else extra
     if images is not None:
         real, _, used, skipped = load_images(Path(images), spec)
-        pixels = np.concatenate([pixels, real])
-        described += f" + {len(used)} images from {images}" + (f" ({len(skipped)} unreadable skipped)"
-                                                               if skipped else "")
+        pixels = np.concatenate([pixels, real]) if len(pixels) else real
+        mine = f"{len(used)} images from {images}" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
+        described = f"{described} + {mine}" if n or extra_pixels is not None else mine
     tol = tolerance_for(spec.precision, max_abs_scale=max_abs_scale, min_cosine=min_cosine,
                         min_top1=min_top1)
     with target.open(path, spec=spec, threads=threads, **(runner_options or {})) as runner:
