@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import numpy as np

@@ -56,17 +56,12 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., help="artifacts to tim
             console.print(f"{p.name}: {p.description} — {p.source}")
         return
     from .errors import UserError
-    from .targets import target_for
+    from .targets import open_artifact
     from .validation.latency import measure_latency
 
     rows = []
     for artifact in artifacts:
-        if not artifact.exists():
-            raise UserError(f"artifact {artifact} does not exist: check the path")
-        target = target_for(artifact)
-        spec = target.read_spec(artifact)
-        if spec is None:
-            raise UserError(f"{artifact} carries no evit-export spec: export it with evit-export first")
+        artifact, target, spec = open_artifact(artifact)
         with target.open(artifact, spec=spec, threads=threads) as runner:
             lat = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=iterations)
         rows.append({"artifact": str(artifact), **lat.to_dict()})

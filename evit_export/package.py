@@ -7,21 +7,17 @@ Runner gets the same package.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from .atomic import atomic_path
-from .errors import UserError
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from .models.checkpoint import _sha256
+
+    return _sha256(Path(path))
 
 
 def file_entries(root: Path) -> list[dict]:
@@ -76,17 +72,11 @@ def simulated_latencies(target_name: str, spec, checkpoint=None) -> list[dict]:
 def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images=None,
                   threads: int = 1, measure: bool = True, log=lambda msg: None) -> Path:
     from .snippets import SNIPPETS
-    from .targets import target_for
+    from .targets import open_artifact
     from .validation.check import check_artifact
     from .validation.latency import measure_latency
 
-    artifact = Path(artifact)
-    if not artifact.exists():
-        raise UserError(f"artifact {artifact} does not exist: check the path")
-    target = target_for(artifact)
-    spec = target.read_spec(artifact)
-    if spec is None:
-        raise UserError(f"{artifact} carries no evit-export spec: export it with evit-export first")
+    artifact, target, spec = open_artifact(artifact)
     out = Path(out)
     log(f"checking {artifact} against PyTorch")
     report = check_artifact(artifact, checkpoint=checkpoint, images=images)

@@ -18,7 +18,7 @@ import torch
 
 from evit_export.errors import UserError
 
-from .efficientvit import VARIANTS, EfficientViT, attention_offset_index
+from .efficientvit import VARIANTS, EfficientViT
 
 # Official model-zoo releases (microsoft/Cream EfficientViT, mirrored by timm). Their
 # sha256 could not be verified from this environment (no access to the release

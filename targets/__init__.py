@@ -45,4 +45,17 @@ def target_for(path: str | Path) -> Target:
                     + ", ".join(s for v in _SUFFIXES.values() for s in v))
 
 
-__all__ = ["Artifact", "GraphReport", "Runner", "Target", "TensorInfo", "get_target", "target_for", "REGISTRY"]
+def open_artifact(path: str | Path) -> tuple[Path, Target, object]:
+    """(path, target, embedded spec) of an existing artifact exported by evit-export."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"artifact {path} does not exist: check the path")
+    target = target_for(path)
+    spec = target.read_spec(path)
+    if spec is None:
+        raise UserError(f"{path} carries no evit-export spec (labels, preprocessing): export it with "
+                        "evit-export first")
+    return path, target, spec
+
+
+__all__ = ["open_artifact", "Artifact", "GraphReport", "Runner", "Target", "TensorInfo", "get_target", "target_for", "REGISTRY"]

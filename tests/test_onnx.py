@@ -11,7 +11,6 @@ from onnx import numpy_helper
 from cli_helpers import assert_one_line_error, run_cli
 from conftest import make_timm_model
 from evit_export.pipeline import deploy_for_export
-from evit_export.targets import get_target
 from evit_export.targets.onnx_target import export_onnx
 
 

@@ -109,7 +109,7 @@ def load_labelled(data, spec):
 
 def check_parity(artifacts: list[str | Path], data: str | Path | None = None, checkpoint=None,
                  threads: int | None = None, limit: int | None = None) -> ParityReport:
-    from evit_export.targets import target_for
+    from evit_export.targets import open_artifact
     from evit_export.targets.torch_runner import TorchRunner
 
     if threads:
@@ -120,15 +120,7 @@ def check_parity(artifacts: list[str | Path], data: str | Path | None = None, ch
         raise UserError("no artifact given: pass one or more .onnx / .mlpackage / .tflite files")
     opened = []
     for a in artifacts:
-        path = Path(a)
-        if not path.exists():
-            raise UserError(f"artifact {path} does not exist: check the path")
-        target = target_for(path)
-        spec = target.read_spec(path)
-        if spec is None:
-            raise UserError(f"{path} carries no evit-export spec (labels, preprocessing): export it with "
-                            "evit-export")
-        opened.append((path, target, spec))
+        opened.append(open_artifact(a))
     first = opened[0][2]
     for path, _, spec in opened[1:]:
         if list(spec.labels) != list(first.labels):
