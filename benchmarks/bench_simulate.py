@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", nargs="+", default=["m0", "m1", "m2", "m3", "m4", "m5"])
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=200)
     table = Table(title="latency simulator vs measurement (batch 1)")
     for col in ("variant", "measured ORT 1t ms", "estimate host ms", "est/meas",
                 *[f"{p} (estimate) ms" for p in PROFILES if p != "host-cpu-1t"]):

@@ -31,9 +31,9 @@ class DeviceProfile:
 
 
 PROFILES = {p.name: p for p in (
-    DeviceProfile("host-cpu-1t", "this machine, 1 thread, fp32 (onnxruntime-like)", 46.0, 10.0, 20.0, 20.0, 1.0,
-                  4, "GEMM peak 95 GFLOP/s measured here (DESIGN.md); other rates fitted to onnxruntime "
-                  "M0/M5 batch-1 timings (benchmarks/bench_simulate.py)"),
+    DeviceProfile("host-cpu-1t", "this machine (AVX2 EPYC), 1 thread, fp32 (onnxruntime-like)", 34.0, 7.5, 15.0,
+                  15.0, 1.3, 4, "rates fitted to onnxruntime batch-1 timings of M0-M5 measured here "
+                  "(benchmarks/bench_simulate.py)"),
     DeviceProfile("a13-cpu-fp32", "iPhone 11 (A13) CPU, 2 performance cores, fp32", 45.0, 8.0, 14.0, 20.0, 4.0,
                   4, "assumption: 2 cores x 2.65 GHz x 2 NEON FMA pipes x 4 lanes at ~55% efficiency"),
     DeviceProfile("a13-gpu-fp16", "iPhone 11 (A13) GPU via CoreML, fp16", 250.0, 40.0, 60.0, 40.0, 25.0,
