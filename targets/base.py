@@ -120,6 +120,20 @@ class Runner(ABC):
         self.close()
 
 
+# Metadata key under which every format embeds the ModelSpec JSON.
+SPEC_KEY = "evit_export.spec"
+
+
+def parse_spec(text: str | bytes | None) -> ModelSpec | None:
+    """The ModelSpec in ``text``, or None when it is missing or unreadable."""
+    if not text:
+        return None
+    try:
+        return ModelSpec.from_json(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+
+
 class Target(ABC):
     name: str
     suffixes: tuple[str, ...]
@@ -133,8 +147,27 @@ class Target(ABC):
         ...
 
     @abstractmethod
+    def embedded_spec_text(self, path: Path) -> str | bytes | None:
+        """The ModelSpec JSON stored under ``SPEC_KEY`` in the artifact's own
+        metadata; raises UserError when ``path`` is not this format."""
+
     def read_spec(self, path: Path) -> ModelSpec | None:
-        """The spec embedded in the artifact, or None for a foreign file."""
+        """The artifact's spec: embedded, else from the sidecar; None for a foreign file."""
+        spec = parse_spec(self.embedded_spec_text(Path(path)))
+        if spec is None:
+            side = read_sidecar(Path(path))
+            if side and "spec" in side:
+                spec = ModelSpec.from_dict(side["spec"])
+        return spec
+
+    def require_spec(self, path: Path, spec: ModelSpec | None = None) -> ModelSpec:
+        """``spec`` if given, else the artifact's own; a one-line error when it has none."""
+        spec = spec or self.read_spec(path)
+        if spec is None:
+            from evit_export.errors import UserError
+
+            raise UserError(f"{path} carries no evit-export spec: pass --variant (and --checkpoint)")
+        return spec
 
     @abstractmethod
     def describe(self, path: Path) -> dict[str, list[TensorInfo]]:

@@ -31,9 +31,8 @@ from evit_export.errors import UserError
 from evit_export.preprocess import to_model_input
 from evit_export.spec import ModelSpec
 
-from .base import Artifact, GraphReport, Runner, Target, TensorInfo, read_sidecar, run_in_batches, write_sidecar
+from .base import SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, run_in_batches, write_sidecar
 
-SPEC_KEY = "evit_export.spec"
 INTEGRITY_KEY = "evit_export.integrity"
 INPUT_NAME = "image"
 LOGITS_NAME = "logits"
@@ -492,26 +491,13 @@ class CoreMLTarget(Target):
 
         return read_model_spec(Path(path))[0]
 
-    def read_spec(self, path: Path) -> ModelSpec | None:
-        proto = self._proto(path)
-        text = proto.description.metadata.userDefined.get(SPEC_KEY)
-        if text:
-            try:
-                return ModelSpec.from_json(text)
-            except (ValueError, TypeError):
-                pass
-        side = read_sidecar(Path(path))
-        if side and "spec" in side:
-            return ModelSpec.from_dict(side["spec"])
-        return None
+    def embedded_spec_text(self, path: Path) -> str | None:
+        return self._proto(path).description.metadata.userDefined.get(SPEC_KEY) or None
 
     def open(self, path: Path, spec: ModelSpec | None = None, threads: int | None = None, native=None,
              compute_units: str = "ALL", output: str = "logits", verify_integrity: bool = True,
              **_) -> Runner:
-        spec = spec or self.read_spec(path)
-        if spec is None:
-            raise UserError(f"{path} carries no evit-export spec: pass --variant (and --checkpoint)")
-        return CoreMLRunner(Path(path), spec, native=native, compute_units=compute_units, output=output,
+        return CoreMLRunner(Path(path), self.require_spec(path, spec), native=native, compute_units=compute_units, output=output,
                             verify_integrity=verify_integrity, threads=threads)
 
     def describe(self, path: Path) -> dict[str, list[TensorInfo]]:

@@ -19,9 +19,9 @@ from evit_export.errors import UserError
 from evit_export.preprocess import to_model_input
 from evit_export.spec import ModelSpec
 
-from .base import Artifact, GraphReport, Runner, Target, TensorInfo, read_sidecar, run_in_batches, write_sidecar
+from .base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, parse_spec, run_in_batches,
+                   write_sidecar)
 
-SPEC_KEY = "evit_export.spec"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 MIN_OPSET = 13  # Split with sizes as an input, Softmax on the last axis only
 
@@ -184,14 +184,8 @@ def load_proto(path: Path):
                         "pass a .onnx file exported by evit-export or another tool") from None
 
 
-def spec_from_proto(proto) -> ModelSpec | None:
-    for entry in proto.metadata_props:
-        if entry.key == SPEC_KEY:
-            try:
-                return ModelSpec.from_json(entry.value)
-            except (ValueError, TypeError):
-                return None
-    return None
+def spec_text_from_proto(proto) -> str | None:
+    return next((entry.value for entry in proto.metadata_props if entry.key == SPEC_KEY), None)
 
 
 class OnnxRunner(Runner):
@@ -264,25 +258,17 @@ class OnnxTarget(Target):
     def export(self, model, spec, out, **options) -> Artifact:
         return export_onnx(model, spec, Path(out), **options)
 
-    def read_spec(self, path: Path) -> ModelSpec | None:
-        spec = spec_from_proto(load_proto(path))
-        if spec is None:
-            side = read_sidecar(Path(path))
-            if side and "spec" in side:
-                spec = ModelSpec.from_dict(side["spec"])
-        return spec
+    def embedded_spec_text(self, path: Path) -> str | None:
+        return spec_text_from_proto(load_proto(path))
 
     def open(self, path: Path, spec: ModelSpec | None = None, threads: int | None = None, **_) -> Runner:
-        spec = spec or self.read_spec(path)
-        if spec is None:
-            raise UserError(f"{path} carries no evit-export spec: pass --variant (and --checkpoint)")
-        return OnnxRunner(Path(path), spec, threads=threads)
+        return OnnxRunner(Path(path), self.require_spec(path, spec), threads=threads)
 
     def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
         import onnx
 
         proto = load_proto(path)
-        spec = spec_from_proto(proto)
+        spec = parse_spec(spec_text_from_proto(proto))
 
         def info(vi, role):
             t = vi.type.tensor_type

@@ -24,9 +24,9 @@ from evit_export.errors import UserError
 from evit_export.preprocess import normalize
 from evit_export.spec import ModelSpec
 
-from .base import Artifact, GraphReport, Runner, Target, TensorInfo, read_sidecar, run_in_batches, write_sidecar
+from .base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, parse_spec, read_sidecar,
+                   run_in_batches, write_sidecar)
 
-SPEC_KEY = "evit_export.spec"
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic", "int8")
@@ -208,19 +208,13 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def spec_from_tflite(path: Path) -> ModelSpec | None:
+def spec_text_from_tflite(path: Path) -> bytes | None:
     data = _read_bytes(path)
     try:
         meta = read_flatbuffer_metadata(data)
     except Exception:
         raise UserError(f"{path} is not a readable TFLite flatbuffer: pass a .tflite file") from None
-    raw = meta.get(SPEC_KEY)
-    if raw is None:
-        return None
-    try:
-        return ModelSpec.from_json(raw.decode("utf-8"))
-    except (ValueError, TypeError, UnicodeDecodeError):
-        return None
+    return meta.get(SPEC_KEY)
 
 
 # --------------------------------------------------------------------------- export
@@ -480,24 +474,16 @@ class TFLiteTarget(Target):
     def export(self, model, spec, out, **options) -> Artifact:
         return export_tflite(model, spec, Path(out), **options)
 
-    def read_spec(self, path: Path) -> ModelSpec | None:
-        spec = spec_from_tflite(Path(path))
-        if spec is None:
-            side = read_sidecar(Path(path))
-            if side and "spec" in side:
-                spec = ModelSpec.from_dict(side["spec"])
-        return spec
+    def embedded_spec_text(self, path: Path) -> bytes | None:
+        return spec_text_from_tflite(Path(path))
 
     def open(self, path: Path, spec: ModelSpec | None = None, threads: int | None = None,
              xnnpack: bool = True, **_) -> Runner:
-        spec = spec or self.read_spec(path)
-        if spec is None:
-            raise UserError(f"{path} carries no evit-export spec: pass --variant (and --checkpoint)")
-        return LiteRTRunner(Path(path), spec, threads=threads, xnnpack=xnnpack)
+        return LiteRTRunner(Path(path), self.require_spec(path, spec), threads=threads, xnnpack=xnnpack)
 
     def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
         _read_bytes(path)
-        spec = spec_from_tflite(Path(path))
+        spec = parse_spec(spec_text_from_tflite(Path(path)))
         it = _interpreter(Path(path), 1, delegate=False)
         layout = spec.input_layout if spec else "NHWC"
 

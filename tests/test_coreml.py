@@ -181,6 +181,13 @@ def _copy(src, dst):
     return dst
 
 
+def _main_ops(package):
+    """(spec proto, model file, the main function's op list) of a saved ML Program, to edit."""
+    proto, model_file = read_model_spec(package)
+    fn = proto.mlProgram.functions["main"]
+    return proto, model_file, fn.block_specializations[fn.opset].operations
+
+
 def _weight_bin(pkg):
     return pkg / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
 
@@ -232,9 +239,7 @@ def test_weight_bin_corrupt_blob_header_fails_check(capsys, m0, tmp_path):
 def test_swapped_conv_weights_fail_check(capsys, m0, tmp_path):
     _, _, _, arts = m0
     bad = _copy(arts["fp32_image"].path, tmp_path / "swapped.mlpackage")
-    proto, model_file = read_model_spec(bad)
-    fn = proto.mlProgram.functions["main"]
-    ops = fn.block_specializations[fn.opset].operations
+    proto, model_file, ops = _main_ops(bad)
     consts = {op.outputs[0].name: op for op in ops if op.type == "const"}
     by_shape = {}
     for op in ops:
@@ -355,9 +360,7 @@ def test_bad_input(capsys, m0, tmp_path):
 def test_unsupported_op_fails_loudly(capsys, m0, tmp_path):
     _, _, _, arts = m0
     bad = _copy(arts["fp32_image"].path, tmp_path / "gelu.mlpackage")
-    proto, model_file = read_model_spec(bad)
-    fn = proto.mlProgram.functions["main"]
-    ops = fn.block_specializations[fn.opset].operations
+    proto, model_file, ops = _main_ops(bad)
     index = next(i for i, op in enumerate(ops) if op.type == "relu")
     ops[index].type = "gelu"
     ops[index].inputs["mode"].arguments.add().value.CopyFrom(ops[0].attributes["val"])
