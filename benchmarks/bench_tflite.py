@@ -78,14 +78,14 @@ def time_interleaved(fns: dict, iters: int, warmup: int = 15) -> dict:
 def _accuracy(deployed, target, fp32_path: Path, int8_path: Path) -> dict:
     """fp32: max abs vs PyTorch on seeded pixels; int8: top-1 agreement on held-out digits."""
     from evit_export.preprocess import seeded_pixels
-    from evit_export.targets.tflite_target import heldout_pixels
+    from evit_export.data import heldout_images
     from evit_export.targets.torch_runner import TorchRunner
     from evit_export.validation.equivalence import compare_outputs
 
     out = {}
     for name, path in (("fp32", fp32_path), ("int8", int8_path)):
         spec = target.read_spec(path)
-        pixels = seeded_pixels(16, spec.img_size, 0) if name == "fp32" else heldout_pixels(spec, 200)[0]
+        pixels = seeded_pixels(16, spec.img_size, 0) if name == "fp32" else heldout_images(spec, 200)[0]
         with target.open(path, threads=1) as runner:
             got = runner.run(pixels)
         ref = TorchRunner(deployed, spec).run(pixels)

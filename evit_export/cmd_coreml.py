@@ -72,12 +72,6 @@ def coreml_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
         err_console.print("[yellow]note:[/] equivalence check skipped: a NeuralNetwork .mlmodel can only be "
                           "evaluated by CoreML itself (macOS); the MIL interpreter runs ML Programs")
         return
-    from .validation.check import check_artifact
+    from .cmd_validate import check_after_export
 
-    report = check_artifact(out, n=n, runner_options={"native": native, "compute_units": compute_units})
-    status = "[green]PASS[/]" if report.passed else "[red]FAIL[/]: " + "; ".join(report.failures)
-    console.print(f"equivalence vs PyTorch on {report.n} inputs ({report.runtime}): max abs "
-                  f"{report.max_abs:.2e}, cosine min {report.cosine_min:.6f}, top-1 agreement "
-                  f"{100 * report.top1_agreement:.1f}% {status}")
-    if not report.passed:
-        raise typer.Exit(1)
+    check_after_export(out, n=n, runner_options={"native": native, "compute_units": compute_units})

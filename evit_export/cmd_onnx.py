@@ -48,11 +48,6 @@ def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
         console.print(f"wrote {info['ort']['path']} ({info['ort']['size'] / 1e6:.2f} MB); mobile usability "
                       f"check exit {verdict['returncode']}, details in {out}.evit.json")
     if check:
-        from .validation.check import check_artifact
+        from .cmd_validate import check_after_export
 
-        report = check_artifact(out)
-        status = "[green]PASS[/]" if report.passed else "[red]FAIL[/]"
-        console.print(f"equivalence vs PyTorch on {report.n} inputs: max abs {report.max_abs:.2e}, "
-                      f"top-1 agreement {100 * report.top1_agreement:.1f}% {status}")
-        if not report.passed:
-            raise typer.Exit(1)
+        check_after_export(out)

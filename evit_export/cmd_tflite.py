@@ -54,20 +54,7 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
     if calib:
         console.print(f"int8 calibration: {calib['source']}")
     if check:
-        from .validation.check import check_artifact
+        from .cmd_validate import check_after_export
 
-        extra = None
-        described = ""
-        if info["precision"] in ("int8", "dynamic"):
-            # Quantized models are judged on real images (held out from calibration).
-            from .targets.tflite_target import heldout_pixels
-
-            extra, _, described = heldout_pixels(artifact.spec, 200)
-        report = check_artifact(out, threads=threads, extra_pixels=extra, extra_description=described,
-                                n=0 if extra is not None else 32)
-        status = "[green]PASS[/]" if report.passed else "[red]FAIL[/]"
-        console.print(f"equivalence vs PyTorch on {report.n} inputs ({report.inputs}): max abs "
-                      f"{report.max_abs:.2e}, cosine min {report.cosine_min:.6f}, top-1 agreement "
-                      f"{100 * report.top1_agreement:.1f}% {status}")
-        if not report.passed:
-            raise typer.Exit(1)
+        # Quantised models are judged on held-out real images (check_artifact's default).
+        check_after_export(out, threads=threads)

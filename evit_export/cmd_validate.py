@@ -12,6 +12,19 @@ from rich.table import Table
 from .cli import CheckpointOpt, VariantOpt, app, console
 
 
+def check_after_export(artifact: Path, **options) -> None:
+    """The equivalence check every export command runs on what it wrote: one summary
+    line, exit 1 when outside tolerance. ``options`` go to ``check_artifact``."""
+    from .validation.check import check_artifact
+
+    report = check_artifact(artifact, **options)
+    status = "[green]PASS[/]" if report.passed else "[red]FAIL[/]: " + "; ".join(report.failures)
+    console.print(f"equivalence vs PyTorch ({report.runtime}) on {report.inputs}: max abs {report.max_abs:.2e}, "
+                  f"cosine min {report.cosine_min:.6f}, top-1 agreement {100 * report.top1_agreement:.1f}% {status}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 @app.command("check")
 def check_cmd(artifact: Path = typer.Argument(..., help=".onnx / .mlpackage / .mlmodel / .tflite"),
               checkpoint: Optional[str] = CheckpointOpt, variant: Optional[str] = VariantOpt,

@@ -164,6 +164,14 @@ def digits_pixels(split: str, spec_or_size) -> tuple[np.ndarray, np.ndarray]:
     return s.float_pixels(), s.targets
 
 
+def heldout_images(spec: ModelSpec, count: int = 200) -> tuple[np.ndarray, np.ndarray, str]:
+    """Real images never used for training or calibration (the digits validation
+    split), for judging quantised artifacts: (pixels, labels, description)."""
+    pixels, labels = digits_pixels("val", spec)
+    pixels, labels = pixels[:count], labels[:count]
+    return pixels, labels, f"{len(pixels)} held-out digits images (validation split)"
+
+
 def default_calibration_images(spec: ModelSpec, n: int = 64) -> np.ndarray:
     """``n`` real images for int8 calibration: the digits training split (stratified),
     rendered with ``spec``'s preprocessing. Float32 (n,3,S,S) RGB 0..255."""

@@ -52,25 +52,26 @@ def _stable_location(checkpoint) -> str:
     return str(checkpoint) if is_url(checkpoint) else str(Path(checkpoint).resolve())
 
 
-def reference_model(spec, checkpoint=None, variant=None):
+def reference_model(spec, checkpoint=None, variant=None, folded: bool = True):
     """Rebuild the PyTorch model an artifact was exported from (its spec records the
-    checkpoint or the seed), or from an explicit --checkpoint; returns the deploy form."""
-    from .models import fold
+    checkpoint or the seed), or from an explicit --checkpoint. ``folded``: the deploy
+    form (equivalence, latency) or the model as loaded (accuracy parity)."""
+    from pathlib import Path
 
+    from .models import fold
+    from .models.checkpoint import is_url
+
+    source = (spec.source if spec else {}) or {}
+    if checkpoint is None and "seed" in source:
+        model = prepare_model(spec.variant, None, source.get("num_classes", spec.num_classes),
+                              source.get("img_size", spec.img_size), seed=source["seed"])
+        return fold(model) if folded else model
     if checkpoint is None:
-        source = (spec.source if spec else {}) or {}
         if "checkpoint" in source:
             checkpoint = source["checkpoint"]
-            from .models.checkpoint import is_url
-            from pathlib import Path
-
             if not is_url(checkpoint) and not Path(checkpoint).exists():
                 raise UserError(f"the artifact was exported from {checkpoint}, which no longer exists: "
                                 "pass --checkpoint")
-        elif "seed" in source:
-            model = prepare_model(spec.variant, None, source.get("num_classes", spec.num_classes),
-                                  source.get("img_size", spec.img_size), seed=source["seed"])
-            return fold(model)
         elif spec is None and variant is None:
             raise UserError("this artifact carries no evit-export spec: pass --variant and --checkpoint")
         elif spec is None:
@@ -81,28 +82,18 @@ def reference_model(spec, checkpoint=None, variant=None):
     variant = variant or (spec.variant if spec else None)
     model = prepare_model(variant, checkpoint, spec.num_classes if spec else None,
                           spec.img_size if spec else None)
-    return fold(model)
+    return fold(model) if folded else model
 
 
 def deploy_for_export(variant=None, checkpoint=None, num_classes=None, img_size=None, *, seed=None,
                       labels=None):
     """(folded deploy model, spec) for an export command; notes go into the spec."""
+    from .models import fold
+
     model = prepare_model(variant, checkpoint, num_classes, img_size, seed=seed, labels=labels)
-    deployed = fold(model) if not _is_deployed(model) else model
+    deployed = fold(model)  # idempotent: a folded checkpoint comes back as is
     deployed.spec = model.spec
     return deployed, model.spec
-
-
-def _is_deployed(model) -> bool:
-    from .models import DeployEfficientViT
-
-    return isinstance(model, DeployEfficientViT)
-
-
-def fold(model):
-    from .models import fold as _fold
-
-    return _fold(model)
 
 
 def read_labels(path) -> list[str]:

@@ -39,58 +39,12 @@ RANDOM_CALIBRATION_WARNING = ("int8 calibrated on RANDOM data (no real images we
 
 # --------------------------------------------------------------------------- calibration data
 
-def digits_pixels(img_size: int, start: int = 0, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's handwritten digits (1797 real 8x8 scans, shipped with the package),
-    rendered as RGB pixels (N, 3, S, S) float32 0..255, and their labels."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = digits.images[start:None if count is None else start + count]
-    targets = digits.target[start:None if count is None else start + count]
-    out = np.empty((len(images), 3, img_size, img_size), np.float32)
-    for i, img in enumerate(images):
-        gray = Image.fromarray(np.clip(img * (255.0 / 16.0), 0, 255).round().astype(np.uint8), mode="L")
-        big = np.asarray(gray.resize((img_size, img_size), Image.BILINEAR), np.float32)
-        out[i] = big[None]
-    return out, targets
-
-
-def _embedded():
-    """The project's embedded dataset module (training issue), when present."""
-    try:
-        from evit_export import data
-    except ImportError:
-        return None
-    return data
-
-
 def default_calibration_pixels(spec: ModelSpec, count: int) -> tuple[np.ndarray, str]:
-    """The embedded dataset's calibration images (digits training split) when that
-    module exists, else scikit-learn's digits rendered here (first ``count``)."""
-    data = _embedded()
-    fn = getattr(data, "default_calibration_images", None)
-    if fn is not None:
-        pixels = np.asarray(fn(spec, count), np.float32)
-        return pixels, f"{len(pixels)} images of the embedded digits dataset (training split)"
-    pixels, _ = digits_pixels(spec.img_size, 0, count)
-    return pixels, f"{len(pixels)} scikit-learn digits images (first {len(pixels)})"
+    """The embedded digits' training split, rendered with the spec's preprocessing."""
+    from evit_export.data import default_calibration_images
 
-
-def heldout_pixels(spec: ModelSpec, count: int = 200) -> tuple[np.ndarray, np.ndarray, str]:
-    """Real images never used for calibration: the embedded dataset's validation split,
-    else digits from the end of scikit-learn's set. (pixels, labels, description)."""
-    data = _embedded()
-    fn = getattr(data, "digits_pixels", None)
-    if fn is not None:
-        try:
-            pixels, labels = fn("val", spec)
-            return (np.asarray(pixels[:count], np.float32), np.asarray(labels[:count]),
-                    f"{min(count, len(pixels))} held-out digits images (validation split)")
-        except TypeError:  # a different signature than expected: use our own rendering
-            pass
-    pixels, labels = digits_pixels(spec.img_size, 1797 - count, count)
-    return pixels, labels, f"{len(pixels)} held-out digits images (last {len(pixels)} of the set)"
+    pixels = np.asarray(default_calibration_images(spec, count), np.float32)
+    return pixels, f"{len(pixels)} images of the embedded digits dataset (training split)"
 
 
 def calibration_pixels(spec: ModelSpec, source: str | Path | None, size: int) -> tuple[np.ndarray, str, bool]:

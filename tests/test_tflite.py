@@ -156,10 +156,10 @@ def test_fp16(m0_deploy, tmp_path):
 def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
     from PIL import Image
 
-    from evit_export.targets.tflite_target import digits_pixels, heldout_pixels
+    from evit_export.data import digits_pixels, heldout_images
 
     root = tmp_path / "calib"
-    pixels, labels = digits_pixels(32, 0, 60)
+    pixels, labels = (a[:60] for a in digits_pixels("train", 32))
     for i, (p, y) in enumerate(zip(pixels, labels)):
         (root / str(y)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(p.transpose(1, 2, 0).astype(np.uint8)).save(root / str(y) / f"{i}.png")
@@ -169,7 +169,7 @@ def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
     info = art.info
     assert info["calibration"]["count"] == 48 and not info["calibration"]["random"]
     assert info["io"]["input"]["dtype"] == "float32"
-    held, _, _ = heldout_pixels(art.spec, 100)
+    held, _, _ = heldout_images(art.spec, 100)
     rep = _compare(art, held, m0_deploy[0])
     assert rep.top1_agreement >= 0.95, rep
     hist = get_target("tflite").inspect(art.path).op_histogram
@@ -177,7 +177,7 @@ def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
 
 
 def test_int8_uint8_pixels_in_graph(m0_deploy, tmp_path):
-    from evit_export.targets.tflite_target import heldout_pixels
+    from evit_export.data import heldout_images
 
     art = _export(m0_deploy, tmp_path / "m0_u8.tflite", quantize="int8", input_type="uint8",
                   calibration_size=48)
@@ -186,7 +186,7 @@ def test_int8_uint8_pixels_in_graph(m0_deploy, tmp_path):
     # raw pixels go in unchanged: scale 1, zero point 0
     assert io["input"]["scale"] == pytest.approx(1.0) and io["input"]["zero_point"] == 0
     assert art.spec.input_range == "pixels" and art.spec.input_dtype == "uint8"
-    held, _, _ = heldout_pixels(art.spec, 100)
+    held, _, _ = heldout_images(art.spec, 100)
     rep = _compare(art, held, m0_deploy[0])
     assert rep.top1_agreement >= 0.95, rep
 
@@ -203,12 +203,12 @@ def test_random_calibration_is_loudly_flagged(tmp_path):
 
 
 def test_dynamic_range(m0_deploy, tmp_path):
-    from evit_export.targets.tflite_target import heldout_pixels
+    from evit_export.data import heldout_images
 
     art = _export(m0_deploy, tmp_path / "m0_dyn.tflite", quantize="dynamic")
     assert art.spec.precision == "dynamic"
     assert art.path.stat().st_size < 4e6  # int8 weights
-    held, _, _ = heldout_pixels(art.spec, 60)
+    held, _, _ = heldout_images(art.spec, 60)
     rep = _compare(art, held, m0_deploy[0])
     assert rep.top1_agreement >= 0.95, rep
 

@@ -53,11 +53,10 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
         # Quantised models are judged on real images: random noise lies outside the
         # calibrated ranges and says nothing about the model users ship. Default: the
         # embedded digits' validation split (never used for calibration).
-        from evit_export.data import digits_pixels
+        from evit_export.data import heldout_images
 
-        extra_pixels = digits_pixels("val", spec)[0][:HELDOUT_COUNT]
-        extra_description = (f"{len(extra_pixels)} held-out real images (embedded digits, validation split; "
-                             "int8 is judged on real images, --images DIR for your own)")
+        extra_pixels, _, extra_description = heldout_images(spec, HELDOUT_COUNT)
+        extra_description += " (int8 is judged on real images; --images DIR for your own)"
         n = 0
     pixels = seeded_pixels(n, spec.img_size, seed)
     described = f"{n} seeded random images (seed {seed})"

@@ -81,21 +81,6 @@ def accuracy(name: str, runtime: str, precision: str, logits: np.ndarray, target
                           per_class)
 
 
-def _reference_model(spec, checkpoint):
-    """The PyTorch model (training form when the weights are a training checkpoint)."""
-    from evit_export.pipeline import prepare_model, reference_model
-
-    source = (spec.source or {}) if spec is not None else {}
-    ck = checkpoint or source.get("checkpoint")
-    if ck is None:
-        return reference_model(spec, None)
-    from evit_export.models.checkpoint import is_url
-
-    if checkpoint is None and not is_url(ck) and not Path(ck).exists():
-        raise UserError(f"the artifact was exported from {ck}, which no longer exists: pass --checkpoint")
-    return prepare_model(spec.variant, ck, spec.num_classes, spec.img_size)
-
-
 def load_labelled(data, spec):
     from evit_export.data import DIGITS_LABELS, load_digits_split, load_eval_folder
 
@@ -109,6 +94,7 @@ def load_labelled(data, spec):
 
 def check_parity(artifacts: list[str | Path], data: str | Path | None = None, checkpoint=None,
                  threads: int | None = None, limit: int | None = None) -> ParityReport:
+    from evit_export.pipeline import reference_model
     from evit_export.targets import open_artifact
     from evit_export.targets.torch_runner import TorchRunner
 
@@ -141,7 +127,7 @@ def check_parity(artifacts: list[str | Path], data: str | Path | None = None, ch
         pixels = images.float_pixels()
         targets = images.targets
         classes = images.classes
-        model = _reference_model(spec, checkpoint)
+        model = reference_model(spec, checkpoint, folded=False)
         if model.spec.num_classes != spec.num_classes:
             raise UserError(f"--checkpoint has {model.spec.num_classes} classes, the artifact "
                             f"{spec.num_classes}: pass the checkpoint it was exported from")
