@@ -204,6 +204,13 @@ def read_sidecar(artifact: Path) -> dict | None:
         return None
 
 
+def pad_batch(x: np.ndarray, batch: int) -> np.ndarray:
+    """``x`` with its last item repeated up to a fixed artifact batch size."""
+    if len(x) >= batch:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
+
+
 def run_in_batches(fn, pixels: np.ndarray, batch: int | None) -> np.ndarray:
     """Call ``fn`` on slices of at most ``batch`` images (None = all at once); pads
     the last slice when the artifact's batch is fixed."""
@@ -212,8 +219,5 @@ def run_in_batches(fn, pixels: np.ndarray, batch: int | None) -> np.ndarray:
     outs = []
     for start in range(0, len(pixels), batch):
         part = pixels[start:start + batch]
-        n = len(part)
-        if n < batch:
-            part = np.concatenate([part, np.repeat(part[-1:], batch - n, axis=0)])
-        outs.append(fn(part)[:n])
+        outs.append(fn(pad_batch(part, batch))[:len(part)])
     return np.concatenate(outs)

@@ -24,8 +24,8 @@ from evit_export.errors import UserError
 from evit_export.preprocess import normalize
 from evit_export.spec import ModelSpec
 
-from .base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, parse_spec, read_sidecar,
-                   run_in_batches, write_sidecar)
+from .base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, pad_batch, parse_spec,
+                   read_sidecar, run_in_batches, write_sidecar)
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -389,9 +389,7 @@ class LiteRTRunner(Runner):
 
     def timed_call(self, pixels: np.ndarray):
         """Inference only (the input tensor is set once, outside the timed region)."""
-        x = self.feed(pixels[: self.batch])
-        if len(x) < self.batch:
-            x = np.concatenate([x, np.repeat(x[-1:], self.batch - len(x), axis=0)])
+        x = pad_batch(self.feed(pixels[: self.batch]), self.batch)
         self.interpreter.set_tensor(self.input["index"], x)
         return self.interpreter.invoke
 
@@ -399,9 +397,7 @@ class LiteRTRunner(Runner):
         """Every op output of one forward pass in execution order, dequantised, from the
         builtin kernels (delegates off) with all tensors preserved."""
         it = _interpreter(self.path, self.threads, preserve=True)
-        x = self.feed(pixels[: self.batch])
-        if len(x) < self.batch:
-            x = np.concatenate([x, np.repeat(x[-1:], self.batch - len(x), axis=0)])
+        x = pad_batch(self.feed(pixels[: self.batch]), self.batch)
         it.set_tensor(self.input["index"], x)
         it.invoke()
         details = {d["index"]: d for d in it.get_tensor_details()}
