@@ -31,7 +31,8 @@ from evit_export.errors import UserError
 from evit_export.preprocess import to_model_input
 from evit_export.spec import ModelSpec
 
-from .base import SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, run_in_batches, write_sidecar
+from .base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, pad_batch, run_in_batches,
+                   write_sidecar)
 
 INTEGRITY_KEY = "evit_export.integrity"
 INPUT_NAME = "image"
@@ -411,12 +412,7 @@ class CoreMLRunner(Runner):
             return super().timed_call(pixels)
         x = self._feed(pixels)
         size = self.batch or len(x)
-        parts = []
-        for start in range(0, len(x), size):
-            part = x[start:start + size]
-            if len(part) < size:
-                part = np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)])
-            parts.append(part)
+        parts = [pad_batch(x[start:start + size], size) for start in range(0, len(x), size)]
 
         def call():
             with self._limits():
