@@ -64,6 +64,8 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., help="artifacts to tim
         artifact, target, spec = open_artifact(artifact)
         with target.open(artifact, spec=spec, threads=threads) as runner:
             lat = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=iterations)
+            if not runner.deployment_runtime:
+                lat.kind = "measured (checker, not a device runtime)"
         rows.append({"artifact": str(artifact), **lat.to_dict()})
         for device in [d.strip() for d in simulate.split(",") if d.strip()]:
             if device not in PROFILES:

@@ -44,8 +44,6 @@ def preprocessing_spec(spec) -> dict:
     }
 
 
-# Runners that check numerics but say nothing about device speed.
-REFERENCE_ONLY_RUNTIMES = {"mil-interpreter"}
 # Devices whose latency a package estimates, by target (see validation/simulate.py).
 SIMULATED_DEVICES = {"coreml": ("a13-ane-fp16", "a13-gpu-fp16", "a13-cpu-fp32"),
                      "tflite": ("android-midrange-cpu-4t",), "onnx": ()}
@@ -83,7 +81,7 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
     latencies = []
     if measure:
         with target.open(artifact, spec=spec, threads=threads) as runner:
-            if runner.name in REFERENCE_ONLY_RUNTIMES:
+            if not runner.deployment_runtime:
                 log(f"{runner.name} is a checker, not a deployment runtime: latency only simulated")
             else:
                 log(f"measuring latency ({threads} thread{'s' if threads != 1 else ''})")

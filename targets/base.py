@@ -92,6 +92,9 @@ class Runner(ABC):
 
     name: str = "runner"  # the runtime, e.g. "onnxruntime"
     output_kind: str = "logits"  # or "probabilities"
+    # False for runners that only check numerics (e.g. the MIL interpreter standing in
+    # for CoreML on Linux): their timings say nothing about device speed.
+    deployment_runtime: bool = True
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec

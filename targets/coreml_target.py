@@ -376,6 +376,7 @@ class CoreMLRunner(Runner):
         from .mil_interpreter import MILProgram
 
         self.name = "mil-interpreter"
+        self.deployment_runtime = False
         self.program = MILProgram.load(self.path, lenient=True)
         self.integrity_failures = [f"corrupt weights: {p}" for p in self.program.problems]
         if verify_integrity:
