@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench anchor-env bench-anchor clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,5 +23,25 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
+# Optional speed anchor for the TFLite target: litert-torch (Google's PyTorch -> LiteRT
+# converter) pulls jax, transformers and its own LiteRT, so it gets its own venv. torch
+# 2.13.0 is the CPU build on this machine's disk; the project joins without its deps.
+ANCHOR_VENV ?= .venv-anchor
+ANCHOR_STAMP := $(ANCHOR_VENV)/.installed
+
+$(ANCHOR_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(ANCHOR_VENV)
+	$(ANCHOR_VENV)/bin/python -m pip install -q --upgrade pip setuptools wheel
+	$(ANCHOR_VENV)/bin/python -m pip install -q "torch==2.13.0"
+	$(ANCHOR_VENV)/bin/python -m pip install -q "litert-torch==0.10.0"
+	$(ANCHOR_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(ANCHOR_STAMP)
+
+anchor-env: $(ANCHOR_STAMP)
+
+# LiteRT on our .tflite vs onnxruntime vs litert-torch's conversion, same weights, one run.
+bench-anchor: $(STAMP) $(ANCHOR_STAMP)
+	$(PY) benchmarks/bench_tflite.py --anchor-python $(ANCHOR_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) out runs
+	rm -rf $(VENV) $(ANCHOR_VENV) out runs
