@@ -25,6 +25,10 @@ CheckpointOpt = typer.Option(None, "--checkpoint", "-c",
                              help="official/timm .pth, project .safetensors, or an http(s) URL")
 NumClassesOpt = typer.Option(None, "--num-classes", help="default: from the checkpoint, else 1000")
 ImgSizeOpt = typer.Option(None, "--img-size", help="default: from the checkpoint, else 224")
+CalibrationDataOpt = typer.Option(None, "--calibration-data",
+                                  help="int8: folder of images (ImageFolder or flat); default: the embedded "
+                                  "digits' training split; 'random' calibrates on random data (warned)")
+CalibrationSizeOpt = typer.Option(200, "--calibration-size", help="int8: calibration images used")
 
 
 def _print_notes(model) -> None:

@@ -6,16 +6,22 @@ from typing import Optional
 
 import typer
 
-from .cli import CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app, console, err_console
+from .cli import CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app, console, err_console
 
 
 @app.command("onnx")
 def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = CheckpointOpt,
-             out: Optional[Path] = typer.Option(None, "--out", "-o", help="default: out/<variant>.onnx"),
+             out: Optional[Path] = typer.Option(None, "--out", "-o", help="default: out/<variant>.onnx "
+                                                "(fp16/int8: out/<variant>_<precision>.onnx)"),
              opset: int = typer.Option(17, "--opset"),
              batch: int = typer.Option(1, "--batch", help="fixed batch size"),
              dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="free batch dimension"),
-             precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16"),
+             precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (static, calibrated)"),
+             calibration_data: Optional[str] = CalibrationDataOpt,
+             calibration_size: int = CalibrationSizeOpt,
+             quant_format: str = typer.Option("qoperator", "--quant-format",
+                                              help="int8: qoperator (QLinear ops, fastest on onnxruntime's CPU "
+                                              "provider) | qdq (Quantize/Dequantize pairs, for NNAPI/QNN/TensorRT)"),
              no_simplify: bool = typer.Option(False, "--no-simplify"),
              ort: bool = typer.Option(False, "--ort", help="also write the onnxruntime mobile .ort file"),
              num_classes: Optional[int] = NumClassesOpt, img_size: Optional[int] = ImgSizeOpt,
@@ -23,31 +29,29 @@ def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
              check: bool = typer.Option(True, "--check/--no-check", help="equivalence check after export")):
     """Export the folded deploy graph to ONNX (simplified, checked, spec in metadata)."""
     from .pipeline import deploy_for_export
-    from .targets.onnx_target import export_onnx, supported_opsets
-    from .errors import UserError
+    from .targets.onnx_target import export_onnx, validate_options
 
-    lo, hi = supported_opsets()
-    if not lo <= opset <= hi:
-        raise UserError(f"--opset {opset} is not supported here: choose {lo}..{hi}")
-    from .atomic import check_writable
-
-    if out is not None:
-        check_writable(out)  # fail before any work, never after
+    batch_arg = None if dynamic_batch else batch
+    # fail before any work, never after
+    precision, quant_format = validate_options(out, opset, batch_arg, precision, calibration_data, quant_format)
     deployed, spec = deploy_for_export(variant, checkpoint, num_classes, img_size, seed=seed)
     for note in spec.notes:
         err_console.print(f"[yellow]note:[/] {note}")
-    out = out or Path("out") / f"{spec.variant}.onnx"
-    artifact = export_onnx(deployed, spec, out, opset=opset, batch=None if dynamic_batch else batch,
-                           precision=precision, simplify=not no_simplify, ort_format=ort)
+    out = out or Path("out") / (f"{spec.variant}.onnx" if precision == "fp32" else f"{spec.variant}_{precision}.onnx")
+    artifact = export_onnx(deployed, spec, out, opset=opset, batch=batch_arg, precision=precision,
+                           simplify=not no_simplify, ort_format=ort, calibration_data=calibration_data,
+                           calibration_size=calibration_size, quant_format=quant_format)
     info = artifact.info
-    console.print(f"wrote {out} ({info['file_size'] / 1e6:.2f} MB, opset {opset}, {precision}, "
+    console.print(f"wrote {out} ({info['file_size'] / 1e6:.2f} MB, opset {opset}, {precision}"
+                  + (f" {quant_format}" if precision == "int8" else "") + ", "
                   f"batch {'dynamic' if dynamic_batch else batch}, simplified with {info['simplifier']}, "
                   f"{info['export_seconds']:.1f} s)")
     if ort:
         verdict = info["ort"]["mobile_usability"]
         console.print(f"wrote {info['ort']['path']} ({info['ort']['size'] / 1e6:.2f} MB); mobile usability "
                       f"check exit {verdict['returncode']}, details in {out}.evit.json")
-    if check:
-        from .cmd_validate import check_after_export
+    from .cmd_validate import check_after_export, report_calibration
 
+    report_calibration(info)
+    if check:
         check_after_export(out)

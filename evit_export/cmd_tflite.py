@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .cli import CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app, console, err_console
+from .cli import CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app, console, err_console
 
 
 @app.command("tflite")
@@ -14,11 +14,8 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
                out: Optional[Path] = typer.Option(None, "--out", "-o", help="default: out/<variant>.tflite "
                                                   "(int8/fp16/dynamic: out/<variant>_<mode>.tflite)"),
                quantize: str = typer.Option("none", "--quantize", "-q", help="none | fp16 | dynamic | int8"),
-               calibration_data: Optional[str] = typer.Option(
-                   None, "--calibration-data", help="int8: folder of images (ImageFolder or flat); default: "
-                   "the embedded dataset (scikit-learn digits until a trained default exists); 'random' "
-                   "calibrates on random data (warned)"),
-               calibration_size: int = typer.Option(200, "--calibration-size", help="int8: images used"),
+               calibration_data: Optional[str] = CalibrationDataOpt,
+               calibration_size: int = CalibrationSizeOpt,
                input_type: str = typer.Option("float", "--input", help="float (normalized image) | uint8 (raw "
                                               "RGB 0..255, normalization in the graph; needs --quantize int8)"),
                layout: str = typer.Option("nhwc", "--layout", help="input layout: nhwc | nchw"),
@@ -41,9 +38,6 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
     info = artifact.info
     for note in spec.notes:  # after the export, so that a bad-input error stays one line
         err_console.print(f"[yellow]note:[/] {note}")
-    calib = info.get("calibration")
-    if calib and calib.get("random"):
-        err_console.print(f"[bold red]WARNING:[/] {calib['warning']}")
     gpu = info.get("gpu_delegate") or {}
     gpu_text = ("GPU delegate: compatible" if gpu.get("compatible") else
                 f"GPU delegate: NOT fully compatible ({len(gpu.get('problems', []))} findings)"
@@ -51,10 +45,10 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
     console.print(f"wrote {out} ({info['file_size'] / 1e6:.2f} MB, {info['precision']}, input "
                   f"{info['io']['input']['dtype']} {info['layout']}, batch {batch}, "
                   f"{info['export_seconds']:.1f} s); labels in {info['labels']}; {gpu_text}")
-    if calib:
-        console.print(f"int8 calibration: {calib['source']}")
+    from .cmd_validate import check_after_export, report_calibration
+
+    report_calibration(info)
     if check:
-        from .cmd_validate import check_after_export
 
         # Quantised models are judged on held-out real images (check_artifact's default).
         check_after_export(out, threads=threads)

@@ -12,6 +12,18 @@ from rich.table import Table
 from .cli import CheckpointOpt, VariantOpt, app, console
 
 
+def report_calibration(info: dict) -> None:
+    """Where an int8 export's activation ranges came from; random data is a loud warning."""
+    from .cli import err_console
+
+    calib = info.get("calibration")
+    if not calib:
+        return
+    if calib.get("random"):
+        err_console.print(f"[bold red]WARNING:[/] {calib['warning']}")
+    console.print(f"int8 calibration: {calib['source']}")
+
+
 def check_after_export(artifact: Path, **options) -> None:
     """The equivalence check every export command runs on what it wrote: one summary
     line, exit 1 when outside tolerance. ``options`` go to ``check_artifact``."""

@@ -10,6 +10,7 @@ from pathlib import Path
 # (target, file name, export options): the artifacts the demo ships.
 DEMO_ARTIFACTS = (
     ("onnx", "m0_digits.onnx", {}),
+    ("onnx", "m0_digits_int8.onnx", {"precision": "int8"}),  # static int8 for onnxruntime on CPU
     ("coreml", "m0_digits.mlpackage", {}),  # ML Program, fp16, image input, classifier
     ("tflite", "m0_digits.tflite", {}),  # fp32, NHWC
     ("tflite", "m0_digits_int8.tflite", {"quantize": "int8", "input_type": "uint8"}),

@@ -24,6 +24,7 @@ from evit_export.errors import UserError
 from evit_export.preprocess import normalize
 from evit_export.spec import ModelSpec
 
+from .calibration import DEFAULT_CALIBRATION_SIZE, calibration_record, check_calibration_source
 from .base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, pad_batch, parse_spec,
                    read_sidecar, run_in_batches, write_sidecar)
 
@@ -31,47 +32,7 @@ SIGNATURE_KEY = "serving_default"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 QUANTIZE_CHOICES = ("none", "fp16", "dynamic", "int8")
 PRECISION = {"none": "fp32", "fp32": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}
-DEFAULT_CALIBRATION_SIZE = 200
 WORKER_TIMEOUT_S = 1800
-RANDOM_CALIBRATION_WARNING = ("int8 calibrated on RANDOM data (no real images were available): activation "
-                              "ranges, and so accuracy, are unreliable; re-export with --calibration-data DIR")
-
-
-# --------------------------------------------------------------------------- calibration data
-
-def default_calibration_pixels(spec: ModelSpec, count: int) -> tuple[np.ndarray, str]:
-    """The embedded digits' training split, rendered with the spec's preprocessing."""
-    from evit_export.data import default_calibration_images
-
-    pixels = np.asarray(default_calibration_images(spec, count), np.float32)
-    return pixels, f"{len(pixels)} images of the embedded digits dataset (training split)"
-
-
-def calibration_pixels(spec: ModelSpec, source: str | Path | None, size: int) -> tuple[np.ndarray, str, bool]:
-    """(pixels, description, is_random) for int8 calibration."""
-    from evit_export.preprocess import load_images
-
-    if size < 1:
-        raise UserError(f"--calibration-size {size} must be at least 1")
-    if source is not None and str(source) == "random" and not Path(source).exists():
-        rng = np.random.default_rng(0)
-        return (rng.integers(0, 256, size=(size, 3, spec.img_size, spec.img_size)).astype(np.float32),
-                f"{size} random images", True)
-    if source is not None:
-        root = Path(source)
-        if not root.is_dir():
-            raise UserError(f"calibration folder {root} does not exist: pass --calibration-data DIR with "
-                            "images (ImageFolder or flat)")
-        pixels, _, used, skipped = load_images(root, spec, limit=size)
-        desc = f"{len(used)} images from {root}" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
-        return pixels, desc, False
-    try:
-        pixels, desc = default_calibration_pixels(spec, size)
-        return pixels, desc, False
-    except ImportError:
-        rng = np.random.default_rng(0)
-        return (rng.integers(0, 256, size=(size, 3, spec.img_size, spec.img_size)).astype(np.float32),
-                f"{size} random images", True)
 
 
 # --------------------------------------------------------------------------- flatbuffer helpers
@@ -215,11 +176,7 @@ def validate_options(out, quantize: str = "none", input_type: str = "float", lay
         raise UserError(f"--layout {layout.lower()} is not supported: choose nhwc or nchw")
     if batch is None or batch < 1:
         raise UserError(f"--batch {batch} must be at least 1 (TFLite models here have a fixed batch)")
-    if calibration_data is not None and quantize != "int8":
-        raise UserError("--calibration-data only applies to --quantize int8: drop it or add --quantize int8")
-    if calibration_data is not None and str(calibration_data) != "random" and not Path(calibration_data).is_dir():
-        raise UserError(f"calibration folder {calibration_data} does not exist: pass --calibration-data DIR "
-                        "with images (ImageFolder or flat)")
+    check_calibration_source(calibration_data, quantize == "int8")
     if out is not None:
         if Path(out).suffix.lower() != ".tflite":
             raise UserError(f"--out {out} must end in .tflite")
@@ -256,21 +213,14 @@ def export_tflite(model, spec: ModelSpec, out: Path, quantize: str = "none", cal
                   "output_name": OUTPUT_NAME, "converter": "tf.lite.TFLiteConverter (native NHWC graph)"}
     calib = None
     if quantize == "int8":
-        if calibration_pixels_override is not None:
-            calib_pixels, desc, is_random = np.asarray(calibration_pixels_override, np.float32), \
-                f"{len(calibration_pixels_override)} given images", False
-        else:
-            calib_pixels, desc, is_random = calibration_pixels(spec, calibration_data, calibration_size)
+        calib_pixels, info["calibration"] = calibration_record(calibration_pixels_override, spec,
+                                                               calibration_data, calibration_size)
         if input_range == "pixels" and calib_pixels.max() < 255:
             # The uint8 input's scale comes from the calibrated input range; make it exactly
             # 0..255 (scale 1, zero point 0) so raw pixels go in unchanged.
             calib_pixels = calib_pixels.copy()
             calib_pixels[0, :, 0, 0] = 255.0
         calib = _graph_input(calib_pixels, spec)
-        info["calibration"] = {"source": desc, "count": int(len(calib)), "random": bool(is_random)}
-        if is_random:
-            spec.notes.append(RANDOM_CALIBRATION_WARNING)
-            info["calibration"]["warning"] = RANDOM_CALIBRATION_WARNING
     plan, weights = make_plan(model)
     with tempfile.TemporaryDirectory(prefix="evit-tflite-") as d:
         job = Path(d)

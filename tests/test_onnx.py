@@ -97,6 +97,56 @@ def test_fp16_export(tmp_path):
     assert report.passed and report.cosine_min >= 0.999, report
 
 
+def _op_histogram(path):
+    from collections import Counter
+
+    return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def test_int8_qoperator_default_calibration(tmp_path):
+    from evit_export.validation.check import check_artifact
+
+    deployed, spec = deploy_for_export("m0", seed=1)
+    art = export_onnx(deployed, spec, tmp_path / "m0_int8.onnx", precision="int8", calibration_size=48)
+    assert art.spec.precision == "int8" and art.info["quant_format"] == "qoperator"
+    assert art.info["calibration"] == {"source": "48 images of the embedded digits dataset (training split)",
+                                       "count": 48, "random": False}
+    assert art.path.stat().st_size < 4e6  # int8 weights: fp32 is 9.7 MB
+    hist = _op_histogram(art.path)
+    assert hist["QLinearConv"] > 100 and "Conv" not in hist  # every conv runs in integer arithmetic
+    report = check_artifact(art.path)  # int8: judged on held-out real images
+    assert "held-out" in report.inputs and report.n == 200
+    assert report.passed and report.top1_agreement >= 0.95, report
+
+
+def test_int8_qdq_calibration_folder(tmp_path):
+    from PIL import Image
+
+    from evit_export.data import digits_pixels, heldout_images
+    from evit_export.targets.torch_runner import TorchRunner
+    from evit_export.validation.equivalence import compare_outputs
+
+    root = tmp_path / "calib"
+    pixels, labels = (a[:40] for a in digits_pixels("train", 32))
+    for i, (p, y) in enumerate(zip(pixels, labels)):
+        (root / str(y)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(p.transpose(1, 2, 0).astype(np.uint8)).save(root / str(y) / f"{i}.png")
+    (root / "1" / "broken.png").write_bytes(b"garbage")  # skipped, not fatal
+    deployed, spec = deploy_for_export("m0", seed=1)
+    art = export_onnx(deployed, spec, tmp_path / "m0_qdq.onnx", precision="int8", quant_format="qdq",
+                      calibration_data=root, batch=None)
+    assert art.info["calibration"]["count"] == 40 and "1 unreadable skipped" in art.info["calibration"]["source"]
+    hist = _op_histogram(art.path)
+    assert hist["QuantizeLinear"] > 50 and hist["DequantizeLinear"] > 50
+    held, _, _ = heldout_images(art.spec, 100)
+    from evit_export.targets import get_target
+
+    with get_target("onnx").open(art.path, threads=1) as runner:
+        got = runner.run(held)  # dynamic batch: all 100 in one call
+    rep = compare_outputs(TorchRunner(deployed, art.spec).run(held), got, "int8")
+    assert rep.top1_agreement >= 0.95, rep
+
+
 def test_other_input_size_padding(tmp_path):
     deployed, spec = deploy_for_export("m1", img_size=160, seed=2)  # 10x10 tokens -> padded windows
     art = export_onnx(deployed, spec, tmp_path / "m1_160.onnx", batch=2)
@@ -131,6 +181,12 @@ def test_bad_input(capsys, m0_artifacts, tmp_path):
         (["onnx", "--variant", "m8", "--out", tmp_path / "a.onnx"], "unknown variant"),
         (["onnx", "--variant", "m0", "--opset", "3", "--out", tmp_path / "a.onnx"], "--opset"),
         (["onnx", "--variant", "m0", "--out", "/proc/forbidden/a.onnx"], "output"),
+        (["onnx", "-v", "m0", "--precision", "int4", "--out", tmp_path / "a.onnx"], "--precision int4"),
+        (["onnx", "-v", "m0", "--calibration-data", tmp_path, "--out", tmp_path / "a.onnx"], "--precision int8"),
+        (["onnx", "-v", "m0", "--precision", "int8", "--calibration-data", tmp_path / "nope",
+          "--out", tmp_path / "a.onnx"], "does not exist"),
+        (["onnx", "-v", "m0", "--precision", "int8", "--quant-format", "qint", "--out", tmp_path / "a.onnx"],
+         "--quant-format"),
     ]
     notonnx = tmp_path / "x.onnx"
     notonnx.write_bytes(b"\x00garbage" * 10)

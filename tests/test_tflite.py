@@ -193,7 +193,7 @@ def test_int8_uint8_pixels_in_graph(m0_deploy, tmp_path):
 
 def test_random_calibration_is_loudly_flagged(tmp_path):
     from evit_export.pipeline import deploy_for_export
-    from evit_export.targets.tflite_target import RANDOM_CALIBRATION_WARNING
+    from evit_export.targets.calibration import RANDOM_CALIBRATION_WARNING
 
     deployed, spec = deploy_for_export("m0", img_size=64, seed=0)
     art = get_target("tflite").export(deployed, spec, tmp_path / "r.tflite", quantize="int8",

@@ -1,0 +1,76 @@
+"""Calibration images for static int8 quantization, shared by every target that
+calibrates (TFLite full-integer, ONNX QLinear/QDQ).
+
+Source, in order of preference: a folder the user names (ImageFolder or flat), the
+embedded digits' training split (the default model's own data), and random pixels only
+when asked for explicitly (``"random"``) or when nothing else exists, always with
+``RANDOM_CALIBRATION_WARNING`` in the artifact's spec.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from evit_export.errors import UserError
+from evit_export.spec import ModelSpec
+
+DEFAULT_CALIBRATION_SIZE = 200
+RANDOM_CALIBRATION_WARNING = ("int8 calibrated on RANDOM data (no real images were available): activation "
+                              "ranges, and so accuracy, are unreliable; re-export with --calibration-data DIR")
+
+
+def check_calibration_source(calibration_data, quantized: bool, flag: str = "--quantize int8") -> None:
+    """Fail before any work when a calibration option cannot apply."""
+    if calibration_data is None:
+        return
+    if not quantized:
+        raise UserError(f"--calibration-data only applies to int8 quantization: drop it or add {flag}")
+    if str(calibration_data) != "random" and not Path(calibration_data).is_dir():
+        raise UserError(f"calibration folder {calibration_data} does not exist: pass --calibration-data DIR "
+                        "with images (ImageFolder or flat)")
+
+
+def _random_pixels(spec: ModelSpec, size: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(size, 3, spec.img_size, spec.img_size)).astype(np.float32)
+
+
+def calibration_pixels(spec: ModelSpec, source: str | Path | None, size: int) -> tuple[np.ndarray, str, bool]:
+    """(pixels RGB 0..255 NCHW float32, description, is_random) for int8 calibration."""
+    from evit_export.preprocess import load_images
+
+    if size < 1:
+        raise UserError(f"--calibration-size {size} must be at least 1")
+    if source is not None and str(source) == "random" and not Path(source).exists():
+        return _random_pixels(spec, size), f"{size} random images", True
+    if source is not None:
+        root = Path(source)
+        if not root.is_dir():
+            raise UserError(f"calibration folder {root} does not exist: pass --calibration-data DIR with "
+                            "images (ImageFolder or flat)")
+        pixels, _, used, skipped = load_images(root, spec, limit=size)
+        desc = f"{len(used)} images from {root}" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
+        return pixels, desc, False
+    try:
+        from evit_export.data import default_calibration_images
+
+        pixels = np.asarray(default_calibration_images(spec, size), np.float32)
+        return pixels, f"{len(pixels)} images of the embedded digits dataset (training split)", False
+    except ImportError:
+        return _random_pixels(spec, size), f"{size} random images", True
+
+
+def calibration_record(pixels_override, spec: ModelSpec, source, size: int) -> tuple[np.ndarray, dict]:
+    """(pixels, sidecar record) from explicit pixels or ``calibration_pixels``; a random
+    source adds the warning to ``spec.notes`` and to the record."""
+    if pixels_override is not None:
+        pixels = np.asarray(pixels_override, np.float32)
+        desc, is_random = f"{len(pixels)} given images", False
+    else:
+        pixels, desc, is_random = calibration_pixels(spec, source, size)
+    record = {"source": desc, "count": int(len(pixels)), "random": bool(is_random)}
+    if is_random:
+        spec.notes.append(RANDOM_CALIBRATION_WARNING)
+        record["warning"] = RANDOM_CALIBRATION_WARNING
+    return pixels, record
