@@ -43,3 +43,19 @@ def timm_to_official(state: dict) -> dict:
 @pytest.fixture
 def tmp_out(tmp_path):
     return tmp_path
+
+
+def write_digits_folder(root, count: int, size: int = 32, broken_in: str = "0"):
+    """An ImageFolder of ``count`` real training digits as PNGs, plus one unreadable
+    file in class ``broken_in`` (loaders must skip it, not fail)."""
+    import numpy as np
+    from PIL import Image
+
+    from evit_export.data import digits_pixels
+
+    pixels, labels = (a[:count] for a in digits_pixels("train", size))
+    for i, (p, y) in enumerate(zip(pixels, labels)):
+        (root / str(y)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(p.transpose(1, 2, 0).astype(np.uint8)).save(root / str(y) / f"{i}.png")
+    (root / broken_in / "broken.png").write_bytes(b"garbage")
+    return root

@@ -120,18 +120,12 @@ def test_int8_qoperator_default_calibration(tmp_path):
 
 
 def test_int8_qdq_calibration_folder(tmp_path):
-    from PIL import Image
-
-    from evit_export.data import digits_pixels, heldout_images
+    from conftest import write_digits_folder
+    from evit_export.data import heldout_images
     from evit_export.targets.torch_runner import TorchRunner
     from evit_export.validation.equivalence import compare_outputs
 
-    root = tmp_path / "calib"
-    pixels, labels = (a[:40] for a in digits_pixels("train", 32))
-    for i, (p, y) in enumerate(zip(pixels, labels)):
-        (root / str(y)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(p.transpose(1, 2, 0).astype(np.uint8)).save(root / str(y) / f"{i}.png")
-    (root / "1" / "broken.png").write_bytes(b"garbage")  # skipped, not fatal
+    root = write_digits_folder(tmp_path / "calib", 40, broken_in="1")  # the broken file is skipped
     deployed, spec = deploy_for_export("m0", seed=1)
     art = export_onnx(deployed, spec, tmp_path / "m0_qdq.onnx", precision="int8", quant_format="qdq",
                       calibration_data=root, batch=None)

@@ -154,16 +154,10 @@ def test_fp16(m0_deploy, tmp_path):
 
 
 def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
-    from PIL import Image
+    from conftest import write_digits_folder
+    from evit_export.data import heldout_images
 
-    from evit_export.data import digits_pixels, heldout_images
-
-    root = tmp_path / "calib"
-    pixels, labels = (a[:60] for a in digits_pixels("train", 32))
-    for i, (p, y) in enumerate(zip(pixels, labels)):
-        (root / str(y)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(p.transpose(1, 2, 0).astype(np.uint8)).save(root / str(y) / f"{i}.png")
-    (root / "0" / "broken.png").write_bytes(b"garbage")  # skipped, not fatal
+    root = write_digits_folder(tmp_path / "calib", 60)  # with one unreadable file: skipped, not fatal
     art = _export(m0_deploy, tmp_path / "m0_int8.tflite", quantize="int8",
                   calibration_data=root, calibration_size=48)
     info = art.info
