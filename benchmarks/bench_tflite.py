@@ -4,9 +4,9 @@
         [--litert-torch m0=PATH.tflite ...]
 
 For each variant: seeded realistic weights, the project's ONNX exports (fp32 and
-static int8) and TFLite exports (fp32 and full-integer int8), then all runtimes
-timed in one process with interleaved iterations (every round runs each model once,
-so machine load affects them alike). Prints median and min latency, the fp32
+static int8) and TFLite exports (fp32, full-integer int8, int8 with float attention),
+then all runtimes timed in one process with interleaved iterations (every round runs
+each model once, so machine load affects them alike). Prints median and min latency, the fp32
 LiteRT/onnxruntime ratio (the in-environment proxy for "as fast as litert-torch's
 conversion": litert-torch's measured ratios are 2.16/2.60 = 0.83 for M0 and
 12.3/12.7 = 0.97 for M5) and the int8 speedup over fp32, for LiteRT and, as a
@@ -144,12 +144,15 @@ def bench_variant(variant: str, work: Path, iters: int, calibration_size: int, l
     export_s = time.perf_counter() - t0
     int8 = tfl.export(deployed, spec, work / f"{variant}_int8.tflite", quantize="int8",
                       calibration_size=calibration_size)
+    int8_fa = tfl.export(deployed, spec, work / f"{variant}_int8_fa.tflite", quantize="int8",
+                         calibration_size=calibration_size, float_attention=True)
     anchor = None
     if anchor_python and not litert_torch:
         litert_torch = work / f"{variant}_litert_torch.tflite"
         anchor = convert_with_litert_torch(anchor_python, variant, litert_torch)
     fns = {"onnxruntime": _ort_session(onnx_path), "onnxruntime_int8": _ort_session(onnx_int8_path),
-           "litert_fp32": _litert(fp32.path), "litert_int8": _litert(int8.path)}
+           "litert_fp32": _litert(fp32.path), "litert_int8": _litert(int8.path),
+           "litert_int8_float_attn": _litert(int8_fa.path)}
     if litert_torch:
         fns["litert_torch_fp32"] = _litert(Path(litert_torch))
         # The anchor must compute the same function, or its timing means nothing.
@@ -169,6 +172,8 @@ def bench_variant(variant: str, work: Path, iters: int, calibration_size: int, l
            "int8_speedup_median": res["litert_fp32"]["median_ms"] / res["litert_int8"]["median_ms"],
            "int8_speedup_min": res["litert_fp32"]["min_ms"] / res["litert_int8"]["min_ms"],
            "onnxruntime_int8_speedup_median": ort_med / res["onnxruntime_int8"]["median_ms"],
+           "int8_float_attention_speedup_median": res["litert_fp32"]["median_ms"]
+           / res["litert_int8_float_attn"]["median_ms"],
            "goal_ratio": ANCHOR_RATIO.get(variant)}
     if "litert_torch_fp32" in res:
         lt = res["litert_torch_fp32"]
@@ -221,6 +226,7 @@ def main(argv=None) -> int:
             print(f"  int8 speedup over fp32:    median {r['int8_speedup_median']:.2f}x, min "
                   f"{r['int8_speedup_min']:.2f}x  (goal >= 1.5x; onnxruntime int8 over its fp32, same "
                   f"run: {r['onnxruntime_int8_speedup_median']:.2f}x)")
+            print(f"  int8 --float-attention over fp32: median {r['int8_float_attention_speedup_median']:.2f}x")
             print(f"  fp32 .tflite export: {r['tflite_export_seconds']:.1f} s")
             a = r["accuracy"]
             print(f"  fp32 vs PyTorch: max abs {a['fp32']['max_abs']:.2e} (|ref| {a['fp32']['ref_max_abs']:.2f}); "

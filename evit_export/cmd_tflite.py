@@ -18,6 +18,9 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
                calibration_size: int = CalibrationSizeOpt,
                input_type: str = typer.Option("float", "--input", help="float (normalized image) | uint8 (raw "
                                               "RGB 0..255, normalization in the graph; needs --quantize int8)"),
+               float_attention: bool = typer.Option(
+                   False, "--float-attention", help="int8: keep q·kᵀ, softmax and attn·v in float so the whole "
+                   "graph runs inside XNNPACK (faster on CPU; not full-integer, so not for NNAPI / Edge TPU)"),
                layout: str = typer.Option("nhwc", "--layout", help="input layout: nhwc | nchw"),
                batch: int = typer.Option(1, "--batch", help="fixed batch size"),
                num_classes: Optional[int] = NumClassesOpt, img_size: Optional[int] = ImgSizeOpt,
@@ -28,13 +31,14 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
     from .pipeline import deploy_for_export
     from .targets.tflite_target import export_tflite, validate_options
 
-    quantize, input_type, layout = validate_options(out, quantize, input_type, layout, batch, calibration_data)
+    quantize, input_type, layout = validate_options(out, quantize, input_type, layout, batch, calibration_data,
+                                                    float_attention)
     deployed, spec = deploy_for_export(variant, checkpoint, num_classes, img_size, seed=seed)
     suffix = "" if quantize in ("none", "fp32") else f"_{quantize}"
     out = out or Path("out") / f"{spec.variant}{suffix}.tflite"
     artifact = export_tflite(deployed, spec, out, quantize=quantize, calibration_data=calibration_data,
                              calibration_size=calibration_size, input_type=input_type, layout=layout,
-                             batch=batch)
+                             batch=batch, float_attention=float_attention)
     info = artifact.info
     for note in spec.notes:  # after the export, so that a bad-input error stays one line
         err_console.print(f"[yellow]note:[/] {note}")

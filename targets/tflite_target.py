@@ -159,7 +159,8 @@ def _run_worker(job: Path) -> dict:
 
 
 def validate_options(out, quantize: str = "none", input_type: str = "float", layout: str = "nhwc",
-                     batch: int | None = 1, calibration_data=None) -> tuple[str, str, str]:
+                     batch: int | None = 1, calibration_data=None,
+                     float_attention: bool = False) -> tuple[str, str, str]:
     """Check export options before any work; (quantize, input_type, LAYOUT) normalised."""
     quantize = (quantize or "none").lower()
     if quantize == "fp32":
@@ -177,6 +178,11 @@ def validate_options(out, quantize: str = "none", input_type: str = "float", lay
     if batch is None or batch < 1:
         raise UserError(f"--batch {batch} must be at least 1 (TFLite models here have a fixed batch)")
     check_calibration_source(calibration_data, quantize == "int8")
+    if float_attention and quantize != "int8":
+        raise UserError("--float-attention only applies to --quantize int8: drop it or add --quantize int8")
+    if float_attention and input_type == "uint8":
+        raise UserError("--float-attention keeps float ops, but --input uint8 is for full-integer models "
+                        "(NNAPI / Edge TPU): use --input float, or drop --float-attention")
     if out is not None:
         if Path(out).suffix.lower() != ".tflite":
             raise UserError(f"--out {out} must end in .tflite")
@@ -187,17 +193,20 @@ def validate_options(out, quantize: str = "none", input_type: str = "float", lay
 def export_tflite(model, spec: ModelSpec, out: Path, quantize: str = "none", calibration_data=None,
                   calibration_size: int = DEFAULT_CALIBRATION_SIZE, input_type: str = "float",
                   layout: str = "nhwc", batch: int = 1, analyze: bool = True,
-                  calibration_pixels_override: np.ndarray | None = None) -> Artifact:
+                  calibration_pixels_override: np.ndarray | None = None, float_attention: bool = False) -> Artifact:
     """Export the folded deploy ``model`` to ``out`` (.tflite), atomically.
 
     ``quantize``: none (fp32) | fp16 | dynamic | int8. ``input_type``: float (the
     normalized image, like ONNX) | uint8 (raw RGB pixels 0..255, normalization in the
     graph; needs int8). ``layout``: nhwc | nchw. ``calibration_data``: folder of images
     (int8), default the embedded/digits dataset; ``"random"`` only with a warning.
+    ``float_attention`` (int8 only): keep q·kᵀ, softmax and attn·v in float, so the
+    whole graph stays inside the XNNPACK delegate; faster on CPU, not full-integer.
     """
     from .tflite_graph import make_plan
 
-    quantize, input_type, layout = validate_options(out, quantize, input_type, layout, batch, calibration_data)
+    quantize, input_type, layout = validate_options(out, quantize, input_type, layout, batch, calibration_data,
+                                                    float_attention)
     out = Path(out)
 
     started = time.perf_counter()
@@ -221,6 +230,10 @@ def export_tflite(model, spec: ModelSpec, out: Path, quantize: str = "none", cal
             calib_pixels = calib_pixels.copy()
             calib_pixels[0, :, 0, 0] = 255.0
         calib = _graph_input(calib_pixels, spec)
+        info["float_attention"] = bool(float_attention)
+        if float_attention:
+            spec.notes.append("int8 with the attention core (q·kᵀ, softmax, attn·v) in float: runs inside "
+                              "XNNPACK on CPU; not a full-integer model (NNAPI / Edge TPU need one)")
     plan, weights = make_plan(model)
     with tempfile.TemporaryDirectory(prefix="evit-tflite-") as d:
         job = Path(d)
@@ -229,7 +242,8 @@ def export_tflite(model, spec: ModelSpec, out: Path, quantize: str = "none", cal
         opts = {"batch": batch, "layout": layout, "input_range": input_range, "mean": list(spec.mean),
                 "std": list(spec.std), "quantize": quantize, "input_dtype": input_dtype,
                 "output_dtype": "uint8" if input_dtype == "uint8" else "float32",
-                "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "analyze": analyze}
+                "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "analyze": analyze,
+                "float_attention": bool(float_attention)}
         (job / "options.json").write_text(json.dumps(opts))
         if calib is not None:
             np.save(job / "calibration.npy", calib)

@@ -40,6 +40,23 @@ def _gpu_compatibility(tf, data: bytes) -> dict:
             "analyzer_output_tail": "\n".join(lines[-30:])}
 
 
+# The attention core: q·kᵀ, softmax, attn·v. XNNPACK delegates neither op in int8,
+# so a full-integer model leaves the delegate twice per head (55 partitions for M0).
+FLOAT_ATTENTION_OPS = ["BATCH_MATMUL", "SOFTMAX"]
+
+
+def _quantize_keeping_float(tf, converter, representative, float_ops: list[str]) -> bytes:
+    """int8 everywhere except ``float_ops``, which get DEQUANTIZE/QUANTIZE around them
+    (TensorFlow's selective quantization: QuantizationDebugger's denylist). Float I/O."""
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.inference_input_type = tf.float32
+    converter.inference_output_type = tf.float32
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops)
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
+                                                         debug_options=options)
+    return debugger.get_nondebug_quantized_model()
+
+
 def convert(job: Path) -> dict:
     import numpy as np
     import tensorflow as tf
@@ -75,7 +92,10 @@ def convert(job: Path) -> dict:
         converter.inference_input_type = io_type[opts["input_dtype"]]
         converter.inference_output_type = io_type[opts["output_dtype"]]
     built = time.perf_counter()
-    data = converter.convert()
+    if quantize == "int8" and opts.get("float_attention"):
+        data = _quantize_keeping_float(tf, converter, representative, FLOAT_ATTENTION_OPS)
+    else:
+        data = converter.convert()
     converted = time.perf_counter()
     (job / "model.tflite").write_bytes(data)
     report = {"tensorflow": tf.__version__, "graph_seconds": round(built - started, 2),

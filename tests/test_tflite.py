@@ -166,8 +166,26 @@ def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
     held, _, _ = heldout_images(art.spec, 100)
     rep = _compare(art, held, m0_deploy[0])
     assert rep.top1_agreement >= 0.95, rep
-    hist = get_target("tflite").inspect(art.path).op_histogram
-    assert hist["CONV_2D"] > 0 and "QUANTIZE" in hist
+    report = get_target("tflite").inspect(art.path)
+    assert report.op_histogram["CONV_2D"] > 0 and "QUANTIZE" in report.op_histogram
+    # Full-integer: XNNPACK leaves int8 BATCH_MATMUL and SOFTMAX to the builtin kernels.
+    assert report.extra["xnnpack_partitions"] > 20, report.extra
+
+
+def test_int8_float_attention_stays_in_xnnpack(m0_deploy, tmp_path):
+    from evit_export.data import heldout_images
+
+    art = _export(m0_deploy, tmp_path / "m0_int8_fa.tflite", quantize="int8", float_attention=True,
+                  calibration_size=48)
+    assert art.info["float_attention"] is True and art.spec.precision == "int8"
+    assert any("attention core" in note for note in art.spec.notes)
+    report = get_target("tflite").inspect(art.path)
+    assert report.op_histogram["DEQUANTIZE"] >= 48 and report.op_histogram["CONV_2D"] > 0
+    assert report.extra["xnnpack_partitions"] < 10, report.extra
+    assert art.path.stat().st_size < 4e6  # int8 weights
+    held, _, _ = heldout_images(art.spec, 100)
+    rep = _compare(art, held, m0_deploy[0])
+    assert rep.top1_agreement >= 0.95, rep
 
 
 def test_int8_uint8_pixels_in_graph(m0_deploy, tmp_path):
@@ -236,6 +254,8 @@ def test_bad_inputs_exit_2_one_line(capsys, tmp_path):
         ["--quantize", "int4"],
         ["--calibration-data", tmp_path],
         ["--layout", "nwhc"],
+        ["--float-attention"],
+        ["--float-attention", "-q", "int8", "--input", "uint8"],
     ]
     for extra in cases:
         code, _, err = run_cli(capsys, "tflite", "-v", "m0", "--out", out, "--no-check", *extra)
