@@ -71,6 +71,7 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
                   threads: int = 1, measure: bool = True, log=lambda msg: None) -> Path:
     from .snippets import SNIPPETS
     from .targets import open_artifact
+    from .targets.base import read_sidecar
     from .validation.check import check_artifact
     from .validation.latency import measure_latency
 
@@ -107,6 +108,9 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
             "io": {k: [vars(t) for t in v] for k, v in target.describe(artifact).items()},
             "equivalence": report.to_dict(),
             "latency": latencies,
+            # How the artifact was made (calibration, quantization, delegate verdicts), as
+            # its exporter recorded it in the sidecar; absent for foreign artifacts.
+            "export": (read_sidecar(artifact) or {}).get("info", {}),
         }
         (tmp / "REPORT.md").write_text(render_report(manifest), encoding="utf-8")
         manifest["files"] = file_entries(tmp)
@@ -123,6 +127,15 @@ def render_report(manifest: dict) -> str:
         f"({spec['input_layout']}, {spec['input_range']}, {spec['input_dtype']}) · precision {spec['precision']}",
         f"- weights from: {json.dumps(spec.get('source', {}))}",
         f"- built {manifest['created']} with {', '.join(f'{k} {v}' for k, v in spec['toolchain'].items())}",
+    ]
+    calibration = manifest.get("export", {}).get("calibration")
+    if calibration:
+        lines.append(f"- int8 calibration: {calibration['source']}")
+    # Notes carry what a person shipping this must know (random weights, random
+    # calibration, a partly-float int8 graph): they go first, not only in the JSON.
+    if spec.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in spec["notes"]]
+    lines += [
         "",
         "## Numerical equivalence against PyTorch",
         "",

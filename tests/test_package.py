@@ -32,7 +32,10 @@ def test_package_contents_and_checksums(capsys, onnx_artifact, tmp_path):
     assert (out / "labels.txt").read_text().splitlines()[3] == "digit 3"
     pre = json.loads((out / "preprocessing.json").read_text())
     assert pre["center_crop"] == [96, 96] and pre["mean"] == pytest.approx([0.485, 0.456, 0.406])
-    assert "PASS" in (out / "REPORT.md").read_text()
+    report = (out / "REPORT.md").read_text()
+    assert "PASS" in report
+    assert "## Notes" in report and "random weights (seed 5)" in report  # never only in the JSON
+    assert manifest["export"]["precision"] == "fp32" and manifest["export"]["opset"] == 17
     assert "onnxruntime" in (out / "INTEGRATION.md").read_text()
 
 
