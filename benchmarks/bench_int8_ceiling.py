@@ -9,7 +9,8 @@ blocks that are nothing but the compute-bound part of EfficientViT, at the stage
 shapes of M0 and M5: four residual FFNs (1x1 conv C->2C, ReLU, 1x1 conv 2C->C, add)
 each followed by a 3x3 depthwise conv. Both precisions run as one XNNPACK partition
 (checked and printed), so there is no fallback op, layout change or partition switch
-to blame: if int8 is not >= 1.5x faster here, no EfficientViT graph can be.
+to blame. The per-shape speed-ups, weighted by each stage's share of the model's MACs,
+estimate what a whole M0 / M5 can gain from int8 in XNNPACK on this CPU.
 
 TensorFlow (to build and convert the blocks) and LiteRT (to time them) must not share
 a process, so the building happens in a child process (``--build DIR``).
@@ -68,6 +69,32 @@ def build(out_dir: Path) -> None:
         (out_dir / f"{i}_int8.tflite").write_bytes(conv.convert())
 
 
+def mac_shares(variant: str) -> dict[str, float]:
+    """Share of the model's MACs in the patch embedding and in each stage (at 224x224)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from evit_export.models.efficientvit import EfficientViT
+
+    model = EfficientViT(variant).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 224, 224))
+    counts = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    parts = {"patch embedding": counts["EfficientViT.patch_embed"]}
+    parts.update({f"stage {i + 1}": counts[f"EfficientViT.stages.{i}"] for i in range(3)})
+    total = sum(parts.values())
+    return {k: v / total for k, v in parts.items()}
+
+
+def model_bound(variant: str, speedups: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """Whole-model int8 speed-up if every part ran at its block's measured speed-up,
+    weighting parts by MACs (Amdahl over the stages)."""
+    shares = mac_shares(variant)
+    block = {"patch embedding": "patch-embed-like"}
+    block.update({f"stage {i}": f"{variant.upper()} stage {i}" for i in (1, 2, 3)})
+    return 1.0 / sum(share / speedups[block[part]] for part, share in shares.items()), shares
+
+
 def _open(path: Path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -121,8 +148,15 @@ def main(argv=None) -> int:
             print(f"{label:18s} {f'{size}x{size}x{c}':>10s} {m32:8.3f} {m8:8.3f} {m32 / m8:7.2f}x {f'{p32} / {p8}':>11s}")
         best = max(r["speedup"] for r in rows)
         print(f"best int8 speed-up on fully delegated compute-bound blocks: {best:.2f}x (goal for the model: 1.5x)")
+        bounds = {v: model_bound(v, {r["shape"]: r["speedup"] for r in rows}) for v in ("m0", "m5")}
+        for v, (bound, shares) in bounds.items():
+            parts = ", ".join(f"{k} {100 * x:.0f}%" for k, x in shares.items())
+            print(f"{v.upper()}: MAC-weighted estimate for the whole model {bound:.2f}x  (MAC shares: {parts})")
+        print("(the estimate assumes each part's fp32 time is proportional to its MACs and that every part "
+              "gets its block's speed-up)")
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_isa(), "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"cpu": cpu_isa(), "rows": rows,
+                                         "model_bounds": {v: b for v, (b, _) in bounds.items()}}, indent=2))
     return 0
 
 
