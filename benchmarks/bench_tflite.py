@@ -161,7 +161,8 @@ def bench_variant(variant: str, work: Path, iters: int, calibration_size: int, l
         x = np.random.default_rng(1).standard_normal((1, 3, spec.img_size, spec.img_size)).astype(np.float32)
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         ref = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-        anchor = dict(anchor or {}, max_abs_vs_onnx=float(np.abs(_litert_logits(Path(litert_torch), x) - ref).max()),
+        anchor = dict(anchor or {},
+                      max_abs_vs_onnx=float(np.abs(_litert_logits(Path(litert_torch), x) - ref).max()),
                       ours_max_abs_vs_onnx=float(np.abs(_litert_logits(fp32.path, x) - ref).max()))
     res = time_interleaved(fns, iters)
     ort_med, ort_min = res["onnxruntime"]["median_ms"], res["onnxruntime"]["min_ms"]

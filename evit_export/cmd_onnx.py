@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from .cli import CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app, console, err_console
+from .cli import (CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app,
+                  console, err_console)
 
 
 @app.command("onnx")
@@ -37,7 +38,8 @@ def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
     deployed, spec = deploy_for_export(variant, checkpoint, num_classes, img_size, seed=seed)
     for note in spec.notes:
         err_console.print(f"[yellow]note:[/] {note}")
-    out = out or Path("out") / (f"{spec.variant}.onnx" if precision == "fp32" else f"{spec.variant}_{precision}.onnx")
+    suffix = "" if precision == "fp32" else f"_{precision}"
+    out = out or Path("out") / f"{spec.variant}{suffix}.onnx"
     artifact = export_onnx(deployed, spec, out, opset=opset, batch=batch_arg, precision=precision,
                            simplify=not no_simplify, ort_format=ort, calibration_data=calibration_data,
                            calibration_size=calibration_size, quant_format=quant_format)

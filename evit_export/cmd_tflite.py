@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from .cli import CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app, console, err_console
+from .cli import (CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app,
+                  console, err_console)
 
 
 @app.command("tflite")
@@ -53,6 +54,5 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
 
     report_calibration(info)
     if check:
-
         # Quantised models are judged on held-out real images (check_artifact's default).
         check_after_export(out, threads=threads)

@@ -20,13 +20,18 @@ RANDOM_CALIBRATION_WARNING = ("int8 calibrated on RANDOM data (no real images we
                               "ranges, and so accuracy, are unreliable; re-export with --calibration-data DIR")
 
 
+def _is_random(source) -> bool:
+    """``"random"`` asks for random calibration, unless a folder by that name exists."""
+    return source is not None and str(source) == "random" and not Path(source).is_dir()
+
+
 def check_calibration_source(calibration_data, quantized: bool, flag: str = "--quantize int8") -> None:
     """Fail before any work when a calibration option cannot apply."""
     if calibration_data is None:
         return
     if not quantized:
         raise UserError(f"--calibration-data only applies to int8 quantization: drop it or add {flag}")
-    if str(calibration_data) != "random" and not Path(calibration_data).is_dir():
+    if not _is_random(calibration_data) and not Path(calibration_data).is_dir():
         raise UserError(f"calibration folder {calibration_data} does not exist: pass --calibration-data DIR "
                         "with images (ImageFolder or flat)")
 
@@ -42,13 +47,11 @@ def calibration_pixels(spec: ModelSpec, source: str | Path | None, size: int) ->
 
     if size < 1:
         raise UserError(f"--calibration-size {size} must be at least 1")
-    if source is not None and str(source) == "random" and not Path(source).exists():
+    if _is_random(source):
         return _random_pixels(spec, size), f"{size} random images", True
     if source is not None:
+        check_calibration_source(source, quantized=True)
         root = Path(source)
-        if not root.is_dir():
-            raise UserError(f"calibration folder {root} does not exist: pass --calibration-data DIR with "
-                            "images (ImageFolder or flat)")
         pixels, _, used, skipped = load_images(root, spec, limit=size)
         desc = f"{len(used)} images from {root}" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
         return pixels, desc, False

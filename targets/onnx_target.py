@@ -89,7 +89,7 @@ def _topological_sort(graph) -> None:
     graph.node.extend(copies)
 
 
-def _to_int8(model, spec: ModelSpec, pixels: np.ndarray, quant_format: str):
+def _to_int8(model, spec: ModelSpec, pixels: np.ndarray, quant_format: str, batch: int):
     """Static int8 with onnxruntime.quantization, calibrated (min/max) on ``pixels``.
 
     Weights int8 per output channel, activations uint8: the u8·s8 pair is what
@@ -99,13 +99,13 @@ def _to_int8(model, spec: ModelSpec, pixels: np.ndarray, quant_format: str):
     TensorRT providers expect. Weights use 7 bits (reduce_range): without VNNI, x86's
     u8·s8 multiply-add (vpmaddubsw) saturates 16-bit sums of two 8-bit products.
     """
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from evit_export.preprocess import normalize
 
-    batch = _fixed_batch(model) or 1
     x = normalize(pixels, spec).astype(np.float32)
 
     class Batches(CalibrationDataReader):
@@ -114,8 +114,6 @@ def _to_int8(model, spec: ModelSpec, pixels: np.ndarray, quant_format: str):
 
         def get_next(self):
             return next(self._it, None)
-
-    import onnx
 
     with tempfile.TemporaryDirectory(prefix="evit-onnx-int8-") as d:
         src, pre, dst = (Path(d) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
@@ -126,11 +124,6 @@ def _to_int8(model, spec: ModelSpec, pixels: np.ndarray, quant_format: str):
                         per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
         return onnx.load(str(dst))
-
-
-def _fixed_batch(model) -> int | None:
-    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") else None
 
 
 def validate_options(out, opset: int = 17, batch: int | None = 1, precision: str = "fp32",
@@ -156,7 +149,8 @@ def validate_options(out, opset: int = 17, batch: int | None = 1, precision: str
 def export_onnx(model, spec: ModelSpec, out: Path, opset: int = 17, batch: int | None = 1,
                 precision: str = "fp32", simplify: bool = True, ort_format: bool = False,
                 calibration_data=None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-                quant_format: str = "qoperator", calibration_pixels_override: np.ndarray | None = None) -> Artifact:
+                quant_format: str = "qoperator",
+                calibration_pixels_override: np.ndarray | None = None) -> Artifact:
     """Export the folded deploy ``model`` to ``out`` (.onnx), atomically.
 
     ``precision``: fp32 | fp16 | int8 (static, calibrated on ``calibration_data``: a
@@ -190,9 +184,10 @@ def export_onnx(model, spec: ModelSpec, out: Path, opset: int = 17, batch: int |
     elif precision == "int8":
         pixels, info["calibration"] = calibration_record(calibration_pixels_override, spec, calibration_data,
                                                          calibration_size)
-        proto = _to_int8(proto, spec, pixels, quant_format)
+        proto = _to_int8(proto, spec, pixels, quant_format, batch or 1)
         info["quant_format"] = quant_format
-        info["quantization"] = "static; weights int8 per channel (7-bit range), activations uint8, min/max calibration"
+        info["quantization"] = ("static; weights int8 per channel (7-bit range), activations uint8, "
+                                "min/max calibration")
     proto.doc_string = f"EfficientViT-{spec.variant.upper()} exported by evit-export"
     proto.producer_name = "evit-export"
     del proto.metadata_props[:]
