@@ -28,8 +28,8 @@ def main(argv=None) -> int:
     from evit_export.targets import get_target  # tf_safe() before coremltools
 
     target = get_target("coreml")
-    from evit_export.pipeline import deploy_for_export
-    from evit_export.preprocess import seeded_pixels
+    from evit_export.models.reference import deploy_for_export
+    from evit_export.core.preprocess import seeded_pixels
 
     t0 = time.perf_counter()
     import coremltools  # noqa: F401  (once per process; timed apart from the conversion)

@@ -29,9 +29,9 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import make_timm_model  # noqa: E402
 
-from evit_export.pipeline import deploy_for_export  # noqa: E402
+from evit_export.models.reference import deploy_for_export  # noqa: E402
 from evit_export.targets.base import is_memory_bound  # noqa: E402
-from evit_export.targets.onnx_target import export_onnx  # noqa: E402
+from evit_export.targets.onnx.target import export_onnx  # noqa: E402
 
 
 def hand_export(model, batch: int, path: Path) -> None:

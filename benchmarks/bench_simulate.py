@@ -13,10 +13,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from evit_export.pipeline import deploy_for_export
-from evit_export.targets.onnx_target import export_onnx
-from evit_export.validation.latency import measure_latency
-from evit_export.validation.simulate import PROFILES, estimate_latency
+from evit_export.models.reference import deploy_for_export
+from evit_export.targets.onnx.target import export_onnx
+from evit_export.validation.latency.measure import measure_latency
+from evit_export.validation.latency.simulate import PROFILES, estimate_latency
 
 
 def main() -> None:

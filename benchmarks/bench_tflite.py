@@ -50,7 +50,7 @@ def _ort_session(path: Path):
 
 
 def _litert(path: Path):
-    from evit_export.safety import tf_safe
+    from evit_export.core.import_order import tf_safe
 
     tf_safe()
     from ai_edge_litert.interpreter import Interpreter
@@ -108,8 +108,8 @@ def time_interleaved(fns: dict, iters: int, warmup: int = 15) -> dict:
 
 def _accuracy(deployed, target, fp32_path: Path, int8_path: Path) -> dict:
     """fp32: max abs vs PyTorch on seeded pixels; int8: top-1 agreement on held-out digits."""
-    from evit_export.preprocess import seeded_pixels
-    from evit_export.data import heldout_images
+    from evit_export.core.preprocess import seeded_pixels
+    from evit_export.data.images import heldout_images
     from evit_export.targets.torch_runner import TorchRunner
     from evit_export.validation.equivalence import compare_outputs
 
@@ -129,9 +129,9 @@ def _accuracy(deployed, target, fp32_path: Path, int8_path: Path) -> dict:
 
 def bench_variant(variant: str, work: Path, iters: int, calibration_size: int, litert_torch: str | None,
                   anchor_python: str | None = None) -> dict:
-    from evit_export.pipeline import deploy_for_export
+    from evit_export.models.reference import deploy_for_export
     from evit_export.targets import get_target
-    from evit_export.targets.onnx_target import export_onnx
+    from evit_export.targets.onnx.target import export_onnx
 
     deployed, spec = deploy_for_export(variant, seed=0)
     onnx_path = work / f"{variant}.onnx"
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     anchors = dict(a.split("=", 1) for a in args.litert_torch)
     try:
-        from evit_export.validation.latency import machine_description
+        from evit_export.validation.latency.measure import machine_description
 
         machine = machine_description()
     except ImportError:

@@ -1,6 +1,6 @@
 """evit-export: EfficientViT M0–M5 from checkpoint to verified mobile and edge artifacts."""
-from .errors import UserError
-from .spec import ModelSpec
+from evit_export.core.errors import UserError
+from evit_export.core.spec import ModelSpec
 
 __version__ = "0.1.0"
 

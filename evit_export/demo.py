@@ -36,12 +36,12 @@ def run_demo(out: Path, targets: list[str], run_dir: Path = Path("runs/default")
              package: bool = True) -> DemoResult:
     import json
 
-    from .package import build_package
-    from .pipeline import deploy_for_export
-    from .targets import get_target
-    from .train import ensure_default_model
-    from .validation.check import check_artifact
-    from .validation.parity import check_parity
+    from evit_export.packaging.package import build_package
+    from evit_export.models.reference import deploy_for_export
+    from evit_export.targets import get_target
+    from evit_export.training.train import ensure_default_model
+    from evit_export.validation.check import check_artifact
+    from evit_export.validation.parity import check_parity
 
     out = Path(out)
     log(f"default model: EfficientViT-M0 on the embedded digits (run folder {run_dir})")

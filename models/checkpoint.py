@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from evit_export.errors import UserError
+from evit_export.core.errors import UserError
 
-from .efficientvit import VARIANTS, EfficientViT
+from evit_export.models.efficientvit import VARIANTS, EfficientViT
 
 # Official model-zoo releases (microsoft/Cream EfficientViT, mirrored by timm). Their
 # sha256 could not be verified from this environment (no access to the release
@@ -281,7 +281,7 @@ def save_project_checkpoint(model: torch.nn.Module, spec, path: str | os.PathLik
     """Write NAME.safetensors + NAME.json atomically (weights first, then the sidecar)."""
     from safetensors.torch import save_file
 
-    from evit_export.atomic import atomic_path, write_text_atomic
+    from evit_export.core.atomic import atomic_path, write_text_atomic
 
     path = Path(path)
     if path.suffix != ".safetensors":

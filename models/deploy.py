@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .efficientvit import (FFN, CascadedGroupAttention, ConvNorm, EfficientViT, EfficientViTBlock,
+from evit_export.models.efficientvit import (FFN, CascadedGroupAttention, ConvNorm, EfficientViT, EfficientViTBlock,
                            LocalWindowAttention, PatchMerging, Residual, SqueezeExcite,
                            stage_resolutions)
 

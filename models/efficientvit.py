@@ -50,7 +50,7 @@ def canonical_variant(name: str) -> str:
             key = key[len(prefix):]
             break
     if key not in VARIANTS:
-        from evit_export.errors import UserError
+        from evit_export.core.errors import UserError
 
         raise UserError(
             f"unknown variant {name!r}: choose one of {', '.join(VARIANTS)} "

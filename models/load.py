@@ -5,13 +5,13 @@ import os
 
 import torch
 
-from evit_export.errors import UserError
-from evit_export.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from evit_export.core.errors import UserError
+from evit_export.core.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
-from .checkpoint import (detect_layout, download, infer_num_classes, infer_variant, is_url,
+from evit_export.models.checkpoint import (detect_layout, download, infer_num_classes, infer_variant, is_url,
                          load_weights, official_to_native, read_checkpoint)
-from .deploy import fold
-from .efficientvit import EfficientViT, canonical_variant
+from evit_export.models.deploy import fold
+from evit_export.models.efficientvit import EfficientViT, canonical_variant
 
 
 def load_model(variant: str | None = None, checkpoint: str | os.PathLike | None = None,

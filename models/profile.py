@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .efficientvit import VARIANTS, EfficientViT
+from evit_export.models.efficientvit import VARIANTS, EfficientViT
 
 
 def count_params(model: torch.nn.Module) -> int:

@@ -6,15 +6,15 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from evit_export.errors import UserError
+from evit_export.core.errors import UserError
 
-from .base import Artifact, GraphReport, Runner, Target, TensorInfo
+from evit_export.targets.base import Artifact, GraphReport, Runner, Target, TensorInfo
 
 # name -> "module:Class"; a target is importable only when its runtime is installed.
 REGISTRY = {
-    "onnx": "evit_export.targets.onnx_target:OnnxTarget",
-    "coreml": "evit_export.targets.coreml_target:CoreMLTarget",
-    "tflite": "evit_export.targets.tflite_target:TFLiteTarget",
+    "onnx": "evit_export.targets.onnx.target:OnnxTarget",
+    "coreml": "evit_export.targets.coreml.target:CoreMLTarget",
+    "tflite": "evit_export.targets.tflite.target:TFLiteTarget",
 }
 
 _SUFFIXES = {"onnx": (".onnx", ".ort"), "coreml": (".mlpackage", ".mlmodel"), "tflite": (".tflite",)}
@@ -25,7 +25,7 @@ def get_target(name: str) -> Target:
         raise UserError(f"unknown target {name!r}: choose one of {', '.join(REGISTRY)}")
     module, cls = REGISTRY[name].split(":")
     if name in ("coreml", "tflite"):
-        from evit_export.safety import tf_safe
+        from evit_export.core.import_order import tf_safe
 
         tf_safe()
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evit_export.spec import ModelSpec
+from evit_export.core.spec import ModelSpec
 
 # Op types that move or reshape data rather than compute (the paper's "memory-bound"
 # lens), normalised to lower case without separators so every format can use it.
@@ -124,7 +124,7 @@ class Runner(ABC):
 
 
 # Metadata key under which every format embeds the ModelSpec JSON.
-SPEC_KEY = "evit_export.spec"
+SPEC_KEY = "evit_export.core.spec"
 
 
 def parse_spec(text: str | bytes | None) -> ModelSpec | None:
@@ -167,7 +167,7 @@ class Target(ABC):
         """``spec`` if given, else the artifact's own; a one-line error when it has none."""
         spec = spec or self.read_spec(path)
         if spec is None:
-            from evit_export.errors import UserError
+            from evit_export.core.errors import UserError
 
             raise UserError(f"{path} carries no evit-export spec: pass --variant (and --checkpoint)")
         return spec
@@ -191,7 +191,7 @@ def sidecar_path(artifact: Path) -> Path:
 
 
 def write_sidecar(artifact: Path, spec: ModelSpec, info: dict) -> Path:
-    from evit_export.atomic import write_text_atomic
+    from evit_export.core.atomic import write_text_atomic
 
     payload = {"spec": spec.to_dict(), "info": info}
     return write_text_atomic(sidecar_path(artifact), json.dumps(payload, indent=2, sort_keys=True, default=str))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evit_export.errors import UserError
-from evit_export.spec import ModelSpec
+from evit_export.core.errors import UserError
+from evit_export.core.spec import ModelSpec
 
 DEFAULT_CALIBRATION_SIZE = 200
 RANDOM_CALIBRATION_WARNING = ("int8 calibrated on RANDOM data (no real images were available): activation "
@@ -43,7 +43,7 @@ def _random_pixels(spec: ModelSpec, size: int) -> np.ndarray:
 
 def calibration_pixels(spec: ModelSpec, source: str | Path | None, size: int) -> tuple[np.ndarray, str, bool]:
     """(pixels RGB 0..255 NCHW float32, description, is_random) for int8 calibration."""
-    from evit_export.preprocess import load_images
+    from evit_export.core.preprocess import load_images
 
     if size < 1:
         raise UserError(f"--calibration-size {size} must be at least 1")
@@ -56,7 +56,7 @@ def calibration_pixels(spec: ModelSpec, source: str | Path | None, size: int) ->
         desc = f"{len(used)} images from {root}" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
         return pixels, desc, False
     try:
-        from evit_export.data import default_calibration_images
+        from evit_export.data.images import default_calibration_images
 
         pixels = np.asarray(default_calibration_images(spec, size), np.float32)
         return pixels, f"{len(pixels)} images of the embedded digits dataset (training split)", False

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evit_export.preprocess import normalize
+from evit_export.core.preprocess import normalize
 
-from .base import Runner
+from evit_export.targets.base import Runner
 
 
 class TorchRunner(Runner):

@@ -101,7 +101,7 @@ def test_url_download_cached_and_verified(m0_checkpoint, tmp_path, monkeypatch):
         x = torch.randn(1, 3, 224, 224)
         with torch.no_grad():
             assert (model(x) - ref(x)).abs().max().item() <= 1e-4
-        from evit_export.errors import UserError
+        from evit_export.core.errors import UserError
 
         with pytest.raises(UserError, match="sha256"):
             load_model("m0", f"{url}?copy=2#sha256={'0' * 64}")

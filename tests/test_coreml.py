@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, run_cli
-from evit_export.errors import UserError
-from evit_export.pipeline import deploy_for_export
-from evit_export.preprocess import normalize, seeded_pixels
+from evit_export.core.errors import UserError
+from evit_export.models.reference import deploy_for_export
+from evit_export.core.preprocess import normalize, seeded_pixels
 from evit_export.targets import get_target
 from evit_export.targets.torch_runner import TorchRunner
 from evit_export.validation.check import check_artifact
 
 TARGET = get_target("coreml")  # runs tf_safe() before coremltools is imported
-from evit_export.targets.coreml_target import INTEGRITY_KEY, SPEC_KEY, export_coreml  # noqa: E402
-from evit_export.targets.mil_interpreter import (MILProgram, UnsupportedOpError, read_model_spec,  # noqa: E402
+from evit_export.targets.coreml.target import INTEGRITY_KEY, SPEC_KEY, export_coreml  # noqa: E402
+from evit_export.targets.coreml.mil_interpreter import (MILProgram, UnsupportedOpError, read_model_spec,  # noqa: E402
                                                  write_model_spec)
 
 LABELS = [f"thing {i}" for i in range(1000)]

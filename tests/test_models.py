@@ -92,7 +92,7 @@ def test_distillation_head_official(tmp_path):
 
 def test_project_format_round_trip_and_folded(tmp_path):
     from evit_export.models.checkpoint import save_project_checkpoint
-    from evit_export.pipeline import prepare_model
+    from evit_export.models.reference import prepare_model
 
     model = prepare_model("m0", num_classes=10, img_size=128, seed=4,
                           labels=[f"digit {i}" for i in range(10)])
@@ -119,7 +119,7 @@ def test_resampled_bias_tables_when_size_changes(tmp_path):
 
 
 def test_deploy_graph_traces_and_exports():
-    from evit_export.pipeline import prepare_model
+    from evit_export.models.reference import prepare_model
 
     deployed = fold(prepare_model("m0", seed=0))
     x = torch.randn(1, 3, 224, 224)

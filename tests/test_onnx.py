@@ -10,8 +10,8 @@ from onnx import numpy_helper
 
 from cli_helpers import assert_one_line_error, run_cli
 from conftest import make_timm_model
-from evit_export.pipeline import deploy_for_export
-from evit_export.targets.onnx_target import export_onnx
+from evit_export.models.reference import deploy_for_export
+from evit_export.targets.onnx.target import export_onnx
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_spec_metadata_and_sidecar(m0_artifacts):
     d, _ = m0_artifacts
     proto = onnx.load(str(d / "m0_b1.onnx"))
     meta = {p.key: p.value for p in proto.metadata_props}
-    spec = json.loads(meta["evit_export.spec"])
+    spec = json.loads(meta["evit_export.core.spec"])
     assert spec["variant"] == "m0" and spec["num_classes"] == 1000 and spec["batch"] == 1
     assert spec["source"]["checkpoint"].endswith("m0.pth")
     side = json.loads((d / "m0_b1.onnx.evit.json").read_text())
@@ -121,7 +121,7 @@ def test_int8_qoperator_default_calibration(tmp_path):
 
 def test_int8_qdq_calibration_folder(tmp_path):
     from conftest import write_digits_folder
-    from evit_export.data import heldout_images
+    from evit_export.data.images import heldout_images
     from evit_export.targets.torch_runner import TorchRunner
     from evit_export.validation.equivalence import compare_outputs
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from cli_helpers import assert_one_line_error, run_cli
-from evit_export.pipeline import deploy_for_export
-from evit_export.targets.onnx_target import export_onnx
+from evit_export.models.reference import deploy_for_export
+from evit_export.targets.onnx.target import export_onnx
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 from cli_helpers import assert_one_line_error, run_cli
 from evit_export.models import EfficientViT
 from evit_export.models.checkpoint import save_project_checkpoint
-from evit_export.pipeline import deploy_for_export
-from evit_export.targets.onnx_target import export_onnx
-from evit_export.train import TrainConfig, train
+from evit_export.models.reference import deploy_for_export
+from evit_export.targets.onnx.target import export_onnx
+from evit_export.training.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_parity_on_onnx_export_passes(trained_onnx, capsys):
 
 
 def test_parity_on_image_folder_with_unreadable_files(trained_onnx, tmp_path, capsys):
-    from evit_export.data import write_digits_imagefolder
+    from evit_export.data.images import write_digits_imagefolder
 
     d, result = trained_onnx
     root = write_digits_imagefolder(tmp_path / "digits", splits=("val",))

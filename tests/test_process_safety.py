@@ -13,8 +13,8 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import numpy as np
 
-    from evit_export.pipeline import deploy_for_export
-    from evit_export.preprocess import seeded_pixels
+    from evit_export.models.reference import deploy_for_export
+    from evit_export.core.preprocess import seeded_pixels
     from evit_export.targets import get_target
     from evit_export.targets.torch_runner import TorchRunner
 
@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def _coreml_available():
-    return importlib.util.find_spec("evit_export.targets.coreml_target") is not None
+    return importlib.util.find_spec("evit_export.targets.coreml.target") is not None
 
 
 @pytest.mark.skipif(not _coreml_available(), reason="the CoreML target is not in this checkout yet")

@@ -2,8 +2,8 @@
 import json
 
 from cli_helpers import assert_one_line_error, run_cli
-from evit_export.pipeline import deploy_for_export
-from evit_export.validation.simulate import PROFILES, estimate_latency, graph_ops
+from evit_export.models.reference import deploy_for_export
+from evit_export.validation.latency.simulate import PROFILES, estimate_latency, graph_ops
 
 
 def test_estimates_scale_with_model_and_are_labelled():
@@ -19,7 +19,7 @@ def test_estimates_scale_with_model_and_are_labelled():
 
 
 def test_bench_simulate_cli(capsys, tmp_path):
-    from evit_export.targets.onnx_target import export_onnx
+    from evit_export.targets.onnx.target import export_onnx
 
     deployed, spec = deploy_for_export("m0", img_size=128, seed=1)
     path = export_onnx(deployed, spec, tmp_path / "m0.onnx").path

@@ -12,7 +12,7 @@ import torch
 from cli_helpers import assert_one_line_error, run_cli
 from conftest import make_timm_model
 
-from evit_export.preprocess import normalize, seeded_pixels
+from evit_export.core.preprocess import normalize, seeded_pixels
 from evit_export.targets import get_target
 
 
@@ -62,7 +62,7 @@ def test_fp32_matches_timm_signature_metadata_labels(fp32_m0):
     x = normalize(pixels[:1], spec).transpose(0, 2, 3, 1).copy()
     np.testing.assert_allclose(runner(image=x)["logits"], got[:1], rtol=0, atol=1e-5)
     # spec as flatbuffer metadata, labels.txt beside, sidecar with the GPU verdict
-    from evit_export.targets.tflite_target import SPEC_KEY, read_flatbuffer_metadata
+    from evit_export.targets.tflite.target import SPEC_KEY, read_flatbuffer_metadata
 
     meta = read_flatbuffer_metadata(out.read_bytes())
     assert json.loads(meta[SPEC_KEY])["variant"] == "m0"
@@ -91,7 +91,7 @@ def test_inspect_and_check_cli(fp32_m0, capsys):
 
 def test_changed_weight_buffer_fails_check_and_localizes(fp32_m0, tmp_path, capsys):
     _, ck, out = fp32_m0
-    from evit_export.targets.tflite_target import weight_buffers
+    from evit_export.targets.tflite.target import weight_buffers
 
     data = bytearray(out.read_bytes())
     buffers = weight_buffers(bytes(data))
@@ -107,7 +107,7 @@ def test_changed_weight_buffer_fails_check_and_localizes(fp32_m0, tmp_path, caps
     assert code == 1, stdout
     assert "first diverging layer" in stdout
     # the clean model localises nowhere
-    from evit_export.pipeline import reference_model
+    from evit_export.models.reference import reference_model
     from evit_export.targets.torch_runner import TorchRunner
     from evit_export.validation.localize import localize
 
@@ -124,7 +124,7 @@ def test_changed_weight_buffer_fails_check_and_localizes(fp32_m0, tmp_path, caps
 
 @pytest.fixture(scope="module")
 def m0_deploy():
-    from evit_export.pipeline import deploy_for_export
+    from evit_export.models.reference import deploy_for_export
 
     return deploy_for_export("m0", seed=1)
 
@@ -155,7 +155,7 @@ def test_fp16(m0_deploy, tmp_path):
 
 def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
     from conftest import write_digits_folder
-    from evit_export.data import heldout_images
+    from evit_export.data.images import heldout_images
 
     root = write_digits_folder(tmp_path / "calib", 60)  # with one unreadable file: skipped, not fatal
     art = _export(m0_deploy, tmp_path / "m0_int8.tflite", quantize="int8",
@@ -173,7 +173,7 @@ def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
 
 
 def test_int8_float_attention_stays_in_xnnpack(m0_deploy, tmp_path):
-    from evit_export.data import heldout_images
+    from evit_export.data.images import heldout_images
 
     art = _export(m0_deploy, tmp_path / "m0_int8_fa.tflite", quantize="int8", float_attention=True,
                   calibration_size=48)
@@ -189,7 +189,7 @@ def test_int8_float_attention_stays_in_xnnpack(m0_deploy, tmp_path):
 
 
 def test_int8_uint8_pixels_in_graph(m0_deploy, tmp_path):
-    from evit_export.data import heldout_images
+    from evit_export.data.images import heldout_images
 
     art = _export(m0_deploy, tmp_path / "m0_u8.tflite", quantize="int8", input_type="uint8",
                   calibration_size=48)
@@ -204,7 +204,7 @@ def test_int8_uint8_pixels_in_graph(m0_deploy, tmp_path):
 
 
 def test_random_calibration_is_loudly_flagged(tmp_path):
-    from evit_export.pipeline import deploy_for_export
+    from evit_export.models.reference import deploy_for_export
     from evit_export.targets.calibration import RANDOM_CALIBRATION_WARNING
 
     deployed, spec = deploy_for_export("m0", img_size=64, seed=0)
@@ -215,7 +215,7 @@ def test_random_calibration_is_loudly_flagged(tmp_path):
 
 
 def test_dynamic_range(m0_deploy, tmp_path):
-    from evit_export.data import heldout_images
+    from evit_export.data.images import heldout_images
 
     art = _export(m0_deploy, tmp_path / "m0_dyn.tflite", quantize="dynamic")
     assert art.spec.precision == "dynamic"
@@ -229,7 +229,7 @@ def test_dynamic_range(m0_deploy, tmp_path):
 def test_other_input_size_nchw_batch(img_size, tmp_path):
     """13x13 tokens in stage 1: window attention padded to 14x14 (2x2 windows); odd
     sizes in the stride-2 convs; NCHW input with a fixed batch of 2."""
-    from evit_export.pipeline import deploy_for_export
+    from evit_export.models.reference import deploy_for_export
 
     deployed, spec = deploy_for_export("m0", img_size=img_size, seed=2)
     assert deployed.stages[0][0].mixer.pad == 1

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from evit_export.errors import UserError
-from evit_export.preprocess import load_images, seeded_pixels
+from evit_export.core.errors import UserError
+from evit_export.core.preprocess import load_images, seeded_pixels
 
-from .equivalence import EquivalenceReport, check_equivalence, precision_family, tolerance_for
+from evit_export.validation.equivalence import EquivalenceReport, check_equivalence, precision_family, tolerance_for
 
 HELDOUT_COUNT = 200
 
@@ -21,7 +21,7 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
                    threads: int | None = None, runner_options: dict | None = None,
                    extra_pixels: np.ndarray | None = None, extra_description: str = "") -> EquivalenceReport:
     from evit_export.models import canonical_variant
-    from evit_export.pipeline import reference_model
+    from evit_export.models.reference import reference_model
     from evit_export.targets import target_for
     from evit_export.targets.torch_runner import TorchRunner
 
@@ -53,7 +53,7 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
         # Quantised models are judged on real images: random noise lies outside the
         # calibrated ranges and says nothing about the model users ship. Default: the
         # embedded digits' validation split (never used for calibration).
-        from evit_export.data import heldout_images
+        from evit_export.data.images import heldout_images
 
         extra_pixels, _, extra_description = heldout_images(spec, HELDOUT_COUNT)
         extra_description += " (int8 is judged on real images; --images DIR for your own)"
@@ -82,7 +82,7 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
             report.failures = damaged + report.failures
             report.passed = False
         if localize and not report.passed:
-            from .localize import localize as find_layer
+            from evit_export.validation.localize import localize as find_layer
 
             report.localization = find_layer(reference, runner, pixels, spec.precision).to_dict()
     return report

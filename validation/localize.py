@@ -63,7 +63,7 @@ def _error(ref: np.ndarray, cand: np.ndarray) -> float:
 
 def localize(reference, runner, pixels: np.ndarray, precision: str = "fp32",
              tolerance: float | None = None) -> Localization:
-    from .equivalence import precision_family
+    from evit_export.validation.equivalence import precision_family
 
     tol = tolerance if tolerance is not None else LOCALIZE_TOLERANCE[precision_family(precision)]
     pixels = pixels[:1]

@@ -3,7 +3,7 @@ images with the same preprocessing, agreement with PyTorch, accuracy deltas.
 
 Written once against the Runner protocol: artifacts are opened with
 ``target_for(path).open(path)``, the reference is a ``TorchRunner``. Every image is
-preprocessed once (``evit_export.preprocess.image_to_pixels`` with the artifact's
+preprocessed once (``evit_export.core.preprocess.image_to_pixels`` with the artifact's
 spec) and the same pixels go to every runner.
 
 Tolerance on |artifact top-1 − PyTorch top-1|, in accuracy points: fp32 and fp16 0.2,
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evit_export.errors import UserError
+from evit_export.core.errors import UserError
 
-from .equivalence import precision_family
+from evit_export.validation.equivalence import precision_family
 
 TOLERANCE_POINTS = {"fp32": 0.2, "fp16": 0.2, "int8": 1.5}
 
@@ -82,7 +82,7 @@ def accuracy(name: str, runtime: str, precision: str, logits: np.ndarray, target
 
 
 def load_labelled(data, spec):
-    from evit_export.data import DIGITS_LABELS, load_digits_split, load_eval_folder
+    from evit_export.data.images import DIGITS_LABELS, load_digits_split, load_eval_folder
 
     if data is None:
         if list(spec.labels) != DIGITS_LABELS:
@@ -94,7 +94,7 @@ def load_labelled(data, spec):
 
 def check_parity(artifacts: list[str | Path], data: str | Path | None = None, checkpoint=None,
                  threads: int | None = None, limit: int | None = None) -> ParityReport:
-    from evit_export.pipeline import reference_model
+    from evit_export.models.reference import reference_model
     from evit_export.targets import open_artifact
     from evit_export.targets.torch_runner import TorchRunner
 

@@ -7,7 +7,7 @@ project's environment. Only ``evit_export.models`` (torch) is imported from the 
     .venv-anchor/bin/python benchmarks/anchor/litert_torch_convert.py --variant m0 --seed 0 OUT.tflite
     .venv-anchor/bin/python benchmarks/anchor/litert_torch_convert.py --checkpoint CK OUT.tflite
 
-The weights are the ones ``evit_export.pipeline.prepare_model`` gives for the same
+The weights are the ones ``evit_export.models.reference.prepare_model`` gives for the same
 arguments (seeded realistic weights, or a checkpoint), so the benchmark can check that
 the anchor computes the same function as the project's own export before timing it.
 By default the model is converted as loaded, BatchNorm and all, which is what a user

@@ -5,7 +5,7 @@ inherently runtime-specific. Every value in them comes from the artifact's spec.
 """
 from __future__ import annotations
 
-from evit_export.spec import ModelSpec
+from evit_export.core.spec import ModelSpec
 
 
 def _floats(values) -> str:

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .cli import CheckpointOpt, app, console
+from evit_export.cli import CheckpointOpt, app, console
 
 
 @app.command("parity")
@@ -24,7 +24,7 @@ def parity_cmd(artifacts: List[Path] = typer.Argument(..., help=".onnx / .mlpack
                as_json: bool = typer.Option(False, "--json")):
     """Accuracy parity of artifacts against PyTorch on labelled images. Exit 0 when every
     |top-1 delta| is within tolerance (fp32/fp16 0.2 points, int8 1.5), 1 when not."""
-    from .validation.parity import check_parity
+    from evit_export.validation.parity import check_parity
 
     report = check_parity(artifacts, data, checkpoint, threads=threads, limit=limit)
     if as_json:

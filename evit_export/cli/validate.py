@@ -9,12 +9,12 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli import CheckpointOpt, VariantOpt, app, console
+from evit_export.cli import CheckpointOpt, VariantOpt, app, console
 
 
 def report_calibration(info: dict) -> None:
     """Where an int8 export's activation ranges came from; random data is a loud warning."""
-    from .cli import err_console
+    from evit_export.cli import err_console
 
     calib = info.get("calibration")
     if not calib:
@@ -27,7 +27,7 @@ def report_calibration(info: dict) -> None:
 def check_after_export(artifact: Path, **options) -> None:
     """The equivalence check every export command runs on what it wrote: one summary
     line, exit 1 when outside tolerance. ``options`` go to ``check_artifact``."""
-    from .validation.check import check_artifact
+    from evit_export.validation.check import check_artifact
 
     report = check_artifact(artifact, **options)
     status = "[green]PASS[/]" if report.passed else "[red]FAIL[/]: " + "; ".join(report.failures)
@@ -54,7 +54,7 @@ def check_cmd(artifact: Path = typer.Argument(..., help=".onnx / .mlpackage / .m
                                                     "numpy MIL interpreter"),
               as_json: bool = typer.Option(False, "--json")):
     """Numerical equivalence of an artifact against PyTorch. Exit 0 within tolerance, 1 not."""
-    from .validation.check import check_artifact
+    from evit_export.validation.check import check_artifact
 
     report = check_artifact(artifact, checkpoint, variant, images, n, seed, max_abs_scale, min_cosine,
                             min_top1, localize, threads,
@@ -78,7 +78,7 @@ def check_cmd(artifact: Path = typer.Argument(..., help=".onnx / .mlpackage / .m
         verdict = "[green]PASS[/]" if report.passed else "[red]FAIL[/]: " + "; ".join(report.failures)
         console.print(verdict)
         if report.localization:
-            from .validation.localize import Localization
+            from evit_export.validation.localize import Localization
 
             console.print(Localization(**report.localization).describe())
     raise typer.Exit(0 if report.passed else 1)
@@ -89,8 +89,8 @@ def inspect_cmd(artifact: Path = typer.Argument(...),
                 profile: bool = typer.Option(False, "--profile", help="share of runtime per op type"),
                 as_json: bool = typer.Option(False, "--json")):
     """Graph report: op histogram, memory-bound ops, parameters, size, inputs/outputs."""
-    from .errors import UserError
-    from .targets import target_for
+    from evit_export.core.errors import UserError
+    from evit_export.targets import target_for
 
     if not artifact.exists():
         raise UserError(f"artifact {artifact} does not exist: check the path")
@@ -103,7 +103,7 @@ def inspect_cmd(artifact: Path = typer.Argument(...),
         data["outputs"] = [vars(t) for t in io["outputs"]]
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return
-    from .targets.base import is_memory_bound
+    from evit_export.targets.base import is_memory_bound
 
     share = report.extra.get("time_share", {})
     table = Table(title=f"{artifact} ({report.target}): {report.total_ops} ops, "

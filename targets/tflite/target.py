@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from evit_export.atomic import atomic_path, check_writable, write_text_atomic
-from evit_export.errors import UserError
-from evit_export.preprocess import normalize
-from evit_export.spec import ModelSpec
+from evit_export.core.atomic import atomic_path, check_writable, write_text_atomic
+from evit_export.core.errors import UserError
+from evit_export.core.preprocess import normalize
+from evit_export.core.spec import ModelSpec
 
-from .calibration import DEFAULT_CALIBRATION_SIZE, calibration_record, check_calibration_source
-from .base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, pad_batch, parse_spec,
+from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE, calibration_record, check_calibration_source
+from evit_export.targets.base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, pad_batch, parse_spec,
                    read_sidecar, run_in_batches, write_sidecar)
 
 SIGNATURE_KEY = "serving_default"
@@ -147,7 +147,7 @@ def _run_worker(job: Path) -> dict:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["CUDA_VISIBLE_DEVICES"] = env.get("EVIT_TF_CUDA_VISIBLE_DEVICES", "-1")
     try:
-        proc = subprocess.run([sys.executable, "-m", "evit_export.targets.tflite_worker", str(job)],
+        proc = subprocess.run([sys.executable, "-m", "evit_export.targets.tflite.worker", str(job)],
                               capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"TFLite conversion worker timed out after {WORKER_TIMEOUT_S} s") from None
@@ -203,7 +203,7 @@ def export_tflite(model, spec: ModelSpec, out: Path, quantize: str = "none", cal
     ``float_attention`` (int8 only): keep q·kᵀ, softmax and attn·v in float, so the
     whole graph stays inside the XNNPACK delegate; faster on CPU, not full-integer.
     """
-    from .tflite_graph import make_plan
+    from evit_export.targets.tflite.graph import make_plan
 
     quantize, input_type, layout = validate_options(out, quantize, input_type, layout, batch, calibration_data,
                                                     float_attention)
@@ -295,7 +295,7 @@ def _versions() -> dict:
 # --------------------------------------------------------------------------- runner
 
 def _interpreter(path: Path, threads: int | None, delegate: bool = True, preserve: bool = False):
-    from evit_export.safety import tf_safe
+    from evit_export.core.import_order import tf_safe
 
     tf_safe()
     from ai_edge_litert.interpreter import Interpreter, OpResolverType

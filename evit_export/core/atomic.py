@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import UserError
+from evit_export.core.errors import UserError
 
 
 def check_writable(dest: Path, directory: bool = False) -> Path:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .cli import (CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app,
+from evit_export.cli import (CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app,
                   console, err_console)
 
 
@@ -29,8 +29,8 @@ def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
              seed: Optional[int] = typer.Option(None, "--seed", help="random weights seed (no checkpoint)"),
              check: bool = typer.Option(True, "--check/--no-check", help="equivalence check after export")):
     """Export the folded deploy graph to ONNX (simplified, checked, spec in metadata)."""
-    from .pipeline import deploy_for_export
-    from .targets.onnx_target import export_onnx, validate_options
+    from evit_export.models.reference import deploy_for_export
+    from evit_export.targets.onnx.target import export_onnx, validate_options
 
     batch_arg = None if dynamic_batch else batch
     # fail before any work, never after
@@ -52,7 +52,7 @@ def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
         verdict = info["ort"]["mobile_usability"]
         console.print(f"wrote {info['ort']['path']} ({info['ort']['size'] / 1e6:.2f} MB); mobile usability "
                       f"check exit {verdict['returncode']}, details in {out}.evit.json")
-    from .cmd_validate import check_after_export, report_calibration
+    from evit_export.cli.validate import check_after_export, report_calibration
 
     report_calibration(info)
     if check:

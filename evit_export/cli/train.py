@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .cli import app, console, err_console
+from evit_export.cli import app, console, err_console
 
 
 @app.command("train")
@@ -50,7 +50,7 @@ def train_cmd(
     Writes OUT/model.safetensors + model.json after every epoch, OUT/log.json and
     OUT/train_state.pt for --resume. Ctrl-C keeps the last completed epoch and exits 130.
     """
-    from .train import TrainConfig, train
+    from evit_export.training.train import TrainConfig, train
 
     config = TrainConfig(variant=variant, data=str(data) if data is not None else None, epochs=epochs,
                          img_size=img_size, batch_size=batch_size, lr=lr, weight_decay=weight_decay,

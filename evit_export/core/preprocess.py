@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .spec import ModelSpec
+from evit_export.core.errors import UserError
+from evit_export.core.spec import ModelSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UserError
+from evit_export.core.errors import UserError
 
 
 def prepare_model(variant=None, checkpoint=None, num_classes=None, img_size=None, *, seed=None,
                   labels=None, reset_head=False):
     """load_model, plus seeded realistic random weights when there is no checkpoint."""
-    from .models import load_model, randomize_
+    from evit_export.models import load_model, randomize_
 
     if img_size is not None and img_size < 32:
         raise UserError(f"--img-size {img_size} is too small: EfficientViT needs at least 32 pixels")
@@ -29,7 +29,7 @@ def prepare_model(variant=None, checkpoint=None, num_classes=None, img_size=None
 @torch.no_grad()
 def fold_and_measure(model, batch: int = 4, seed: int = 0):
     """Fold ``model``; return (deploy model, max |logit diff| on seeded random inputs)."""
-    from .models import DeployEfficientViT, fold
+    from evit_export.models import DeployEfficientViT, fold
 
     if isinstance(model, DeployEfficientViT):
         return model, 0.0
@@ -47,7 +47,7 @@ def fold_and_measure(model, batch: int = 4, seed: int = 0):
 def _stable_location(checkpoint) -> str:
     from pathlib import Path
 
-    from .models.checkpoint import is_url
+    from evit_export.models.checkpoint import is_url
 
     return str(checkpoint) if is_url(checkpoint) else str(Path(checkpoint).resolve())
 
@@ -58,8 +58,8 @@ def reference_model(spec, checkpoint=None, variant=None, folded: bool = True):
     form (equivalence, latency) or the model as loaded (accuracy parity)."""
     from pathlib import Path
 
-    from .models import fold
-    from .models.checkpoint import is_url
+    from evit_export.models import fold
+    from evit_export.models.checkpoint import is_url
 
     source = (spec.source if spec else {}) or {}
     if checkpoint is None and "seed" in source:
@@ -88,7 +88,7 @@ def reference_model(spec, checkpoint=None, variant=None, folded: bool = True):
 def deploy_for_export(variant=None, checkpoint=None, num_classes=None, img_size=None, *, seed=None,
                       labels=None):
     """(folded deploy model, spec) for an export command; notes go into the spec."""
-    from .models import fold
+    from evit_export.models import fold
 
     model = prepare_model(variant, checkpoint, num_classes, img_size, seed=seed, labels=labels)
     deployed = fold(model)  # idempotent: a folded checkpoint comes back as is

@@ -1,6 +1,6 @@
 """TensorFlow side of the TFLite export, run as its own process:
 
-    python -m evit_export.targets.tflite_worker JOB_DIR
+    python -m evit_export.targets.tflite.worker JOB_DIR
 
 The exporting process (which has torch, and maybe coremltools, loaded) never imports
 TensorFlow: importing TensorFlow before torch's triton segfaults, and TensorFlow's
@@ -61,7 +61,7 @@ def convert(job: Path) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from evit_export.targets.tflite_graph import build_function
+    from evit_export.targets.tflite.graph import build_function
 
     started = time.perf_counter()
     plan = json.loads((job / "plan.json").read_text())
@@ -109,7 +109,7 @@ def convert(job: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m evit_export.targets.tflite_worker JOB_DIR", file=sys.stderr)
+        print("usage: python -m evit_export.targets.tflite.worker JOB_DIR", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:

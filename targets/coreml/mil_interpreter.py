@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evit_export.errors import UserError
+from evit_export.core.errors import UserError
 
-from . import mil_ops
+from evit_export.targets.coreml import mil_ops
 
 
 class UnsupportedOpError(UserError):
@@ -48,7 +48,7 @@ _TUPLE_INPUTS = {("concat", "values"), ("stack", "values"), ("classify", "classe
 # --------------------------------------------------------------------------- files
 
 def _proto_module():
-    from evit_export.safety import tf_safe
+    from evit_export.core.import_order import tf_safe
 
     tf_safe()
     from coremltools.proto import Model_pb2

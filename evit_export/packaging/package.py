@@ -11,11 +11,11 @@ import json
 import shutil
 from pathlib import Path
 
-from .atomic import atomic_path
+from evit_export.core.atomic import atomic_path
 
 
 def sha256_file(path: Path) -> str:
-    from .models.checkpoint import _sha256
+    from evit_export.models.checkpoint import _sha256
 
     return _sha256(Path(path))
 
@@ -50,8 +50,8 @@ SIMULATED_DEVICES = {"coreml": ("a13-ane-fp16", "a13-gpu-fp16", "a13-cpu-fp32"),
 
 
 def simulated_latencies(target_name: str, spec, checkpoint=None) -> list[dict]:
-    from .pipeline import reference_model
-    from .validation.simulate import estimate_latency
+    from evit_export.models.reference import reference_model
+    from evit_export.validation.latency.simulate import estimate_latency
 
     devices = SIMULATED_DEVICES.get(target_name, ())
     if not devices:
@@ -69,11 +69,11 @@ def simulated_latencies(target_name: str, spec, checkpoint=None) -> list[dict]:
 
 def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images=None,
                   threads: int = 1, measure: bool = True, log=lambda msg: None) -> Path:
-    from .snippets import SNIPPETS
-    from .targets import open_artifact
-    from .targets.base import read_sidecar
-    from .validation.check import check_artifact
-    from .validation.latency import measure_latency
+    from evit_export.packaging.snippets import SNIPPETS
+    from evit_export.targets import open_artifact
+    from evit_export.targets.base import read_sidecar
+    from evit_export.validation.check import check_artifact
+    from evit_export.validation.latency.measure import measure_latency
 
     artifact, target, spec = open_artifact(artifact)
     out = Path(out)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .cli import CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app, console, err_console
+from evit_export.cli import CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app, console, err_console
 
 
 @app.command("coreml")
@@ -38,9 +38,9 @@ def coreml_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
                                                  help="native check: ALL | CPU_ONLY | CPU_AND_GPU | CPU_AND_NE"),
                n: int = typer.Option(32, "-n", help="inputs for the equivalence check")):
     """Export to CoreML (ML Program or NeuralNetwork) for iPhone, then check it against PyTorch."""
-    from .pipeline import deploy_for_export, read_labels
-    from .targets import get_target
-    from .targets.coreml_target import _native_default, check_labels, check_out, validate_options
+    from evit_export.models.reference import deploy_for_export, read_labels
+    from evit_export.targets import get_target
+    from evit_export.targets.coreml.target import _native_default, check_labels, check_out, validate_options
 
     # Everything that needs no model is checked before the (slow) model build.
     validate_options(fmt, precision, min_ios, input_kind, output, compress, batch)
@@ -72,6 +72,6 @@ def coreml_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
         err_console.print("[yellow]note:[/] equivalence check skipped: a NeuralNetwork .mlmodel can only be "
                           "evaluated by CoreML itself (macOS); the MIL interpreter runs ML Programs")
         return
-    from .cmd_validate import check_after_export
+    from evit_export.cli.validate import check_after_export
 
     check_after_export(out, n=n, runner_options={"native": native, "compute_units": compute_units})

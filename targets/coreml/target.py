@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from evit_export.atomic import atomic_path, check_writable
-from evit_export.errors import UserError
-from evit_export.preprocess import to_model_input
-from evit_export.spec import ModelSpec
+from evit_export.core.atomic import atomic_path, check_writable
+from evit_export.core.errors import UserError
+from evit_export.core.preprocess import to_model_input
+from evit_export.core.spec import ModelSpec
 
-from .base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, pad_batch, run_in_batches,
+from evit_export.targets.base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, pad_batch, run_in_batches,
                    write_sidecar)
 
 INTEGRITY_KEY = "evit_export.integrity"
@@ -46,7 +46,7 @@ COMPRESS_MIN_IOS = 16  # constexpr_* weight ops
 
 
 def _ct():
-    from evit_export.safety import tf_safe
+    from evit_export.core.import_order import tf_safe
 
     tf_safe()
     import coremltools as ct
@@ -322,7 +322,7 @@ def _set_metadata(mlmodel, spec: ModelSpec, input_kind: str, output: str, compre
 def _seal(package: Path) -> None:
     """Record digests of the program and its weights in the model's own metadata, so
     ``check`` notices a changed weight.bin or an edited program even without the sidecar."""
-    from .mil_interpreter import program_digests, read_model_spec, write_model_spec
+    from evit_export.targets.coreml.mil_interpreter import program_digests, read_model_spec, write_model_spec
 
     proto, model_file = read_model_spec(package)
     proto.description.metadata.userDefined[INTEGRITY_KEY] = json.dumps(program_digests(proto, package),
@@ -373,7 +373,7 @@ class CoreMLRunner(Runner):
             self.output_kind = "logits" if self._is_logits_model() else "probabilities"
             self.batch = spec.batch
             return
-        from .mil_interpreter import MILProgram
+        from evit_export.targets.coreml.mil_interpreter import MILProgram
 
         self.name = "mil-interpreter"
         self.deployment_runtime = False
@@ -484,7 +484,7 @@ class CoreMLTarget(Target):
         return export_coreml(model, spec, Path(out), **options)
 
     def _proto(self, path: Path):
-        from .mil_interpreter import read_model_spec
+        from evit_export.targets.coreml.mil_interpreter import read_model_spec
 
         return read_model_spec(Path(path))[0]
 
@@ -528,7 +528,7 @@ class CoreMLTarget(Target):
                 "outputs": [info(f, "output") for f in proto.description.output]}
 
     def inspect(self, path: Path, profile: bool = False) -> GraphReport:
-        from .mil_interpreter import program_summary
+        from evit_export.targets.coreml.mil_interpreter import program_summary
 
         path = Path(path)
         proto = self._proto(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .cli import app, console, err_console
+from evit_export.cli import app, console, err_console
 
 
 @app.command("demo")
@@ -16,7 +16,7 @@ def demo_cmd(out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="out
              targets: str = typer.Option("onnx,coreml,tflite", "--targets", help="comma-separated targets"),
              package: bool = typer.Option(True, "--package/--no-package", help="write app packages")):
     """Train (or reuse) M0 on the embedded digits, export every target, verify, package."""
-    from .demo import run_demo
+    from evit_export.demo import run_demo
 
     result = run_demo(out, [t.strip() for t in targets.split(",") if t.strip()], run_dir=run_dir,
                       log=lambda msg: err_console.print(msg), package=package)

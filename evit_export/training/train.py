@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
-from .preprocess import normalize
-from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from evit_export.core.errors import UserError
+from evit_export.core.preprocess import normalize
+from evit_export.core.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 CHECKPOINT_NAME = "model.safetensors"
 STATE_NAME = "train_state.pt"
@@ -303,7 +303,7 @@ def _pick_device(config: TrainConfig, dist: _Dist) -> torch.device:
 def _pretrained_img_size(checkpoint: str) -> int:
     """The resolution a checkpoint was trained at: its project sidecar's, else 224
     (the official and timm releases)."""
-    from .models.checkpoint import is_url, sidecar_path
+    from evit_export.models.checkpoint import is_url, sidecar_path
 
     if not is_url(checkpoint):
         side = sidecar_path(Path(checkpoint))
@@ -347,7 +347,7 @@ def _resolve(config: TrainConfig) -> TrainConfig:
     if c.data is not None:
         c.data = str(Path(c.data).resolve())
     if c.pretrained is not None:
-        from .models.checkpoint import is_url
+        from evit_export.models.checkpoint import is_url
 
         if not is_url(c.pretrained):
             c.pretrained = str(Path(c.pretrained).resolve())
@@ -355,7 +355,7 @@ def _resolve(config: TrainConfig) -> TrainConfig:
 
 
 def load_data(c: TrainConfig, spec: ModelSpec):
-    from .data import load_digits_split, load_imagefolder
+    from evit_export.data.images import load_digits_split, load_imagefolder
 
     if c.data is None:
         train_set, val_set = load_digits_split("train", spec), load_digits_split("val", spec)
@@ -370,11 +370,11 @@ def load_data(c: TrainConfig, spec: ModelSpec):
 
 
 def build_model(c: TrainConfig, num_classes: int, notes: list[str]) -> tuple[nn.Module, str]:
-    from .models import EfficientViT, canonical_variant
-    from .models.deploy import DeployEfficientViT
+    from evit_export.models import EfficientViT, canonical_variant
+    from evit_export.models.deploy import DeployEfficientViT
 
     if c.pretrained:
-        from .models import load_model
+        from evit_export.models import load_model
 
         model = load_model(c.variant, c.pretrained, num_classes, c.img_size, reset_head=True)
         if isinstance(model, DeployEfficientViT):
@@ -388,7 +388,7 @@ def build_model(c: TrainConfig, num_classes: int, notes: list[str]) -> tuple[nn.
         if not any("head re-initialised" in n for n in model.load_notes):
             notes.append(f"fine-tuning from {c.pretrained} (head kept: {num_classes} classes)")
         if c.drop_path > 0:
-            from .models.efficientvit import Residual
+            from evit_export.models.efficientvit import Residual
 
             for m in model.modules():
                 if isinstance(m, Residual):
@@ -399,13 +399,13 @@ def build_model(c: TrainConfig, num_classes: int, notes: list[str]) -> tuple[nn.
 
 
 def _write_json_atomic(path: Path, data) -> None:
-    from .atomic import write_text_atomic
+    from evit_export.core.atomic import write_text_atomic
 
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _save_state(path: Path, state: dict) -> None:
-    from .atomic import atomic_path
+    from evit_export.core.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save(state, str(tmp))
@@ -478,7 +478,7 @@ def _train(c: TrainConfig, dist: _Dist, device: torch.device, resume_state, say,
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from .models.checkpoint import save_project_checkpoint
+    from evit_export.models.checkpoint import save_project_checkpoint
 
     run_dir = Path(c.out)
     notes: list[str] = []

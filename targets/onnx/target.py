@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from evit_export.atomic import atomic_path, check_writable
-from evit_export.errors import UserError
-from evit_export.preprocess import to_model_input
-from evit_export.spec import ModelSpec
+from evit_export.core.atomic import atomic_path, check_writable
+from evit_export.core.errors import UserError
+from evit_export.core.preprocess import to_model_input
+from evit_export.core.spec import ModelSpec
 
-from .calibration import DEFAULT_CALIBRATION_SIZE, calibration_record, check_calibration_source
-from .base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, parse_spec, run_in_batches,
+from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE, calibration_record, check_calibration_source
+from evit_export.targets.base import (SPEC_KEY, Artifact, GraphReport, Runner, Target, TensorInfo, parse_spec, run_in_batches,
                    write_sidecar)
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -104,7 +104,7 @@ def _to_int8(model, spec: ModelSpec, pixels: np.ndarray, quant_format: str, batc
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from evit_export.preprocess import normalize
+    from evit_export.core.preprocess import normalize
 
     x = normalize(pixels, spec).astype(np.float32)
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .cli import CheckpointOpt, app, console, err_console
+from evit_export.cli import CheckpointOpt, app, console, err_console
 
 
 @app.command("package")
@@ -20,7 +20,7 @@ def package_cmd(artifact: Path = typer.Argument(..., help="an artifact exported 
                 threads: int = typer.Option(1, "--threads", help="threads for the latency measurement"),
                 latency: bool = typer.Option(True, "--latency/--no-latency")):
     """Write an app-integration package: model, labels, preprocessing, manifest, snippet, report."""
-    from .package import build_package
+    from evit_export.packaging.package import build_package
 
     path = build_package(artifact, out, checkpoint=checkpoint, images=images, threads=threads,
                          measure=latency, log=lambda m: err_console.print(m))
@@ -49,15 +49,15 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., help="artifacts to tim
               as_json: bool = typer.Option(False, "--json")):
     """Measured latency of each artifact on this machine's runtimes; simulated
     latency (labelled as an estimate) for mobile devices with --simulate."""
-    from .validation.simulate import PROFILES
+    from evit_export.validation.latency.simulate import PROFILES
 
     if list_devices:
         for p in PROFILES.values():
             console.print(f"{p.name}: {p.description} — {p.source}")
         return
-    from .errors import UserError
-    from .targets import open_artifact
-    from .validation.latency import measure_latency
+    from evit_export.core.errors import UserError
+    from evit_export.targets import open_artifact
+    from evit_export.validation.latency.measure import measure_latency
 
     rows = []
     for artifact in artifacts:
@@ -70,8 +70,8 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., help="artifacts to tim
         for device in [d.strip() for d in simulate.split(",") if d.strip()]:
             if device not in PROFILES:
                 raise UserError(f"unknown device profile {device!r}: choose from {', '.join(PROFILES)}")
-            from .pipeline import reference_model
-            from .validation.simulate import estimate_latency
+            from evit_export.models.reference import reference_model
+            from evit_export.validation.latency.simulate import estimate_latency
 
             est = estimate_latency(reference_model(spec), spec.img_size, device, batch=spec.batch or 1)
             rows.append({"artifact": str(artifact), "runtime": f"{device} (ESTIMATE)", "batch": est.batch,

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from evit_export.preprocess import seeded_pixels
+from evit_export.core.preprocess import seeded_pixels
 
 
 @dataclass

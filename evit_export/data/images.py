@@ -1,6 +1,6 @@
 """Datasets for training, evaluation, parity and calibration.
 
-Every image goes through ``evit_export.preprocess.image_to_pixels`` (resize the
+Every image goes through ``evit_export.core.preprocess.image_to_pixels`` (resize the
 shorter side to img_size / crop_pct, centre crop) exactly once, with the spec the
 model is trained or checked with, so training evaluation, parity and every Runner
 see the same pixels. Images are held as uint8 (N, 3, S, S): ``image_to_pixels``
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .preprocess import IMAGE_SUFFIXES, image_to_pixels
-from .spec import ModelSpec
+from evit_export.core.errors import UserError
+from evit_export.core.preprocess import IMAGE_SUFFIXES, image_to_pixels
+from evit_export.core.spec import ModelSpec
 
 DIGITS_LABELS = [str(i) for i in range(10)]
 DIGITS_VAL_EVERY = 5  # every 5th image of each class is validation
@@ -126,7 +126,7 @@ def render_digits(scans: np.ndarray, spec: ModelSpec) -> np.ndarray:
     (pinned by a test), in one call."""
     import torch
 
-    from .preprocess import batch_to_pixels
+    from evit_export.core.preprocess import batch_to_pixels
 
     grey = torch.from_numpy(digit_levels(scans))[:, None].expand(-1, 3, -1, -1).contiguous()
     return batch_to_pixels(grey, spec).round().clamp(0, 255).to(torch.uint8).numpy()

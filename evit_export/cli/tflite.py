@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .cli import (CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app,
+from evit_export.cli import (CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, ImgSizeOpt, NumClassesOpt, VariantOpt, app,
                   console, err_console)
 
 
@@ -29,8 +29,8 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
                threads: Optional[int] = typer.Option(None, "--threads", help="LiteRT threads for the check"),
                check: bool = typer.Option(True, "--check/--no-check", help="equivalence check after export")):
     """Export to TFLite / LiteRT: native NHWC graph, fp32 / fp16 / dynamic / int8, spec in metadata."""
-    from .pipeline import deploy_for_export
-    from .targets.tflite_target import export_tflite, validate_options
+    from evit_export.models.reference import deploy_for_export
+    from evit_export.targets.tflite.target import export_tflite, validate_options
 
     quantize, input_type, layout = validate_options(out, quantize, input_type, layout, batch, calibration_data,
                                                     float_attention)
@@ -50,7 +50,7 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
     console.print(f"wrote {out} ({info['file_size'] / 1e6:.2f} MB, {info['precision']}, input "
                   f"{info['io']['input']['dtype']} {info['layout']}, batch {batch}, "
                   f"{info['export_seconds']:.1f} s); labels in {info['labels']}; {gpu_text}")
-    from .cmd_validate import check_after_export, report_calibration
+    from evit_export.cli.validate import check_after_export, report_calibration
 
     report_calibration(info)
     if check:

@@ -1,0 +1,1 @@
+"""App-integration packages, sweeps and reports: built on targets and validation."""

@@ -1,0 +1,1 @@
+"""The coreml export target (see ../base.py for the protocol)."""

@@ -1,0 +1,1 @@
+"""The onnx export target (see ../base.py for the protocol)."""

@@ -1,0 +1,1 @@
+"""The tflite export target (see ../base.py for the protocol)."""

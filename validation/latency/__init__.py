@@ -1,0 +1,1 @@
+"""Latency: measured on this machine or a remote device, and simulated from device profiles."""
