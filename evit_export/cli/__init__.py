@@ -33,7 +33,7 @@ def print_notes(model) -> None:
 
 
 # Command modules in the order of the workflow; each registers itself on ``app``.
-COMMAND_MODULES = ("train", "models", "onnx", "coreml", "tflite", "validate", "parity", "package", "demo")
+COMMAND_MODULES = ("train", "models", "onnx", "coreml", "tflite", "check", "parity", "bench", "package", "demo")
 
 
 def _register_commands() -> None:

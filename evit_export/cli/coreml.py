@@ -72,6 +72,6 @@ def coreml_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
         err_console.print("[yellow]note:[/] equivalence check skipped: a NeuralNetwork .mlmodel can only be "
                           "evaluated by CoreML itself (macOS); the MIL interpreter runs ML Programs")
         return
-    from evit_export.cli.validate import check_after_export
+    from evit_export.cli.check import check_after_export
 
     check_after_export(out, n=n, runner_options={"native": native, "compute_units": compute_units})

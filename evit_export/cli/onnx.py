@@ -52,7 +52,7 @@ def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
         verdict = info["ort"]["mobile_usability"]
         console.print(f"wrote {info['ort']['path']} ({info['ort']['size'] / 1e6:.2f} MB); mobile usability "
                       f"check exit {verdict['returncode']}, details in {out}.evit.json")
-    from evit_export.cli.validate import check_after_export, report_calibration
+    from evit_export.cli.check import check_after_export, report_calibration
 
     report_calibration(info)
     if check:

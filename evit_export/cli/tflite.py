@@ -50,7 +50,7 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
     console.print(f"wrote {out} ({info['file_size'] / 1e6:.2f} MB, {info['precision']}, input "
                   f"{info['io']['input']['dtype']} {info['layout']}, batch {batch}, "
                   f"{info['export_seconds']:.1f} s); labels in {info['labels']}; {gpu_text}")
-    from evit_export.cli.validate import check_after_export, report_calibration
+    from evit_export.cli.check import check_after_export, report_calibration
 
     report_calibration(info)
     if check:
