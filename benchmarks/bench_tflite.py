@@ -109,7 +109,7 @@ def time_interleaved(fns: dict, iters: int, warmup: int = 15) -> dict:
 def _accuracy(deployed, target, fp32_path: Path, int8_path: Path) -> dict:
     """fp32: max abs vs PyTorch on seeded pixels; int8: top-1 agreement on held-out digits."""
     from evit_export.core.preprocess import seeded_pixels
-    from evit_export.data.images import heldout_images
+    from evit_export.data import heldout_images
     from evit_export.targets.torch_runner import TorchRunner
     from evit_export.validation.equivalence import compare_outputs
 

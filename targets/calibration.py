@@ -56,7 +56,7 @@ def calibration_pixels(spec: ModelSpec, source: str | Path | None, size: int) ->
         desc = f"{len(used)} images from {root}" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
         return pixels, desc, False
     try:
-        from evit_export.data.images import default_calibration_images
+        from evit_export.data import default_calibration_images
 
         pixels = np.asarray(default_calibration_images(spec, size), np.float32)
         return pixels, f"{len(pixels)} images of the embedded digits dataset (training split)", False

@@ -51,7 +51,7 @@ def write_digits_folder(root, count: int, size: int = 32, broken_in: str = "0"):
     import numpy as np
     from PIL import Image
 
-    from evit_export.data.images import digits_pixels
+    from evit_export.data import digits_pixels
 
     pixels, labels = (a[:count] for a in digits_pixels("train", size))
     for i, (p, y) in enumerate(zip(pixels, labels)):

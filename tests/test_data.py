@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 
 from cli_helpers import assert_one_line_error, run_cli
-from evit_export.data.images import (DIGITS_LABELS, default_calibration_images, digits_pixels, digits_split_indices,
-                              load_digits_split, load_eval_folder, load_imagefolder, write_digits_imagefolder)
 from evit_export.core.errors import UserError
-from evit_export.data.images import digits_spec
+from evit_export.data import (DIGITS_LABELS, default_calibration_images, digits_pixels, digits_spec,
+                              digits_split_indices, load_digits_split, load_eval_folder, load_imagefolder,
+                              write_digits_imagefolder)
 
 
 def test_digits_split_is_fixed_disjoint_and_stratified():
@@ -108,7 +108,7 @@ def test_split_name_errors():
 def test_digits_are_scikit_learns():
     from sklearn.datasets import load_digits
 
-    from evit_export.data.images import _digits_raw
+    from evit_export.data.digits import _digits_raw
 
     images, y = _digits_raw()
     ref = load_digits()
@@ -117,7 +117,7 @@ def test_digits_are_scikit_learns():
 
 @pytest.mark.parametrize("size,crop", [(32, 1.0), (64, 1.0), (56, 0.875)])
 def test_batched_digit_rendering_equals_image_to_pixels(size, crop):
-    from evit_export.data.images import _digits_raw, digit_image, render_digits
+    from evit_export.data.digits import _digits_raw, digit_image, render_digits
     from evit_export.core.preprocess import image_to_pixels
 
     images, _ = _digits_raw()

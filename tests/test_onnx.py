@@ -121,7 +121,7 @@ def test_int8_qoperator_default_calibration(tmp_path):
 
 def test_int8_qdq_calibration_folder(tmp_path):
     from conftest import write_digits_folder
-    from evit_export.data.images import heldout_images
+    from evit_export.data import heldout_images
     from evit_export.targets.torch_runner import TorchRunner
     from evit_export.validation.equivalence import compare_outputs
 

@@ -35,7 +35,7 @@ def test_parity_on_onnx_export_passes(trained_onnx, capsys):
 
 
 def test_parity_on_image_folder_with_unreadable_files(trained_onnx, tmp_path, capsys):
-    from evit_export.data.images import write_digits_imagefolder
+    from evit_export.data import write_digits_imagefolder
 
     d, result = trained_onnx
     root = write_digits_imagefolder(tmp_path / "digits", splits=("val",))

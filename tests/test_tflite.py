@@ -155,7 +155,7 @@ def test_fp16(m0_deploy, tmp_path):
 
 def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
     from conftest import write_digits_folder
-    from evit_export.data.images import heldout_images
+    from evit_export.data import heldout_images
 
     root = write_digits_folder(tmp_path / "calib", 60)  # with one unreadable file: skipped, not fatal
     art = _export(m0_deploy, tmp_path / "m0_int8.tflite", quantize="int8",
@@ -173,7 +173,7 @@ def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
 
 
 def test_int8_float_attention_stays_in_xnnpack(m0_deploy, tmp_path):
-    from evit_export.data.images import heldout_images
+    from evit_export.data import heldout_images
 
     art = _export(m0_deploy, tmp_path / "m0_int8_fa.tflite", quantize="int8", float_attention=True,
                   calibration_size=48)
@@ -189,7 +189,7 @@ def test_int8_float_attention_stays_in_xnnpack(m0_deploy, tmp_path):
 
 
 def test_int8_uint8_pixels_in_graph(m0_deploy, tmp_path):
-    from evit_export.data.images import heldout_images
+    from evit_export.data import heldout_images
 
     art = _export(m0_deploy, tmp_path / "m0_u8.tflite", quantize="int8", input_type="uint8",
                   calibration_size=48)
@@ -215,7 +215,7 @@ def test_random_calibration_is_loudly_flagged(tmp_path):
 
 
 def test_dynamic_range(m0_deploy, tmp_path):
-    from evit_export.data.images import heldout_images
+    from evit_export.data import heldout_images
 
     art = _export(m0_deploy, tmp_path / "m0_dyn.tflite", quantize="dynamic")
     assert art.spec.precision == "dynamic"

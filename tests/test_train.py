@@ -57,7 +57,7 @@ def test_checkpoint_loads_and_carries_spec_and_metrics(tiny_run):
 
 def test_logged_accuracy_matches_independent_evaluation(tmp_path):
     """Real images in an ImageFolder, trained with the CLI, evaluated by other code."""
-    from evit_export.data.images import write_digits_imagefolder
+    from evit_export.data import write_digits_imagefolder
 
     root = write_digits_imagefolder(tmp_path / "digits", scale=4)  # 32x32 PNGs
     # a smaller dataset: keep 20 train / 8 val images per class
@@ -160,7 +160,7 @@ def test_default_training_reaches_goal(tmp_path):
 
 
 def test_ema_checkpoint_is_what_was_evaluated(tmp_path):
-    from evit_export.data.images import load_digits_split
+    from evit_export.data import load_digits_split
     from evit_export.training.train import evaluate
 
     result = train(TrainConfig(out=str(tmp_path / "ema"), ema=True, ema_decay=0.9, **dict(TINY, epochs=1)))

@@ -53,7 +53,7 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
         # Quantised models are judged on real images: random noise lies outside the
         # calibrated ranges and says nothing about the model users ship. Default: the
         # embedded digits' validation split (never used for calibration).
-        from evit_export.data.images import heldout_images
+        from evit_export.data import heldout_images
 
         extra_pixels, _, extra_description = heldout_images(spec, HELDOUT_COUNT)
         extra_description += " (int8 is judged on real images; --images DIR for your own)"

@@ -82,7 +82,7 @@ def accuracy(name: str, runtime: str, precision: str, logits: np.ndarray, target
 
 
 def load_labelled(data, spec):
-    from evit_export.data.images import DIGITS_LABELS, load_digits_split, load_eval_folder
+    from evit_export.data import DIGITS_LABELS, load_digits_split, load_eval_folder
 
     if data is None:
         if list(spec.labels) != DIGITS_LABELS:

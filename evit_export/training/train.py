@@ -355,7 +355,7 @@ def _resolve(config: TrainConfig) -> TrainConfig:
 
 
 def load_data(c: TrainConfig, spec: ModelSpec):
-    from evit_export.data.images import load_digits_split, load_imagefolder
+    from evit_export.data import load_digits_split, load_imagefolder
 
     if c.data is None:
         train_set, val_set = load_digits_split("train", spec), load_digits_split("val", spec)
