@@ -1,7 +1,8 @@
 """The one protocol every export target implements, and what it returns.
 
-A target turns a deploy model + ModelSpec into an artifact file (``export``),
-opens an artifact as a ``Runner`` (``open``), and reads back what the artifact is
+A target turns a deploy model + ModelSpec into an artifact file (``export``, with its
+own frozen ``TargetOptions`` dataclass), opens an artifact as a ``Runner`` (``open``,
+with the shared ``RunnerOptions``), and reads back what the artifact is
 (``read_spec``, ``describe``, ``inspect``). Equivalence, parity, latency and
 packaging are written once against this module, never per format.
 
@@ -17,26 +18,58 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from evit_export.core.errors import UserError
 from evit_export.core.spec import ModelSpec
 
-# Op types that move or reshape data rather than compute (the paper's "memory-bound"
-# lens), normalised to lower case without separators so every format can use it.
-MEMORY_BOUND_OPS = {
-    "reshape", "transpose", "split", "slice", "concat", "concatenation", "gather", "squeeze",
-    "unsqueeze", "expanddims", "flatten", "pad", "padv2", "sliceby_index", "slicebyindex",
-    "stridedslice", "splitv", "permute", "identity", "cast", "add", "sub", "mul", "div",
-    "relu", "sigmoid", "logistic", "expand", "tile", "shape", "constantofshape",
-    "softmax", "quantize", "dequantize",
-    "realdiv",  # MIL real_div
-    "reshapestatic", "rankpreservingreshape", "splitnd", "softmaxnd", "multiply",  # CoreML NeuralNetwork
-}
+# The precision families every tolerance, sweep and report speaks in; each target maps
+# its own precision labels (e.g. TFLite "dynamic", CoreML int8 weights) onto one.
+PRECISION_FAMILIES = ("fp32", "fp16", "int8")
 
 
-def is_memory_bound(op_type: str) -> bool:
-    return op_type.lower().replace("_", "").replace("-", "") in MEMORY_BOUND_OPS
+class PrecisionNotApplicable(UserError):
+    """A sweep precision this format cannot produce (the sweep skips it, naming why)."""
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Base of every target's export options. Subclasses are frozen dataclasses with
+    typed fields and defaults; ``__post_init__`` validates once and raises UserError
+    naming the option and the fix. Unknown keys are impossible: the dataclass
+    ``__init__`` rejects them."""
+
+    @classmethod
+    def for_precision(cls, precision: str, *, calibration_data=None, calibration_size: int = 200,
+                      batch: int = 1) -> "TargetOptions":
+        """This target's options for a sweep precision ("fp32" | "fp16" | "int8");
+        raises PrecisionNotApplicable for one the format cannot do."""
+        raise NotImplementedError(f"{cls.__name__} does not map sweep precisions")
+
+    def precision_label(self) -> str:
+        """What these options produce, in words: "fp32", "int8", "int8 weights (fp16 activations)"."""
+        raise NotImplementedError(f"{type(self).__name__} does not label its precision")
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    threads: int | None = None  # None = runtime default
+    native: bool | None = None  # CoreML: MLModel.predict (macOS) vs MIL interpreter; ignored elsewhere
+    batch: int | None = None  # override for batch-flexible artifacts
+
+    def __post_init__(self):
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads {self.threads} must be at least 1 (or leave it out for the runtime default)")
+        if self.batch is not None and self.batch < 1:
+            raise UserError(f"--batch {self.batch} must be at least 1")
+
+
+def normalise_op_name(op_type: str) -> str:
+    """``BATCH_MATMUL`` / ``real_div`` / ``Conv`` -> ``batchmatmul`` / ``realdiv`` / ``conv``:
+    the spelling ``Target.memory_bound_ops`` is written in."""
+    return op_type.lower().replace("_", "").replace("-", "")
 
 
 @dataclass
@@ -55,25 +88,22 @@ class Artifact:
     spec: ModelSpec
     info: dict = field(default_factory=dict)  # export details: sizes, tools used, verdicts
 
-    def files(self) -> list[Path]:
-        out = [self.path]
-        side = sidecar_path(self.path)
-        if side.exists():
-            out.append(side)
-        return out
-
 
 @dataclass
 class GraphReport:
+    """What ``Target.inspect`` finds; build it with ``Target.graph_report`` so the
+    memory-bound op types are the target's own."""
+
     target: str
     op_histogram: Counter
     params: int
     file_size: int
     extra: dict = field(default_factory=dict)
+    memory_bound_types: frozenset = frozenset()  # the op types in op_histogram that move data
 
     @property
     def memory_bound_ops(self) -> int:
-        return sum(n for op, n in self.op_histogram.items() if is_memory_bound(op))
+        return sum(n for op, n in self.op_histogram.items() if op in self.memory_bound_types)
 
     @property
     def total_ops(self) -> int:
@@ -82,6 +112,7 @@ class GraphReport:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["op_histogram"] = dict(self.op_histogram.most_common())
+        d["memory_bound_types"] = sorted(self.memory_bound_types)
         d["memory_bound_ops"] = self.memory_bound_ops
         d["total_ops"] = self.total_ops
         return d
@@ -138,21 +169,61 @@ def parse_spec(text: str | bytes | None) -> ModelSpec | None:
 
 
 class Target(ABC):
-    name: str
-    suffixes: tuple[str, ...]
+    """One export format. Subclasses declare the class attributes below (the registry
+    in ``targets/__init__.py`` is built from them) and live in ``targets/<name>/``."""
+
+    name: ClassVar[str]  # "onnx"
+    suffixes: ClassVar[tuple[str, ...]]  # (".onnx",): only suffixes ``open`` can read
+    precisions: ClassVar[tuple[str, ...]]  # sweep precisions it supports, e.g. ("fp32", "fp16", "int8")
+    memory_bound_ops: ClassVar[frozenset[str]]  # op names (normalise_op_name) that move data
+    options_type: ClassVar[type[TargetOptions]]
+    imports_tensorflow: ClassVar[bool] = False  # the registry runs the import-order guard first when True
 
     @abstractmethod
-    def export(self, model, spec: ModelSpec, out: Path, **options) -> Artifact:
-        """Write the artifact atomically; ``model`` is the folded deploy model."""
+    def export(self, model, spec: ModelSpec, out: Path, options: TargetOptions | None = None) -> Artifact:
+        """Write the artifact atomically; ``model`` is the folded deploy model;
+        ``options`` default to ``options_type()``."""
 
     @abstractmethod
-    def open(self, path: Path, **options) -> Runner:
-        ...
+    def open(self, path: Path, spec: ModelSpec | None = None, options: RunnerOptions | None = None) -> Runner:
+        """A Runner over ``path``; ``spec`` overrides the artifact's embedded one."""
 
     @abstractmethod
     def embedded_spec_text(self, path: Path) -> str | bytes | None:
         """The ModelSpec JSON stored under ``SPEC_KEY`` in the artifact's own
         metadata; raises UserError when ``path`` is not this format."""
+
+    @abstractmethod
+    def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
+        """{'inputs': [...], 'outputs': [...]}"""
+
+    @abstractmethod
+    def inspect(self, path: Path, profile: bool = False) -> GraphReport:
+        ...
+
+    def check_options(self, options: TargetOptions | None) -> TargetOptions:
+        """``options``, or the defaults; a UserError for another target's options."""
+        if options is None:
+            return self.options_type()
+        if not isinstance(options, self.options_type):
+            raise UserError(f"{type(options).__name__} are not {self.name} options: pass "
+                            f"{self.options_type.__name__}")
+        return options
+
+    def precision_family(self, spec: ModelSpec) -> str:
+        """"fp32" | "fp16" | "int8": which tolerances an artifact of this spec is judged by.
+        Targets with precision labels of their own override this."""
+        if spec.precision not in PRECISION_FAMILIES:
+            raise ValueError(f"{self.name} does not know precision {spec.precision!r}")
+        return spec.precision
+
+    def is_memory_bound(self, op_type: str) -> bool:
+        return normalise_op_name(op_type) in self.memory_bound_ops
+
+    def graph_report(self, op_histogram: Counter, params: int, file_size: int,
+                     extra: dict | None = None) -> GraphReport:
+        return GraphReport(self.name, op_histogram, params, file_size, dict(extra or {}),
+                           frozenset(op for op in op_histogram if self.is_memory_bound(op)))
 
     def read_spec(self, path: Path) -> ModelSpec | None:
         """The artifact's spec: embedded, else from the sidecar; None for a foreign file."""
@@ -167,21 +238,8 @@ class Target(ABC):
         """``spec`` if given, else the artifact's own; a one-line error when it has none."""
         spec = spec or self.read_spec(path)
         if spec is None:
-            from evit_export.core.errors import UserError
-
             raise UserError(f"{path} carries no evit-export spec: pass --variant (and --checkpoint)")
         return spec
-
-    @abstractmethod
-    def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
-        """{'inputs': [...], 'outputs': [...]}"""
-
-    @abstractmethod
-    def inspect(self, path: Path, profile: bool = False) -> GraphReport:
-        ...
-
-    def claims(self, path: Path) -> bool:
-        return any(str(path).lower().endswith(s) for s in self.suffixes)
 
 
 def sidecar_path(artifact: Path) -> Path:

@@ -103,8 +103,6 @@ def inspect_cmd(artifact: Path = typer.Argument(...),
         data["outputs"] = [vars(t) for t in io["outputs"]]
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return
-    from evit_export.targets.base import is_memory_bound
-
     share = report.extra.get("time_share", {})
     table = Table(title=f"{artifact} ({report.target}): {report.total_ops} ops, "
                         f"{report.memory_bound_ops} memory-bound")
@@ -114,7 +112,7 @@ def inspect_cmd(artifact: Path = typer.Argument(...),
     if share:
         table.add_column("time share", justify="right")
     for op, count in report.op_histogram.most_common():
-        row = [op, str(count), "yes" if is_memory_bound(op) else ""]
+        row = [op, str(count), "yes" if target.is_memory_bound(op) else ""]
         if share:
             row.append(f"{100 * share.get(op, 0):.1f}%")
         table.add_row(*row)
