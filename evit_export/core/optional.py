@@ -1,0 +1,49 @@
+"""Optional runtimes: one place that knows which extra installs which module, so a
+missing one is a one-line error naming the command that fixes it (exit 2), never an
+ImportError traceback deep inside a converter."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from evit_export.core.errors import UserError
+
+# import name -> (pip extra, what needs it)
+EXTRAS = {
+    "coremltools": ("coreml", "CoreML export and checks"),
+    "tensorflow": ("tflite", "the TFLite converter"),
+    "ai_edge_litert": ("tflite", "running .tflite models (LiteRT)"),
+    "sklearn": ("train", "the embedded handwritten-digits dataset"),
+    "timm": ("baselines", "baseline architectures (timm:<name>)"),
+}
+
+
+def missing_message(module: str) -> str:
+    extra, purpose = EXTRAS[module]
+    return (f"{module} is not installed, and {purpose} needs it: "
+            f"pip install 'evit-export[{extra}]' (or [all])")
+
+
+def is_available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require(module: str) -> None:
+    """Raise the one-line install hint when ``module`` cannot be imported; checks
+    without importing it (importing TensorFlow here would break the import order)."""
+    if not is_available(module):
+        raise UserError(missing_message(module))
+
+
+def import_optional(module: str):
+    """Import ``module``; a missing one becomes the one-line install hint."""
+    require(module)
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module or (e.name or "").split(".")[0] == module:
+            raise UserError(missing_message(module)) from None
+        raise
