@@ -1,7 +1,12 @@
 """``check``: compare any artifact against its PyTorch reference (one code path
-for every target)."""
+for every target).
+
+Errors name the Python parameters (``checkpoint=``); the command line shows them as
+its own flags (``--checkpoint``), see ``evit_export/cli/__init__.py``.
+"""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,70 +14,55 @@ import numpy as np
 from evit_export.core.errors import UserError
 from evit_export.core.preprocess import load_images, seeded_pixels
 
-from evit_export.validation.equivalence import EquivalenceReport, check_equivalence, precision_family, tolerance_for
+from evit_export.validation.equivalence import EquivalenceReport, check_equivalence, tolerance_for
 
-HELDOUT_COUNT = 200
+HELDOUT_COUNT = 200  # held-out digits an int8 digits model is judged on by default
 
 
-def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = None,
+@dataclass(frozen=True)
+class Tolerances:
+    """Overrides of the per-precision default tolerances; None keeps the default
+    (fp32: max abs ≤ 1e-4·max(1, max|reference logit|); fp16: cosine ≥ 0.999 and top-1
+    agreement ≥ 99 %; int8: top-1 agreement ≥ 95 %)."""
+
+    max_abs_scale: float | None = None  # max abs error ≤ this · max(1, max |reference logit|)
+    min_cosine: float | None = None  # per-image cosine similarity of the logits, -1..1
+    min_top1: float | None = None  # top-1 agreement with PyTorch, a fraction 0..1
+
+    def __post_init__(self):
+        if self.max_abs_scale is not None and not self.max_abs_scale > 0:
+            raise UserError(f"max_abs_scale={self.max_abs_scale} must be positive, e.g. 1e-4")
+        if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
+            raise UserError(f"min_cosine={self.min_cosine} is a cosine: give a value in -1..1, e.g. 0.999")
+        if self.min_top1 is not None and not 0 <= self.min_top1 <= 1:
+            raise UserError(f"min_top1={self.min_top1} is a fraction: give a value in 0..1, e.g. 0.99 for 99%")
+
+
+def check_artifact(artifact: str | Path, *, checkpoint: str | Path | None = None, variant: str | None = None,
                    images: str | Path | None = None, n: int = 32, seed: int = 0,
-                   max_abs_scale: float | None = None, min_cosine: float | None = None,
-                   min_top1: float | None = None, localize: bool = False,
-                   threads: int | None = None, runner_options: dict | None = None,
-                   extra_pixels: np.ndarray | None = None, extra_description: str = "") -> EquivalenceReport:
-    from evit_export.models import canonical_variant
+                   tolerances: Tolerances | None = None, localize: bool = False,
+                   runner_options=None) -> EquivalenceReport:
+    """Numerical equivalence of ``artifact`` against the PyTorch model it was exported from.
+
+    The artifact's embedded spec says what to rebuild (variant, classes, preprocessing,
+    where the weights came from); ``checkpoint`` and ``variant`` are needed only for an
+    artifact without one, or to compare against other weights. Inputs: ``n`` seeded
+    random images plus the images in the folder ``images``; int8 artifacts are judged on
+    real images only (``images``, or for a digits model the held-out digits).
+    ``localize``: on failure, name the first layer whose output leaves tolerance.
+    ``runner_options``: a ``evit_export.targets.RunnerOptions`` (threads, CoreML native).
+    """
     from evit_export.models.reference import reference_model
-    from evit_export.targets import target_for
     from evit_export.targets.torch_runner import TorchRunner
 
-    path = Path(artifact)
-    if not path.exists():
-        raise UserError(f"artifact {path} does not exist: check the path")
-    if n < 1 and extra_pixels is None:
-        raise UserError(f"-n {n}: need at least one input")
-    target = target_for(path)
-    spec = target.read_spec(path)
-    if spec is None:
-        if variant is None:
-            raise UserError(f"{path} carries no evit-export spec: pass --variant m0..m5 and --checkpoint "
-                            "with the weights it was exported from")
-        if checkpoint is None:
-            raise UserError(f"{path} carries no evit-export spec: pass --checkpoint with the weights it "
-                            "was exported from")
-    elif variant is not None and canonical_variant(variant) != spec.variant:
-        raise UserError(f"{path} is EfficientViT-{spec.variant.upper()}, not {variant}: drop --variant")
+    path, target, spec = _artifact_and_spec(artifact, checkpoint, variant)
     deployed = reference_model(spec, checkpoint, variant)
-    ref_spec = deployed.spec
-    if spec is None:
-        spec = ref_spec
+    spec = spec or deployed.spec
     reference = TorchRunner(deployed, spec)
-    quantized = precision_family(spec.precision) == "int8"
-    if quantized and images is not None:
-        n = 0  # the user's real images only
-    if quantized and images is None and extra_pixels is None:
-        # Quantised models are judged on real images: random noise lies outside the
-        # calibrated ranges and says nothing about the model users ship. Default: the
-        # embedded digits' validation split (never used for calibration).
-        from evit_export.data import heldout_images
-
-        extra_pixels, _, extra_description = heldout_images(spec, HELDOUT_COUNT)
-        extra_description += " (int8 is judged on real images; --images DIR for your own)"
-        n = 0
-    pixels = seeded_pixels(n, spec.img_size, seed)
-    described = f"{n} seeded random images (seed {seed})"
-    if extra_pixels is not None:  # caller-supplied pixels, e.g. held-out real images
-        pixels = np.concatenate([pixels, np.asarray(extra_pixels, np.float32)]) if n else \
-            np.asarray(extra_pixels, np.float32)
-        extra = extra_description or f"{len(extra_pixels)} given images"
-        described = f"{described} + {extra}" if n else extra
-    if images is not None:
-        real, _, used, skipped = load_images(Path(images), spec)
-        pixels = np.concatenate([pixels, real]) if len(pixels) else real
-        mine = f"{len(used)} images from {images}" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
-        described = f"{described} + {mine}" if n or extra_pixels is not None else mine
-    tol = tolerance_for(spec.precision, max_abs_scale=max_abs_scale, min_cosine=min_cosine,
-                        min_top1=min_top1)
-    with target.open(path, spec=spec, threads=threads, **(runner_options or {})) as runner:
+    family = target.precision_family(spec)
+    pixels, described = comparison_inputs(spec, family, images=images, n=n, seed=seed)
+    tol = tolerance_for(family, **asdict(tolerances or Tolerances()))
+    with target.open(path, spec=spec, options=runner_options) as runner:
         report = check_equivalence(reference, runner, pixels, spec.precision, tol, artifact=str(path),
                                    inputs=described)
         # A runner may also know its artifact is damaged (e.g. weights differ from
@@ -84,5 +74,61 @@ def check_artifact(artifact: str | Path, checkpoint=None, variant: str | None = 
         if localize and not report.passed:
             from evit_export.validation.localize import localize as find_layer
 
-            report.localization = find_layer(reference, runner, pixels, spec.precision).to_dict()
+            report.localization = find_layer(reference, runner, pixels, family).to_dict()
     return report
+
+
+def _artifact_and_spec(artifact, checkpoint, variant):
+    """(path, target, embedded spec or None), with one-line errors for what cannot be checked."""
+    from evit_export.models import canonical_variant
+    from evit_export.targets import target_for
+
+    path = Path(artifact)
+    if not path.exists():
+        raise UserError(f"artifact {path} does not exist: check the path")
+    target = target_for(path)
+    spec = target.read_spec(path)
+    if spec is None and (variant is None or checkpoint is None):
+        raise UserError(f"{path} carries no evit-export spec: pass variant=m0..m5 and checkpoint= with the "
+                        "weights it was exported from")
+    if spec is not None and variant is not None and canonical_variant(variant) != spec.variant:
+        raise UserError(f"{path} is EfficientViT-{spec.variant.upper()}, not {variant}: leave variant= out")
+    return path, target, spec
+
+
+def comparison_inputs(spec, family: str, *, images=None, n: int = 32, seed: int = 0) -> tuple[np.ndarray, str]:
+    """(pixels, description) an artifact of precision ``family`` is compared on.
+
+    Quantised models are judged on real images only: random noise lies outside the
+    calibrated ranges and says nothing about the model users ship. Without ``images``
+    that is the embedded digits' validation split (never used for calibration), which
+    only fits a digits model; any other int8 model needs ``images``.
+    """
+    if family == "int8":
+        if images is not None:
+            return _folder_pixels(images, spec)
+        from evit_export.data import DIGITS_LABELS, heldout_images
+
+        if list(spec.labels) != DIGITS_LABELS:
+            raise UserError(f"an int8 {spec.variant.upper()} with {spec.num_classes} classes is judged on real "
+                            "images: pass images=DIR with images of its classes (the embedded digits fit "
+                            "only a digits model)")
+        pixels, _, described = heldout_images(spec, HELDOUT_COUNT)
+        return np.asarray(pixels, np.float32), described + " (int8 is judged on real images; images=DIR for your own)"
+    if n < 1 and images is None:
+        raise UserError(f"n={n}: need at least one input (a positive n, or images=DIR)")
+    parts, described = [], []
+    if n > 0:
+        parts.append(seeded_pixels(n, spec.img_size, seed))
+        described.append(f"{n} seeded random images (seed {seed})")
+    if images is not None:
+        real, text = _folder_pixels(images, spec)
+        parts.append(real)
+        described.append(text)
+    return np.concatenate(parts), " + ".join(described)
+
+
+def _folder_pixels(images, spec) -> tuple[np.ndarray, str]:
+    real, _, used, skipped = load_images(Path(images), spec)
+    text = f"{len(used)} images from {images}" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
+    return real, text

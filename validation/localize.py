@@ -61,11 +61,13 @@ def _error(ref: np.ndarray, cand: np.ndarray) -> float:
     return float(np.abs(c - ref).max() / scale)
 
 
-def localize(reference, runner, pixels: np.ndarray, precision: str = "fp32",
+def localize(reference, runner, pixels: np.ndarray, family: str = "fp32",
              tolerance: float | None = None) -> Localization:
-    from evit_export.validation.equivalence import precision_family
-
-    tol = tolerance if tolerance is not None else LOCALIZE_TOLERANCE[precision_family(precision)]
+    """The first reference layer (on the first image of ``pixels``) that no artifact
+    tensor matches within ``tolerance`` (default: by precision ``family``, fp32/fp16/int8)."""
+    if tolerance is None and family not in LOCALIZE_TOLERANCE:
+        raise ValueError(f"precision family {family!r}: expected one of {', '.join(LOCALIZE_TOLERANCE)}")
+    tol = tolerance if tolerance is not None else LOCALIZE_TOLERANCE[family]
     pixels = pixels[:1]
     ref_trace = reference.tensors(pixels)
     cand = [(n, np.asarray(a)) for n, a in runner.tensors(pixels) if np.asarray(a).dtype.kind == "f"]

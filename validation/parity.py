@@ -19,20 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from evit_export.core.errors import UserError
-
-from evit_export.validation.equivalence import precision_family
+from evit_export.core.metrics import topk_correct
 
 TOLERANCE_POINTS = {"fp32": 0.2, "fp16": 0.2, "int8": 1.5}
-
-
-def tolerance_points(precision: str) -> float:
-    return TOLERANCE_POINTS[precision_family(precision)]
-
-
-def topk_hits(logits: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, logits.shape[1])
-    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-    return (top == targets[:, None]).any(axis=1)
 
 
 @dataclass
@@ -73,8 +62,8 @@ class ParityReport:
 
 def accuracy(name: str, runtime: str, precision: str, logits: np.ndarray, targets: np.ndarray,
              classes: list[str]) -> RunnerAccuracy:
-    top1 = topk_hits(logits, targets, 1)
-    top5 = topk_hits(logits, targets, 5)
+    top1 = topk_correct(logits, targets, 1)
+    top5 = topk_correct(logits, targets, 5)
     per_class = {classes[c]: 100.0 * float(top1[targets == c].mean())
                  for c in range(len(classes)) if (targets == c).any()}
     return RunnerAccuracy(name, runtime, precision, 100.0 * float(top1.mean()), 100.0 * float(top5.mean()),
@@ -82,71 +71,91 @@ def accuracy(name: str, runtime: str, precision: str, logits: np.ndarray, target
 
 
 def load_labelled(data, spec):
+    """Labelled images for ``spec``'s preprocessing: the folder ``data``, or for a digits
+    model without one, the embedded digits' validation split."""
     from evit_export.data import DIGITS_LABELS, load_digits_split, load_eval_folder
 
     if data is None:
         if list(spec.labels) != DIGITS_LABELS:
-            raise UserError("no --data given and the model is not a digits model: pass --data DIR "
+            raise UserError("no data= given and the model is not a digits model: pass data=DIR "
                             "(DIR/<class>/* or DIR/val/<class>/*)")
         return load_digits_split("val", spec)
     return load_eval_folder(Path(data), spec)
 
 
-def check_parity(artifacts: list[str | Path], data: str | Path | None = None, checkpoint=None,
-                 threads: int | None = None, limit: int | None = None) -> ParityReport:
-    from evit_export.models.reference import reference_model
-    from evit_export.targets import open_artifact
-    from evit_export.targets.torch_runner import TorchRunner
+def check_parity(artifacts: list[str | Path], *, data: str | Path | None = None,
+                 checkpoint: str | Path | None = None, limit: int | None = None,
+                 runner_options=None) -> ParityReport:
+    """Top-1/top-5 of PyTorch and of each artifact on the same labelled images.
 
+    ``artifacts``: files of one model (the same classes). ``data``: a labelled folder
+    (DIR/<class>/* or DIR/val/<class>/*); digits models default to the embedded
+    validation split. ``checkpoint``: compare against these weights instead of the
+    ones each artifact records. ``limit``: use only that many images (stratified).
+    ``runner_options``: a ``evit_export.targets.RunnerOptions`` (threads) for every runtime.
+    """
+    opened = _open_artifacts(artifacts)
+    threads = getattr(runner_options, "threads", None)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    if not artifacts:
-        raise UserError("no artifact given: pass one or more .onnx / .mlpackage / .tflite files")
-    opened = []
-    for a in artifacts:
-        opened.append(open_artifact(a))
-    first = opened[0][2]
-    for path, _, spec in opened[1:]:
-        if list(spec.labels) != list(first.labels):
-            raise UserError(f"{path} has other classes than {opened[0][0]}: check artifacts of one model "
-                            "per run")
-
-    groups: dict[tuple, list] = {}
-    for item in opened:
-        s = item[2]
-        groups.setdefault((s.img_size, s.crop_pct, s.interpolation), []).append(item)
-
     rows: list[RunnerAccuracy] = []
     refs: list[RunnerAccuracy] = []
-    images = None
-    for _, items in groups.items():
-        spec = items[0][2]
-        images = load_labelled(data, spec).subset(limit)
-        pixels = images.float_pixels()
-        targets = images.targets
-        classes = images.classes
-        model = reference_model(spec, checkpoint, folded=False)
-        if model.spec.num_classes != spec.num_classes:
-            raise UserError(f"--checkpoint has {model.spec.num_classes} classes, the artifact "
-                            f"{spec.num_classes}: pass the checkpoint it was exported from")
-        ref_logits = TorchRunner(model, model.spec).run(pixels)
-        ref = accuracy("pytorch", "pytorch", "fp32", ref_logits, targets, classes)
-        ref_top1 = ref_logits.argmax(1)
+    for items in _by_preprocessing(opened):
+        images = load_labelled(data, items[0][2]).subset(limit)
+        ref, ref_logits = _reference_accuracy(items[0][2], checkpoint, images)
         refs.append(ref)
-        for path, target, aspec in items:
-            with target.open(path, spec=aspec, threads=threads) as runner:
-                logits = np.asarray(runner.run(pixels), dtype=np.float32)
-                runtime = runner.name
-            row = accuracy(str(path), runtime, aspec.precision, logits, targets, classes)
-            row.agreement = 100.0 * float((logits.argmax(1) == ref_top1).mean())
-            row.delta_top1 = row.top1 - ref.top1
-            row.delta_top5 = row.top5 - ref.top5
-            row.tolerance = tolerance_points(aspec.precision)
-            row.passed = abs(row.delta_top1) <= row.tolerance + 1e-9
-            row.per_class_delta = {c: row.per_class_top1[c] - ref.per_class_top1[c] for c in row.per_class_top1}
-            rows.append(row)
-    assert images is not None
+        rows += [_artifact_accuracy(item, images, ref, ref_logits, runner_options) for item in items]
     return ParityReport(images.source if data is not None else "scikit-learn digits (val split)",
                         len(images), len(images.skipped), list(images.classes), refs[0], rows, refs)
+
+
+def _open_artifacts(artifacts) -> list[tuple]:
+    """(path, target, spec) of each artifact; all must be of one model."""
+    from evit_export.targets import open_artifact
+
+    if not artifacts:
+        raise UserError("no artifact given: pass one or more .onnx / .mlpackage / .tflite files")
+    opened = [open_artifact(a) for a in artifacts]
+    first_path, _, first = opened[0]
+    for path, _, spec in opened[1:]:
+        if list(spec.labels) != list(first.labels):
+            raise UserError(f"{path} has other classes than {first_path}: check artifacts of one model per run")
+    return opened
+
+
+def _by_preprocessing(opened: list[tuple]) -> list[list[tuple]]:
+    """Artifacts grouped by input size and resize/crop: each group shares one set of pixels."""
+    groups: dict[tuple, list] = {}
+    for item in opened:
+        spec = item[2]
+        groups.setdefault((spec.img_size, spec.crop_pct, spec.interpolation), []).append(item)
+    return list(groups.values())
+
+
+def _reference_accuracy(spec, checkpoint, images) -> tuple[RunnerAccuracy, np.ndarray]:
+    from evit_export.models.reference import reference_model
+    from evit_export.targets.torch_runner import TorchRunner
+
+    model = reference_model(spec, checkpoint, folded=False)
+    if model.spec.num_classes != spec.num_classes:
+        raise UserError(f"checkpoint= has {model.spec.num_classes} classes, the artifact {spec.num_classes}: "
+                        "pass the checkpoint it was exported from")
+    logits = TorchRunner(model, model.spec).run(images.float_pixels())
+    return accuracy("pytorch", "pytorch", "fp32", logits, images.targets, images.classes), logits
+
+
+def _artifact_accuracy(item, images, ref: RunnerAccuracy, ref_logits: np.ndarray, runner_options) -> RunnerAccuracy:
+    path, target, spec = item
+    with target.open(path, spec=spec, options=runner_options) as runner:
+        logits = np.asarray(runner.run(images.float_pixels()), dtype=np.float32)
+        runtime = runner.name
+    row = accuracy(str(path), runtime, spec.precision, logits, images.targets, images.classes)
+    row.agreement = 100.0 * float((logits.argmax(1) == ref_logits.argmax(1)).mean())
+    row.delta_top1 = row.top1 - ref.top1
+    row.delta_top5 = row.top5 - ref.top5
+    row.tolerance = TOLERANCE_POINTS[target.precision_family(spec)]
+    row.passed = abs(row.delta_top1) <= row.tolerance + 1e-9
+    row.per_class_delta = {c: row.per_class_top1[c] - ref.per_class_top1[c] for c in row.per_class_top1}
+    return row
