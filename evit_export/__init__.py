@@ -1,24 +1,54 @@
-"""evit-export: EfficientViT M0–M5 from checkpoint to verified mobile and edge artifacts."""
-from evit_export.core.errors import UserError
-from evit_export.core.spec import ModelSpec
+"""evit-export: EfficientViT M0–M5 from checkpoint to verified mobile and edge artifacts.
 
-__version__ = "0.1.0"
+The Python API mirrors the command line (see ``evit_export.api`` for the signatures)::
+
+    import evit_export
+
+    model = evit_export.load_model("m0", "efficientvit_m0.pth")
+    artifact = evit_export.export(model, "onnx", out="m0.onnx")
+    report = evit_export.check("m0.onnx")
+
+Names are imported on first use (PEP 562), so ``import evit_export`` loads neither
+torch nor any export runtime.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> module that defines it
+_EXPORTS = {
+    **{name: "evit_export.api" for name in ("load_model", "fold", "export", "check", "parity", "bench", "simulate",
+                                            "package")},
+    "ModelSpec": "evit_export.core.spec",
+    "UserError": "evit_export.core.errors",
+    "Tolerances": "evit_export.validation.check",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports these
+    from evit_export.api import bench, check, export, fold, load_model, package, parity, simulate
+    from evit_export.core.errors import UserError
+    from evit_export.core.spec import ModelSpec
+    from evit_export.validation.check import Tolerances
 
 
-def load_model(*args, **kwargs):
-    from evit_export.models import load_model as _load
+def __getattr__(name: str):
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
 
-    return _load(*args, **kwargs)
+        try:
+            value = version("evit-export")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            value = "0+unknown"
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'evit_export' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
 
 
-load_model.__doc__ = "See evit_export.models.load_model."
-
-
-def fold(model):
-    """Deploy form of a model from ``load_model``: BatchNorm folded, static shapes."""
-    from evit_export.models import fold as _fold
-
-    return _fold(model)
-
-
-__all__ = ["load_model", "fold", "ModelSpec", "UserError", "__version__"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,6 +1,5 @@
 import os
 
-import pytest
 import torch
 
 # Keep tests deterministic and light on this 2-core machine.
@@ -38,11 +37,6 @@ def timm_to_official(state: dict) -> dict:
         parts = ["c" if p == "conv" else "l" if p == "linear" else p for p in parts]
         out[".".join(parts)] = value
     return out
-
-
-@pytest.fixture
-def tmp_out(tmp_path):
-    return tmp_path
 
 
 def write_digits_folder(root, count: int, size: int = 32, broken_in: str = "0"):

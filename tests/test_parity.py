@@ -7,8 +7,9 @@ from cli_helpers import assert_one_line_error, run_cli
 from evit_export.models import EfficientViT
 from evit_export.models.checkpoint import save_project_checkpoint
 from evit_export.models.reference import deploy_for_export
-from evit_export.targets.onnx.target import export_onnx
-from evit_export.training.train import TrainConfig, train
+from evit_export.targets import get_target
+from evit_export.targets.onnx import OnnxOptions
+from evit_export.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def trained_onnx(tmp_path_factory):
                                limit_val=100, progress=False, threads=1))
     deployed, spec = deploy_for_export(None, result.checkpoint)
     assert spec.crop_pct == 1.0 and spec.labels[3] == "3"
-    export_onnx(deployed, spec, d / "m0.onnx", batch=None)
+    get_target("onnx").export(deployed, spec, d / "m0.onnx", OnnxOptions(batch=None))
     return d, result
 
 

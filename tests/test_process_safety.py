@@ -1,12 +1,13 @@
 """Import-order safety: one process that exports CoreML and then TFLite, and one that
 does the reverse, must both finish (TensorFlow before torch's triton segfaults;
 coremltools imports TensorFlow; LiteRT runs in the same process)."""
-import importlib.util
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from evit_export.core.optional import is_available
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -15,7 +16,7 @@ SCRIPT = textwrap.dedent("""
 
     from evit_export.models.reference import deploy_for_export
     from evit_export.core.preprocess import seeded_pixels
-    from evit_export.targets import get_target
+    from evit_export.targets import RunnerOptions, get_target
     from evit_export.targets.torch_runner import TorchRunner
 
     order, out = sys.argv[1].split(","), Path(sys.argv[2])
@@ -28,7 +29,7 @@ SCRIPT = textwrap.dedent("""
         art = target.export(deployed, spec, path)
         assert target.read_spec(path).variant == "m0"
         if name == "tflite":
-            with target.open(path, threads=1) as runner:
+            with target.open(path, options=RunnerOptions(threads=1)) as runner:
                 got = runner.run(pixels)
             assert np.abs(got - ref).max() < 1e-3, np.abs(got - ref).max()
             if order[0] == "tflite":  # the conversion ran in a worker: no TensorFlow here
@@ -38,11 +39,12 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _coreml_available():
-    return importlib.util.find_spec("evit_export.targets.coreml.target") is not None
+def _missing_runtimes() -> list[str]:
+    return [module for module in ("coremltools", "tensorflow", "ai_edge_litert") if not is_available(module)]
 
 
-@pytest.mark.skipif(not _coreml_available(), reason="the CoreML target is not in this checkout yet")
+@pytest.mark.skipif(bool(_missing_runtimes()), reason="needs the [coreml] and [tflite] extras: "
+                    f"{', '.join(_missing_runtimes())} not installed")
 @pytest.mark.parametrize("order", ["coreml,tflite", "tflite,coreml"])
 def test_one_process_exports_coreml_and_tflite(order, tmp_path):
     proc = subprocess.run([sys.executable, "-c", SCRIPT, order, str(tmp_path)], capture_output=True, text=True,

@@ -1,7 +1,13 @@
-"""The ``evit-export`` command line: a thin shell over the Python API."""
+"""The ``evit-export`` command line: a thin shell over the Python API (``evit_export.api``).
+
+One module per command group registers its commands on ``app``; ``COMMAND_MODULES``
+lists them in the order of the workflow, which is the order ``--help`` shows.
+"""
 from __future__ import annotations
 
+import re
 import sys
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -9,6 +15,7 @@ from rich.console import Console
 from evit_export.core.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="EfficientViT M0–M5: checkpoints → folded deploy graph → verified ONNX / CoreML / "
                        "TFLite artifacts.")
 # Wide enough for report tables when output is piped or captured.
@@ -16,15 +23,45 @@ _WIDTH = None if sys.stdout.isatty() else 160
 console = Console(soft_wrap=True, width=_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
-VariantOpt = typer.Option(None, "--variant", "-v", help="m0..m5 (also efficientvit_m0 / EfficientViT_M0)")
-CheckpointOpt = typer.Option(None, "--checkpoint", "-c",
-                             help="official/timm .pth, project .safetensors, or an http(s) URL")
-NumClassesOpt = typer.Option(None, "--num-classes", help="default: from the checkpoint, else 1000")
-ImgSizeOpt = typer.Option(None, "--img-size", help="default: from the checkpoint, else 224")
-CalibrationDataOpt = typer.Option(None, "--calibration-data",
+# Command modules in the order of the workflow; each registers itself on ``app``.
+COMMAND_MODULES = [
+    "train",
+    "models",  # models, fold
+    "onnx",
+    "coreml",
+    "tflite",
+    "check",  # check, inspect
+    "parity",
+    "bench",
+    "package",
+    "verify_package",
+    "sweep",
+    "demo",
+]
+
+
+def Flag(default: bool, *decls: str, help: str | None = None) -> Any:
+    """A boolean option; no type column in --help (typer would print ``<bool>``)."""
+    return typer.Option(default, *decls, help=help, metavar="")
+
+
+def JsonFlag() -> Any:
+    return Flag(False, "--json", help="Print machine-readable JSON instead of tables.")
+
+
+VariantOpt = typer.Option(None, "--variant", "-v", metavar="VARIANT",
+                          help="m0 to m5 (also efficientvit_m0 or EfficientViT_M0).")
+CheckpointOpt = typer.Option(None, "--checkpoint", "-c", metavar="CHECKPOINT",
+                             help="Official or timm .pth, project .safetensors, or an http(s) URL.")
+NumClassesOpt = typer.Option(None, "--num-classes", metavar="N",
+                             help="Number of classes; default: from the checkpoint, else 1000.")
+ImgSizeOpt = typer.Option(None, "--img-size", metavar="PIXELS",
+                          help="Input size; default: from the checkpoint, else 224.")
+ThreadsOpt = typer.Option(None, "--threads", metavar="N", help="Runtime threads; default: the runtime's own.")
+CalibrationDataOpt = typer.Option(None, "--calibration-data", metavar="DIR",
                                   help="int8: folder of images (ImageFolder or flat); default: the embedded "
-                                  "digits' training split; 'random' calibrates on random data (warned)")
-CalibrationSizeOpt = typer.Option(200, "--calibration-size", help="int8: calibration images used")
+                                  "digits' training split; 'random' calibrates on random data (warned).")
+CalibrationSizeOpt = typer.Option(200, "--calibration-size", metavar="N", help="int8: calibration images used.")
 
 
 def print_notes(model) -> None:
@@ -32,8 +69,19 @@ def print_notes(model) -> None:
         err_console.print(f"[yellow]note:[/] {note}")
 
 
-# Command modules in the order of the workflow; each registers itself on ``app``.
-COMMAND_MODULES = ("train", "models", "onnx", "coreml", "tflite", "check", "parity", "bench", "package", "demo")
+def _version(value: bool) -> None:
+    if value:
+        import evit_export
+
+        console.print(f"evit-export {evit_export.__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Optional[bool] = typer.Option(None, "--version", metavar="", is_eager=True, callback=_version,
+                                                 help="Print the version and exit.")) -> None:
+    # No docstring: the app's help= above is the one shown.
+    pass
 
 
 def _register_commands() -> None:
@@ -43,19 +91,54 @@ def _register_commands() -> None:
         importlib.import_module(f"evit_export.cli.{name}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    import click
+def _flags_of(argv: list[str]) -> dict[str, str]:
+    """Python parameter name -> how the command given in ``argv`` spells it
+    (``checkpoint`` -> ``--checkpoint``, ``artifact`` -> ``ARTIFACT``)."""
+    group = typer.main.get_command(app)
+    name = next((a for a in argv if not a.startswith("-")), None)
+    command = getattr(group, "commands", {}).get(name)
+    flags = {}
+    for param in getattr(command, "params", []):
+        if param.param_type_name == "argument":
+            flags[param.name] = param.metavar or param.name.upper()
+        else:
+            longs = [o for o in param.opts if o.startswith("--")]
+            flags[param.name] = (longs or param.opts)[0]
+    return flags
 
+
+def cli_message(message: str, argv: list[str]) -> str:
+    """The API's errors name Python parameters (``pass checkpoint=PATH``); on the command
+    line they read as its flags (``pass --checkpoint PATH``)."""
+    flags = _flags_of(argv)
+
+    def spell(match: re.Match) -> str:
+        name, rest = match.group(1), match.group(2)
+        if name not in flags:
+            return match.group(0)
+        return flags[name] + (" " + rest if rest and not rest.isspace() else rest)
+
+    return re.sub(r"\b([a-z_][a-z0-9_]*)=(\S?)", spell, message)
+
+
+def _interrupted(exit: SystemExit) -> bool:
+    """True when typer turned a KeyboardInterrupt into exit 130 (``Exit(130) from e``)."""
+    context = exit.__context__
+    return exit.code == 130 and isinstance(getattr(context, "__cause__", None), KeyboardInterrupt)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line. Usage errors (unknown command or option, missing argument)
+    print typer's usage block with its suggestion and exit 2; a ``UserError`` prints one
+    line and exits 2; Ctrl-C exits 130."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     _register_commands()
     try:
-        rc = app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="evit-export")  # standalone: typer reports usage errors itself
     except UserError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        err_console.print("interrupted")
-        sys.exit(130)
-    except click.exceptions.ClickException as e:
-        e.show()
+        err_console.print(f"[bold red]error:[/] {cli_message(str(e), argv)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    sys.exit(rc if isinstance(rc, int) else 0)
+    except SystemExit as e:
+        if _interrupted(e):
+            err_console.print("interrupted")
+        raise

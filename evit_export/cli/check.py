@@ -1,7 +1,6 @@
 """``check`` and ``inspect``: format-independent commands over any artifact."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -9,7 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from evit_export.cli import CheckpointOpt, VariantOpt, app, console
+from evit_export.cli import CheckpointOpt, Flag, JsonFlag, ThreadsOpt, VariantOpt, app, console
+from evit_export.core.errors import UserError
+from evit_export.core.jsonio import dumps_strict
 
 
 def report_calibration(info: dict) -> None:
@@ -38,58 +39,72 @@ def check_after_export(artifact: Path, **options) -> None:
 
 
 @app.command("check")
-def check_cmd(artifact: Path = typer.Argument(..., help=".onnx / .mlpackage / .mlmodel / .tflite"),
+def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An .onnx, .mlpackage, .mlmodel or "
+                                              ".tflite file."),
               checkpoint: Optional[str] = CheckpointOpt, variant: Optional[str] = VariantOpt,
-              images: Optional[Path] = typer.Option(None, "--images", help="also compare on these images"),
-              n: int = typer.Option(32, "-n", help="seeded random inputs"),
-              seed: int = typer.Option(0, "--seed"),
-              max_abs_scale: Optional[float] = typer.Option(None, "--max-abs", help="fp32 tolerance scale"),
-              min_cosine: Optional[float] = typer.Option(None, "--min-cosine"),
-              min_top1: Optional[float] = typer.Option(None, "--min-top1", help="fraction, e.g. 0.99"),
-              localize: bool = typer.Option(False, "--localize", help="on failure, name the first layer "
-                                            "whose output leaves tolerance"),
-              threads: Optional[int] = typer.Option(None, "--threads"),
-              native: Optional[bool] = typer.Option(None, "--native/--no-native",
-                                                    help="CoreML: MLModel.predict (macOS default) or the "
-                                                    "numpy MIL interpreter"),
-              as_json: bool = typer.Option(False, "--json")):
-    """Numerical equivalence of an artifact against PyTorch. Exit 0 within tolerance, 1 not."""
-    from evit_export.validation.check import check_artifact
+              images: Optional[Path] = typer.Option(None, "--images", metavar="DIR",
+                                                    help="Also compare on the images in this folder."),
+              n: int = typer.Option(32, "-n", metavar="N", help="Seeded random inputs."),
+              seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seed of the random inputs."),
+              max_abs_scale: Optional[float] = typer.Option(None, "--max-abs", metavar="SCALE",
+                                                            help="fp32 tolerance: max abs error ≤ SCALE·max(1, "
+                                                            "max |reference logit|); default 1e-4."),
+              min_cosine: Optional[float] = typer.Option(None, "--min-cosine", metavar="COSINE",
+                                                         help="Minimum cosine similarity; fp16 default 0.999."),
+              min_top1: Optional[float] = typer.Option(None, "--min-top1", metavar="FRACTION",
+                                                       help="Minimum top-1 agreement, e.g. 0.99; fp16 default "
+                                                       "0.99, int8 0.95."),
+              localize: bool = Flag(False, "--localize", help="On failure, name the first layer whose output "
+                                    "leaves tolerance."),
+              threads: Optional[int] = ThreadsOpt,
+              native: Optional[bool] = typer.Option(None, "--native/--no-native", metavar="",
+                                                    help="CoreML: MLModel.predict (the macOS default) or the "
+                                                    "numpy MIL interpreter."),
+              as_json: bool = JsonFlag()):
+    """Numerical equivalence of an artifact against PyTorch.
 
-    report = check_artifact(artifact, checkpoint, variant, images, n, seed, max_abs_scale, min_cosine,
-                            min_top1, localize, threads,
-                            runner_options={"native": native} if native is not None else None)
+    Exit 0 within tolerance, 1 outside it.
+    """
+    from evit_export import api
+    from evit_export.validation.check import Tolerances
+
+    report = api.check(artifact, checkpoint=checkpoint, variant=variant, images=images, n=n, seed=seed,
+                       tolerances=Tolerances(max_abs_scale=max_abs_scale, min_cosine=min_cosine,
+                                             min_top1=min_top1),
+                       localize=localize, threads=threads, native=native)
     if as_json:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        sys.stdout.write(dumps_strict(report.to_dict(), indent=2) + "\n")
     else:
-        table = Table(title=f"{artifact} vs PyTorch ({report.runtime}, {report.precision})")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for label, value in (("inputs", report.inputs), ("max abs error", f"{report.max_abs:.3g}"),
-                             ("mean abs error", f"{report.mean_abs:.3g}"),
-                             ("max relative error", f"{report.max_rel:.3g}"),
-                             ("max |reference|", f"{report.ref_max_abs:.3g}"),
-                             ("cosine (min / mean)", f"{report.cosine_min:.6f} / {report.cosine_mean:.6f}"),
-                             ("top-1 agreement", f"{100 * report.top1_agreement:.2f}%"),
-                             ("top-5 agreement", f"{100 * report.top5_agreement:.2f}%"),
-                             ("tolerance", report.tolerance)):
-            table.add_row(label, value)
-        console.print(table)
-        verdict = "[green]PASS[/]" if report.passed else "[red]FAIL[/]: " + "; ".join(report.failures)
-        console.print(verdict)
-        if report.localization:
-            from evit_export.validation.localize import Localization
-
-            console.print(Localization(**report.localization).describe())
+        _print_check(artifact, report)
     raise typer.Exit(0 if report.passed else 1)
 
 
+def _print_check(artifact: Path, report) -> None:
+    table = Table(title=f"{artifact} vs PyTorch ({report.runtime}, {report.precision})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, value in (("inputs", report.inputs), ("max abs error", f"{report.max_abs:.3g}"),
+                         ("mean abs error", f"{report.mean_abs:.3g}"),
+                         ("max relative error", f"{report.max_rel:.3g}"),
+                         ("max |reference|", f"{report.ref_max_abs:.3g}"),
+                         ("cosine (min / mean)", f"{report.cosine_min:.6f} / {report.cosine_mean:.6f}"),
+                         ("top-1 agreement", f"{100 * report.top1_agreement:.2f}%"),
+                         ("top-5 agreement", f"{100 * report.top5_agreement:.2f}%"),
+                         ("tolerance", report.tolerance)):
+        table.add_row(label, value)
+    console.print(table)
+    console.print("[green]PASS[/]" if report.passed else "[red]FAIL[/]: " + "; ".join(report.failures))
+    if report.localization:
+        from evit_export.validation.localize import Localization
+
+        console.print(Localization(**report.localization).describe())
+
+
 @app.command("inspect")
-def inspect_cmd(artifact: Path = typer.Argument(...),
-                profile: bool = typer.Option(False, "--profile", help="share of runtime per op type"),
-                as_json: bool = typer.Option(False, "--json")):
-    """Graph report: op histogram, memory-bound ops, parameters, size, inputs/outputs."""
-    from evit_export.core.errors import UserError
+def inspect_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An artifact file or package."),
+                profile: bool = Flag(False, "--profile", help="Also measure each op type's share of runtime."),
+                as_json: bool = JsonFlag()):
+    """Graph report: op histogram, memory-bound ops, parameters, size, inputs and outputs."""
     from evit_export.targets import target_for
 
     if not artifact.exists():
@@ -101,16 +116,13 @@ def inspect_cmd(artifact: Path = typer.Argument(...),
         data = report.to_dict()
         data["inputs"] = [vars(t) for t in io["inputs"]]
         data["outputs"] = [vars(t) for t in io["outputs"]]
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.write(dumps_strict(data, indent=2, default=str) + "\n")
         return
     share = report.extra.get("time_share", {})
     table = Table(title=f"{artifact} ({report.target}): {report.total_ops} ops, "
                         f"{report.memory_bound_ops} memory-bound")
-    table.add_column("op")
-    table.add_column("count", justify="right")
-    table.add_column("memory-bound")
-    if share:
-        table.add_column("time share", justify="right")
+    for column in ("op", "count", "memory-bound") + (("time share",) if share else ()):
+        table.add_column(column, justify="right" if column in ("count", "time share") else "left")
     for op, count in report.op_histogram.most_common():
         row = [op, str(count), "yes" if target.is_memory_bound(op) else ""]
         if share:

@@ -1,0 +1,165 @@
+"""The Python API: one function per CLI command, with the same defaults.
+
+Each function is a thin shell over the layer that does the work (models, targets,
+validation, packaging), so the command line and Python behave alike. Heavy runtimes
+(torch, onnxruntime, coremltools, TensorFlow) are imported inside the functions:
+importing this module, or ``evit_export``, stays cheap.
+
+Errors from bad input are ``evit_export.UserError`` with a one-line message naming
+the parameter to fix.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:  # names for annotations only; importing them here would load torch
+    import torch
+
+    from evit_export.targets import Artifact, Target, TargetOptions
+    from evit_export.validation.check import Tolerances
+    from evit_export.validation.equivalence import EquivalenceReport
+    from evit_export.validation.latency.measure import Latency
+    from evit_export.validation.parity import ParityReport
+
+PathLike = Union[str, os.PathLike]
+
+
+def load_model(variant: str | None = None, checkpoint: PathLike | None = None, *, num_classes: int | None = None,
+               img_size: int | None = None, labels: list[str] | None = None,
+               seed: int | None = None) -> torch.nn.Module:
+    """EfficientViT ``variant`` (``m0``…``m5``, ``efficientvit_m0``, ``EfficientViT_M0``) in eval mode.
+
+    ``checkpoint``: an official model-zoo or timm ``.pth``, a raw state dict, a project
+    ``.safetensors`` (with its ``.json`` sidecar), or an http(s) URL (downloaded once;
+    append ``#sha256=<hex>`` to verify it). Weights are never unpickled as code.
+    ``num_classes`` / ``img_size`` default to what the checkpoint says (1000 / 224
+    without one); ``labels`` names the classes. Without a checkpoint the weights are
+    seeded realistic random ones (``seed``, default 0): for structure, speed and
+    equivalence checks only; the model's ``spec`` records the seed, so every artifact
+    exported from it can be checked again later.
+
+    The model carries ``.spec`` (a ``ModelSpec``) and ``.load_notes`` (what loading adapted).
+    """
+    from evit_export.models.reference import prepare_model
+
+    return prepare_model(variant, checkpoint, num_classes, img_size, seed=seed, labels=labels)
+
+
+def fold(model: torch.nn.Module) -> torch.nn.Module:
+    """The deploy form of a model from ``load_model``: BatchNorm folded into the convs,
+    static shapes, eval mode; it keeps the model's ``spec``. Idempotent."""
+    from evit_export.models import fold as fold_model
+
+    return fold_model(model)
+
+
+def export(model: torch.nn.Module, target: str | Target, options: TargetOptions | None = None, *,
+           out: PathLike) -> Artifact:
+    """Write ``model`` (folded here if it is not yet) as a ``target`` artifact at ``out``.
+
+    ``target``: ``"onnx"``, ``"coreml"``, ``"tflite"`` or a registered ``Target``.
+    ``options``: that target's frozen options dataclass (``OnnxOptions``,
+    ``CoreMLOptions``, ``TFLiteOptions``; None for its defaults); it validates itself
+    when built. The artifact embeds the model's spec; it is written to a temporary path
+    and renamed, so a failure leaves nothing half-written. Check it with ``check``.
+    """
+    from evit_export.core.errors import UserError
+    from evit_export.targets import get_target
+
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise UserError("the model has no spec: build it with evit_export.load_model")
+    chosen = get_target(target) if isinstance(target, str) else target
+    return chosen.export(fold(model), spec, Path(out), options)
+
+
+def check(artifact: PathLike, *, checkpoint: PathLike | None = None, variant: str | None = None,
+          images: PathLike | None = None, n: int = 32, seed: int = 0, tolerances: Tolerances | None = None,
+          localize: bool = False, threads: int | None = None, native: bool | None = None) -> EquivalenceReport:
+    """Numerical equivalence of ``artifact`` against the PyTorch model it came from.
+
+    The artifact's embedded spec says what to rebuild; ``checkpoint`` (and ``variant``,
+    for a file without a spec) compare against other weights. Inputs: ``n`` seeded
+    random images (``seed``) plus the folder ``images``; int8 artifacts are judged on
+    real images only. ``tolerances``: a ``Tolerances`` overriding the per-precision
+    defaults. ``localize``: on failure, name the first diverging layer. ``threads``:
+    runtime threads; ``native``: CoreML ``MLModel.predict`` (macOS) or the MIL
+    interpreter. The report has ``passed``, ``failures``, ``max_abs``, ``cosine_min``,
+    ``top1_agreement`` … and ``to_dict()``.
+    """
+    from evit_export.targets import RunnerOptions
+    from evit_export.validation.check import check_artifact
+
+    return check_artifact(artifact, checkpoint=checkpoint, variant=variant, images=images, n=n, seed=seed,
+                          tolerances=tolerances, localize=localize,
+                          runner_options=RunnerOptions(threads=threads, native=native))
+
+
+def parity(artifacts: Sequence[PathLike], *, data: PathLike | None = None, checkpoint: PathLike | None = None,
+           limit: int | None = None, threads: int | None = None) -> ParityReport:
+    """Top-1 / top-5 accuracy of PyTorch and of each artifact (of one model) on the same
+    labelled images, with the artifacts' agreement with PyTorch and accuracy deltas.
+
+    ``data``: DIR/<class>/* or DIR/val/<class>/* (digits models default to the embedded
+    validation split); ``limit``: only that many images, stratified. Tolerance on
+    |Δ top-1|: fp32 / fp16 0.2 points, int8 1.5; ``report.passed`` says whether every
+    artifact is within it.
+    """
+    from evit_export.targets import RunnerOptions
+    from evit_export.validation.parity import check_parity
+
+    return check_parity(_paths(artifacts), data=data, checkpoint=checkpoint, limit=limit,
+                        runner_options=RunnerOptions(threads=threads))
+
+
+def bench(artifacts: Sequence[PathLike], *, threads: int = 1, iterations: int = 30) -> list[Latency]:
+    """Measured latency of each artifact on this machine's runtime for it, at the
+    artifact's batch size: median / p90 / min ms and images per second, over
+    ``iterations`` timed runs after a warm-up. A runner that only checks numerics (the
+    MIL interpreter standing in for CoreML off macOS) is labelled as such in ``kind``."""
+    from evit_export.targets import RunnerOptions, open_artifact
+    from evit_export.validation.latency.measure import measure_latency
+
+    results = []
+    for item in _paths(artifacts):
+        path, target, spec = open_artifact(item)
+        with target.open(path, spec=spec, options=RunnerOptions(threads=threads)) as runner:
+            latency = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=iterations)
+            if not runner.deployment_runtime:
+                latency.kind = "measured (checker, not a device runtime)"
+        results.append(latency)
+    return results
+
+
+def simulate(artifact: PathLike, device: str, *, checkpoint: PathLike | None = None):
+    """Estimated latency of ``artifact``'s model on ``device`` (a profile name from
+    ``evit_export.validation.latency.simulate``), from a per-op roofline on an assumed
+    device profile: always an estimate, never a measurement."""
+    from evit_export.models.reference import reference_model
+    from evit_export.targets import open_artifact
+    from evit_export.validation.latency.simulate import estimate_latency
+
+    _, _, spec = open_artifact(artifact)
+    return estimate_latency(reference_model(spec, checkpoint), spec.img_size, device, batch=spec.batch or 1)
+
+
+def package(artifact: PathLike, out: PathLike, *, checkpoint: PathLike | None = None,
+            images: PathLike | None = None, threads: int = 1, measure_latency: bool = True) -> Path:
+    """An app-integration package folder at ``out`` (replaced atomically): the artifact,
+    labels, preprocessing, manifest, integration snippet and report, after checking the
+    artifact against PyTorch (``checkpoint``, ``images`` as in ``check``) and timing it
+    (``threads``; ``measure_latency=False`` skips it)."""
+    from evit_export.packaging.package import build_package
+
+    return build_package(artifact, out, checkpoint=checkpoint, images=images, threads=threads,
+                         measure=measure_latency)
+
+
+def _paths(artifacts: Sequence[PathLike] | PathLike) -> list[Path]:
+    """A single path is accepted where a list is expected (a str is a sequence too)."""
+    if isinstance(artifacts, (str, os.PathLike)):
+        return [Path(artifacts)]
+    return [Path(a) for a in artifacts]
