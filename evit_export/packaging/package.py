@@ -1,8 +1,10 @@
-"""App-integration packages: model, labels, preprocessing spec, manifest with
-checksums, equivalence and latency figures, integration snippet, readable report.
+"""App-integration packages: the model, labels, exact preprocessing, a real sample
+image with the outputs it must give, app projects per target, a manifest with
+checksums, equivalence and latency figures, and a readable report.
 
 Written once against the target protocol: any artifact whose target can open a
-Runner gets the same package.
+Runner gets the same package; app projects come from the target's own ``app.py``
+(see ``packaging/apps.py``).
 """
 from __future__ import annotations
 
@@ -12,54 +14,24 @@ import shutil
 from pathlib import Path
 
 from evit_export.core.atomic import atomic_path
+from evit_export.core.jsonio import dumps_strict
+from evit_export.packaging.apps import AppContext, chosen_apps, generic_note, write_apps
+from evit_export.packaging.manifest import MANIFEST, file_entries, portable_spec, scrub_paths, weights_record
+from evit_export.packaging.preprocessing import preprocessing_spec
+from evit_export.packaging.runtime import input_quantization, open_runner
+from evit_export.packaging.sample import EXPECTED, SAMPLE, expected_record, sample_image
 
-
-def sha256_file(path: Path) -> str:
-    from evit_export.models.checkpoint import _sha256
-
-    return _sha256(Path(path))
-
-
-def file_entries(root: Path) -> list[dict]:
-    out = []
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
-            out.append({"path": str(p.relative_to(root)), "bytes": p.stat().st_size, "sha256": sha256_file(p)})
-    return out
-
-
-def preprocessing_spec(spec) -> dict:
-    return {
-        "color": "RGB",
-        "resize": {"shorter_side": int(spec.img_size / spec.crop_pct), "interpolation": spec.interpolation},
-        "center_crop": [spec.img_size, spec.img_size],
-        "scale": 1 / 255,
-        "mean": list(spec.mean),
-        "std": list(spec.std),
-        "formula": "x = (pixel / 255 - mean) / std, per channel",
-        "model_input": {"layout": spec.input_layout, "range": spec.input_range, "dtype": spec.input_dtype,
-                        "note": {"normalized": "apply the formula above before feeding",
-                                 "pixels": "feed RGB pixels 0..255; the formula is inside the model",
-                                 "unit": "feed pixel / 255; mean/std are inside the model"}.get(spec.input_range, "")},
-    }
-
-
-# Devices whose latency a package estimates, by target (see validation/simulate.py).
+# Devices whose latency a package estimates, by target (see validation/latency/simulate.py).
 SIMULATED_DEVICES = {"coreml": ("a13-ane-fp16", "a13-gpu-fp16", "a13-cpu-fp32"),
                      "tflite": ("android-midrange-cpu-4t",), "onnx": ()}
 
 
-def simulated_latencies(target_name: str, spec, checkpoint=None) -> list[dict]:
-    from evit_export.models.reference import reference_model
+def simulated_latencies(target_name: str, spec, reference) -> list[dict]:
     from evit_export.validation.latency.simulate import estimate_latency
 
-    devices = SIMULATED_DEVICES.get(target_name, ())
-    if not devices:
-        return []
-    model = reference_model(spec, checkpoint)
     rows = []
-    for device in devices:
-        est = estimate_latency(model, spec.img_size, device, batch=spec.batch or 1)
+    for device in SIMULATED_DEVICES.get(target_name, ()):
+        est = estimate_latency(reference, spec.img_size, device, batch=spec.batch or 1)
         rows.append({"runtime": device, "kind": "estimate", "batch": est.batch, "threads": None,
                      "median_ms": est.estimate_ms, "p90_ms": None,
                      "images_per_s": round(est.batch / est.estimate_ms * 1e3, 1),
@@ -67,66 +39,106 @@ def simulated_latencies(target_name: str, spec, checkpoint=None) -> list[dict]:
     return rows
 
 
-def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images=None,
-                  threads: int = 1, measure: bool = True, log=lambda msg: None) -> Path:
-    from evit_export.packaging.snippets import SNIPPETS
+def _measure(target, artifact, spec, reference, threads, log) -> list[dict]:
+    from evit_export.validation.latency.measure import measure_latency
+
+    rows = []
+    with open_runner(target, artifact, spec, threads) as runner:
+        if not runner.deployment_runtime:
+            log(f"{runner.name} is a checker, not a deployment runtime: latency only simulated")
+        else:
+            log(f"measuring latency ({threads} thread{'s' if threads != 1 else ''})")
+            rows.append(measure_latency(runner, batch=spec.batch or 1, threads=threads).to_dict())
+    return rows + simulated_latencies(target.name, spec, reference)
+
+
+def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images=None, threads: int = 1,
+                  measure: bool = True, app: str = "auto", vendor_runtime: bool = False,
+                  log=lambda msg: None) -> Path:
+    """Write the package for ``artifact`` into ``out`` (replaced atomically)."""
+    from evit_export.models.reference import reference_model
+    from evit_export.packaging.weights import resolve_checkpoint
     from evit_export.targets import open_artifact
     from evit_export.targets.base import read_sidecar
     from evit_export.validation.check import check_artifact
-    from evit_export.validation.latency.measure import measure_latency
 
     artifact, target, spec = open_artifact(artifact)
+    apps = chosen_apps(target.name, app)  # bad --app fails before any work
     out = Path(out)
+    checkpoint = resolve_checkpoint(spec, checkpoint)
     log(f"checking {artifact} against PyTorch")
     report = check_artifact(artifact, checkpoint=checkpoint, images=images)
-    latencies = []
-    if measure:
-        with target.open(artifact, spec=spec, threads=threads) as runner:
-            if not runner.deployment_runtime:
-                log(f"{runner.name} is a checker, not a deployment runtime: latency only simulated")
-            else:
-                log(f"measuring latency ({threads} thread{'s' if threads != 1 else ''})")
-                latencies.append(measure_latency(runner, batch=spec.batch or 1, threads=threads).to_dict())
-        latencies += simulated_latencies(target.name, spec, checkpoint)
+    reference = reference_model(spec, checkpoint)
+    latencies = _measure(target, artifact, spec, reference, threads, log) if measure else []
+    image, description = sample_image(spec)
+    with open_runner(target, artifact, spec, threads) as runner:
+        expected = expected_record(image, description, spec, reference, runner)
+    portable = portable_spec(spec.to_dict())
     with atomic_path(out, directory=True) as tmp:
         tmp.mkdir(parents=True)
-        dest = tmp / artifact.name
         if artifact.is_dir():
-            shutil.copytree(artifact, dest)
+            shutil.copytree(artifact, tmp / artifact.name)
         else:
-            shutil.copy2(artifact, dest)
+            shutil.copy2(artifact, tmp / artifact.name)
         (tmp / "labels.txt").write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
-        (tmp / "preprocessing.json").write_text(json.dumps(preprocessing_spec(spec), indent=2) + "\n")
-        snippet = SNIPPETS[target.name](artifact.name, spec)
-        (tmp / "INTEGRATION.md").write_text(f"# Using {artifact.name}\n\n{snippet}", encoding="utf-8")
+        pre = preprocessing_spec(spec, input_quantization(target.name, artifact))
+        (tmp / "preprocessing.json").write_text(dumps_strict(pre, indent=2) + "\n", encoding="utf-8")
+        image.save(tmp / SAMPLE)
+        (tmp / EXPECTED).write_text(dumps_strict(expected, indent=2) + "\n", encoding="utf-8")
+        ctx = AppContext(tmp, artifact.name, spec, pre, expected, vendor_runtime=vendor_runtime, log=log)
+        usage = write_apps(ctx, target.name, app)
+        (tmp / "INTEGRATION.md").write_text(render_integration(artifact.name, target.name, usage), encoding="utf-8")
         manifest = {
-            "format": "evit-export package 1",
+            "format": "evit-export package 2",
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "target": target.name,
             "model": artifact.name,
-            "spec": spec.to_dict(),
+            "apps": list(apps),
+            "weights": weights_record(spec.to_dict(), checkpoint),
+            "spec": portable,
             "io": {k: [vars(t) for t in v] for k, v in target.describe(artifact).items()},
             "equivalence": report.to_dict(),
+            "sample": {"image": SAMPLE, "top1": expected["pytorch"]["top5"][0]["label"],
+                       "top1_agrees": expected["top1_agrees"]},
             "latency": latencies,
             # How the artifact was made (calibration, quantization, delegate verdicts), as
             # its exporter recorded it in the sidecar; absent for foreign artifacts.
             "export": (read_sidecar(artifact) or {}).get("info", {}),
         }
+        manifest = scrub_paths(manifest)
         (tmp / "REPORT.md").write_text(render_report(manifest), encoding="utf-8")
         manifest["files"] = file_entries(tmp)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        (tmp / MANIFEST).write_text(dumps_strict(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     return out
+
+
+APP_TITLES = {"web": "Web page (onnxruntime-web, WebAssembly)", "python": "Python",
+              "android": "Android library module (LiteRT)", "ios": "iOS / macOS Swift package (Vision + CoreML)"}
+
+
+def render_integration(model_file: str, target_name: str, usage: dict[str, str]) -> str:
+    lines = [f"# Using {model_file}", "",
+             "Every app below preprocesses exactly as `preprocessing.json` says (the checks used the same "
+             "pixels) and is tested against `sample.png` / `expected.json`. "
+             "`evit-export verify-package .` re-checks checksums, the embedded spec and the sample.", ""]
+    if not usage:
+        lines += [generic_note(target_name, model_file)]
+    for kind, text in usage.items():
+        lines += [f"## {APP_TITLES.get(kind, kind)}", "", text.rstrip(), ""]
+    return "\n".join(lines) + "\n"
 
 
 def render_report(manifest: dict) -> str:
     spec, eq = manifest["spec"], manifest["equivalence"]
+    weights = manifest["weights"]
     lines = [
         f"# {manifest['model']}: EfficientViT-{spec['variant'].upper()} for {manifest['target']}",
         "",
         f"- classes: {spec['num_classes']} · input {spec['img_size']}×{spec['img_size']} "
         f"({spec['input_layout']}, {spec['input_range']}, {spec['input_dtype']}) · precision {spec['precision']}",
-        f"- weights from: {json.dumps(spec.get('source', {}))}",
+        f"- weights: {json.dumps(weights)}",
         f"- built {manifest['created']} with {', '.join(f'{k} {v}' for k, v in spec['toolchain'].items())}",
+        f"- apps: {', '.join(manifest['apps']) or 'none (see INTEGRATION.md)'}",
     ]
     calibration = manifest.get("export", {}).get("calibration")
     if calibration:
@@ -135,6 +147,7 @@ def render_report(manifest: dict) -> str:
     # calibration, a partly-float int8 graph): they go first, not only in the JSON.
     if spec.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in spec["notes"]]
+    sample = manifest["sample"]
     lines += [
         "",
         "## Numerical equivalence against PyTorch",
@@ -148,19 +161,23 @@ def render_report(manifest: dict) -> str:
         f"| cosine (min) | {eq['cosine_min']:.6f} |",
         f"| top-1 agreement | {100 * eq['top1_agreement']:.2f}% |",
         f"| top-5 agreement | {100 * eq['top5_agreement']:.2f}% |",
+        "",
+        f"`sample.png`: PyTorch top-1 **{sample['top1']}**; the packaged model "
+        f"{'agrees' if sample['top1_agrees'] else '**disagrees**'} (see `expected.json`).",
     ]
     if eq.get("failures"):
         lines += ["", "Failures: " + "; ".join(eq["failures"])]
     lines += ["", "## Latency", ""]
     if manifest["latency"]:
-        lines += ["| runtime | kind | batch | threads | median ms | p90 ms | img/s | machine |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["| runtime | kind | batch | threads | median ms | p90 ms | img/s | machine |",
+                  "|---|---|---|---|---|---|---|---|"]
         for lat in manifest["latency"]:
             kind = "**estimate**" if lat["kind"] == "estimate" else lat["kind"]
             lines.append(f"| {lat['runtime']} | {kind} | {lat['batch']} | {lat['threads'] or '-'} | "
                          f"{lat['median_ms']} | {lat['p90_ms'] or '-'} | {lat['images_per_s']} | {lat['machine']} |")
     else:
         lines.append("Not measured (`--no-latency`).")
-    lines += ["", "## Files", "", "See `manifest.json` for sizes and sha256 checksums; "
-              "`INTEGRATION.md` shows how an app feeds the model; `preprocessing.json` is the exact "
-              "preprocessing the checks used.", ""]
+    lines += ["", "## Files", "", "`manifest.json` lists every file with its sha256; `INTEGRATION.md` shows each "
+              "app; `preprocessing.json` is the exact preprocessing the checks used; `sample.png` + "
+              "`expected.json` are what every app test classifies.", ""]
     return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""``verify-package``: is the model in this folder the one that was verified?
+
+Three independent checks, all run so the report names every problem:
+1. every file's size and sha256 against manifest.json (and no unlisted files);
+2. the model's embedded spec against the manifest, labels.txt and preprocessing.json;
+3. the packaged model re-run on sample.png against expected.json.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from evit_export.core.errors import UserError
+from evit_export.packaging.manifest import MANIFEST, portable_spec, sha256_file
+from evit_export.packaging.sample import EXPECTED, SAMPLE, compare_outputs
+
+# Folders a developer's tools create inside an app project (npm, SwiftPM, Gradle, Python):
+# not part of the package, so not "unlisted files".
+TOOL_FOLDERS = {"node_modules", ".build", "build", ".gradle", "__pycache__", ".swiftpm"}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class VerifyResult:
+    package: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def add(self, name: str, problem: str | None, passed: str) -> None:
+        self.checks.append(Check(name, problem is None, problem or passed))
+
+    def to_dict(self) -> dict:
+        return {"package": self.package, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def _file_problems(root: Path, manifest: dict) -> str | None:
+    listed = {e["path"]: e for e in manifest.get("files", [])}
+    problems = []
+    for rel, entry in listed.items():
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{rel} is missing")
+        elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            problems.append(f"{rel} changed (sha256 differs from manifest.json)")
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and rel.as_posix() != MANIFEST and rel.as_posix() not in listed \
+                and not TOOL_FOLDERS.intersection(rel.parts[:-1]):
+            problems.append(f"{rel.as_posix()} is not listed in manifest.json")
+    return "; ".join(problems) or None
+
+
+def _spec_problems(root: Path, manifest: dict) -> tuple[str | None, object]:
+    from evit_export.packaging.preprocessing import preprocessing_spec
+    from evit_export.packaging.runtime import input_quantization
+    from evit_export.targets import open_artifact
+
+    model = root / manifest["model"]
+    if not model.exists():
+        return f"{manifest['model']} is missing", None
+    try:
+        path, target, spec = open_artifact(model)
+    except UserError as e:
+        return f"{manifest['model']}: {e}", None
+    problems = []
+    if portable_spec(spec.to_dict()) != manifest.get("spec"):
+        problems.append("the model's embedded spec differs from manifest.json")
+    labels_file = root / "labels.txt"
+    if not labels_file.is_file() or labels_file.read_text(encoding="utf-8").splitlines() != list(spec.labels):
+        problems.append("labels.txt differs from the labels embedded in the model")
+    pre_file = root / "preprocessing.json"
+    want = json.loads(json.dumps(preprocessing_spec(spec, input_quantization(target.name, path))))
+    try:
+        have = json.loads(pre_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        have = None
+    if have != want:
+        problems.append("preprocessing.json differs from the preprocessing the model's spec implies")
+    return "; ".join(problems) or None, (path, target, spec)
+
+
+def _sample_problem(root: Path, opened) -> str | None:
+    from PIL import Image
+
+    from evit_export.core.preprocess import image_to_pixels
+    from evit_export.packaging.runtime import open_runner
+
+    path, target, spec = opened
+    try:
+        expected = json.loads((root / EXPECTED).read_text(encoding="utf-8"))
+        with Image.open(root / SAMPLE) as im:
+            pixels = image_to_pixels(im, spec)[None]
+    except (OSError, ValueError) as e:
+        return f"cannot read {SAMPLE} / {EXPECTED}: {e}"
+    with open_runner(target, path, spec, threads=1) as runner:
+        outputs = runner.run(pixels)
+    return compare_outputs(expected["artifact"], outputs)
+
+
+def verify_package(root: str | Path) -> VerifyResult:
+    root = Path(root)
+    if not (root / MANIFEST).is_file():
+        raise UserError(f"{root} has no {MANIFEST}: pass a folder written by evit-export package")
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        manifest["model"]
+    except (ValueError, KeyError):
+        raise UserError(f"{root / MANIFEST} is not a package manifest: re-create the package") from None
+    result = VerifyResult(str(root))
+    result.add("files", _file_problems(root, manifest), f"{len(manifest.get('files', []))} files match manifest.json")
+    problem, opened = _spec_problems(root, manifest)
+    result.add("spec", problem, "embedded spec, labels.txt and preprocessing.json agree with manifest.json")
+    if opened is None:
+        result.add("sample", "not run: the model could not be opened", "")
+    else:
+        result.add("sample", _sample_problem(root, opened), f"{SAMPLE} gives the outputs recorded in {EXPECTED}")
+    return result
