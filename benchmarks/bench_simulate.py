@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from evit_export.models.reference import deploy_for_export
-from evit_export.targets.onnx.target import export_onnx
+from evit_export.targets import RunnerOptions
+from evit_export.targets.onnx.exporter import export_onnx
 from evit_export.validation.latency.measure import measure_latency
 from evit_export.validation.latency.simulate import PROFILES, estimate_latency
 
@@ -34,7 +35,7 @@ def main() -> None:
         for variant in args.variants:
             deployed, spec = deploy_for_export(variant, seed=0)
             art = export_onnx(deployed, spec, Path(d) / f"{variant}.onnx")
-            with get_target("onnx").open(art.path, threads=1) as runner:
+            with get_target("onnx").open(art.path, options=RunnerOptions(threads=1)) as runner:
                 measured = measure_latency(runner, iterations=50).median_ms
             est = {p: estimate_latency(deployed, spec.img_size, p).estimate_ms for p in PROFILES}
             table.add_row(variant, f"{measured:.2f}", f"{est['host-cpu-1t']:.2f}",

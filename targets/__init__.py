@@ -108,12 +108,6 @@ def open_artifact(path: str | Path) -> tuple[Path, Target, ModelSpec]:
     return path, target, spec
 
 
-def precision_family(path: str | Path, spec: ModelSpec | None = None) -> str:
-    """"fp32" | "fp16" | "int8" of the artifact at ``path`` (its own spec unless given)."""
-    target = target_for(path)
-    return target.precision_family(spec or target.require_spec(Path(path)))
-
-
 __all__ = ["Artifact", "GraphReport", "PrecisionNotApplicable", "Runner", "RunnerOptions", "Target", "TargetOptions",
-           "TensorInfo", "TARGET_CLASSES", "all_targets", "get_target", "open_artifact", "precision_family",
+           "TensorInfo", "TARGET_CLASSES", "all_targets", "get_target", "open_artifact",
            "register_target", "target_for", "target_names", "unregister_target"]

@@ -17,6 +17,7 @@ import json
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import ClassVar
 
@@ -43,7 +44,7 @@ class TargetOptions:
 
     @classmethod
     def for_precision(cls, precision: str, *, calibration_data=None, calibration_size: int = 200,
-                      batch: int = 1) -> "TargetOptions":
+                      batch: int = 1) -> TargetOptions:
         """This target's options for a sweep precision ("fp32" | "fp16" | "int8");
         raises PrecisionNotApplicable for one the format cannot do."""
         raise NotImplementedError(f"{cls.__name__} does not map sweep precisions")
@@ -51,6 +52,19 @@ class TargetOptions:
     def precision_label(self) -> str:
         """What these options produce, in words: "fp32", "int8", "int8 weights (fp16 activations)"."""
         raise NotImplementedError(f"{type(self).__name__} does not label its precision")
+
+
+def enum_choice(enum_type: type[Enum], value, flag: str):
+    """``value`` (a member or its string, any case) as a member of ``enum_type``; a
+    UserError naming the parameter ``flag`` and the choices otherwise. Options dataclasses call this
+    in ``__post_init__`` so that the Python API accepts plain strings too."""
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(str(value).lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in enum_type)
+        raise UserError(f"{flag}={value} is not supported: choose one of {choices}") from None
 
 
 @dataclass(frozen=True)
@@ -61,9 +75,9 @@ class RunnerOptions:
 
     def __post_init__(self):
         if self.threads is not None and self.threads < 1:
-            raise UserError(f"--threads {self.threads} must be at least 1 (or leave it out for the runtime default)")
+            raise UserError(f"threads={self.threads} must be at least 1 (or None for the runtime default)")
         if self.batch is not None and self.batch < 1:
-            raise UserError(f"--batch {self.batch} must be at least 1")
+            raise UserError(f"batch={self.batch} must be at least 1")
 
 
 def normalise_op_name(op_type: str) -> str:

@@ -25,14 +25,14 @@ def _is_random(source) -> bool:
     return source is not None and str(source) == "random" and not Path(source).is_dir()
 
 
-def check_calibration_source(calibration_data, quantized: bool, flag: str = "--quantize int8") -> None:
+def check_calibration_source(calibration_data, quantized: bool, flag: str = "quantize=int8") -> None:
     """Fail before any work when a calibration option cannot apply."""
     if calibration_data is None:
         return
     if not quantized:
-        raise UserError(f"--calibration-data only applies to int8 quantization: drop it or add {flag}")
+        raise UserError(f"calibration_data= only applies to int8 quantization: drop it or add {flag}")
     if not _is_random(calibration_data) and not Path(calibration_data).is_dir():
-        raise UserError(f"calibration folder {calibration_data} does not exist: pass --calibration-data DIR "
+        raise UserError(f"calibration folder {calibration_data} does not exist: pass calibration_data=DIR "
                         "with images (ImageFolder or flat)")
 
 
@@ -46,7 +46,7 @@ def calibration_pixels(spec: ModelSpec, source: str | Path | None, size: int) ->
     from evit_export.core.preprocess import load_images
 
     if size < 1:
-        raise UserError(f"--calibration-size {size} must be at least 1")
+        raise UserError(f"calibration_size={size} must be at least 1")
     if _is_random(source):
         return _random_pixels(spec, size), f"{size} random images", True
     if source is not None:
@@ -64,15 +64,11 @@ def calibration_pixels(spec: ModelSpec, source: str | Path | None, size: int) ->
         return _random_pixels(spec, size), f"{size} random images", True
 
 
-def calibration_record(pixels_override, spec: ModelSpec, source, size: int) -> tuple[np.ndarray, dict]:
-    """(pixels, sidecar record) from explicit pixels or ``calibration_pixels``; a random
-    source adds the warning to ``spec.notes`` and to the record."""
-    if pixels_override is not None:
-        pixels = np.asarray(pixels_override, np.float32)
-        desc, is_random = f"{len(pixels)} given images", False
-    else:
-        pixels, desc, is_random = calibration_pixels(spec, source, size)
-    record = {"source": desc, "count": int(len(pixels)), "random": bool(is_random)}
+def calibration_record(spec: ModelSpec, source, size: int) -> tuple[np.ndarray, dict]:
+    """(pixels, sidecar record) from ``calibration_pixels``; a random source adds the
+    warning to ``spec.notes`` and to the record."""
+    pixels, desc, is_random = calibration_pixels(spec, source, size)
+    record = {"source": desc, "count": len(pixels), "random": bool(is_random)}
     if is_random:
         spec.notes.append(RANDOM_CALIBRATION_WARNING)
         record["warning"] = RANDOM_CALIBRATION_WARNING

@@ -6,7 +6,7 @@ import pytest
 
 from cli_helpers import assert_one_line_error, run_cli
 from evit_export.models.reference import deploy_for_export
-from evit_export.targets.onnx.target import export_onnx
+from evit_export.targets.onnx.exporter import export_onnx
 
 
 @pytest.fixture(scope="module")

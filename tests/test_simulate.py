@@ -19,7 +19,7 @@ def test_estimates_scale_with_model_and_are_labelled():
 
 
 def test_bench_simulate_cli(capsys, tmp_path):
-    from evit_export.targets.onnx.target import export_onnx
+    from evit_export.targets.onnx.exporter import export_onnx
 
     deployed, spec = deploy_for_export("m0", img_size=128, seed=1)
     path = export_onnx(deployed, spec, tmp_path / "m0.onnx").path

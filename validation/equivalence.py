@@ -39,20 +39,15 @@ DEFAULT_TOLERANCES = {
 }
 
 
-def tolerance_for(precision: str, **overrides) -> Tolerance:
-    base = DEFAULT_TOLERANCES.get(precision_family(precision), DEFAULT_TOLERANCES["fp32"])
-    values = asdict(base)
+def tolerance_for(family: str, **overrides) -> Tolerance:
+    """The default tolerance of a precision family ("fp32" | "fp16" | "int8": what
+    ``Target.precision_family(spec)`` says), with the non-None ``overrides`` applied."""
+    if family not in DEFAULT_TOLERANCES:
+        raise ValueError(f"precision family {family!r} is not one of {', '.join(DEFAULT_TOLERANCES)}: "
+                         "map the artifact's precision with Target.precision_family(spec)")
+    values = asdict(DEFAULT_TOLERANCES[family])
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Tolerance(**values)
-
-
-def precision_family(precision: str) -> str:
-    p = (precision or "fp32").lower()
-    if p in ("fp16", "float16", "half") or p.startswith("fp16"):
-        return "fp16"
-    if "int8" in p or p in ("dynamic", "uint8", "palettize6", "int8-weights"):
-        return "int8"
-    return "fp32"
 
 
 @dataclass
@@ -87,6 +82,8 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 def compare_outputs(ref: np.ndarray, got: np.ndarray, precision: str, tolerance: Tolerance | None = None,
                     artifact: str = "", runtime: str = "", inputs: str = "") -> EquivalenceReport:
+    """``precision`` labels the report; without ``tolerance`` it must be a precision
+    family, whose default tolerance applies."""
     ref = np.asarray(ref, np.float64)
     got = np.asarray(got, np.float64)
     if ref.shape != got.shape:

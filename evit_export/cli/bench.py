@@ -29,13 +29,13 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., help="artifacts to tim
             console.print(f"{p.name}: {p.description} — {p.source}")
         return
     from evit_export.core.errors import UserError
-    from evit_export.targets import open_artifact
+    from evit_export.targets import RunnerOptions, open_artifact
     from evit_export.validation.latency.measure import measure_latency
 
     rows = []
     for artifact in artifacts:
         artifact, target, spec = open_artifact(artifact)
-        with target.open(artifact, spec=spec, threads=threads) as runner:
+        with target.open(artifact, spec=spec, options=RunnerOptions(threads=threads)) as runner:
             lat = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=iterations)
             if not runner.deployment_runtime:
                 lat.kind = "measured (checker, not a device runtime)"

@@ -1,6 +1,6 @@
 """EfficientViT as a native NHWC TensorFlow graph, built from the folded deploy weights.
 
-Two halves, split by process boundary (see ``tflite_worker.py``):
+Two halves, split by process boundary (see ``worker.py``):
 
 - ``make_plan(deployed)`` runs beside PyTorch: it walks the deploy model and writes a
   JSON-able plan (layer kinds, conv strides/paddings, attention sizes) plus a flat
@@ -24,8 +24,6 @@ Why the graph looks the way it does (each choice measured on XNNPACK, 1 thread):
 from __future__ import annotations
 
 import numpy as np
-
-PLAN_VERSION = 1
 
 
 # --------------------------------------------------------------------------- plan (torch side)
@@ -63,7 +61,7 @@ def make_plan(deployed) -> tuple[dict, dict[str, np.ndarray]]:
                 layers.append({"kind": "pair", "prefix": prefix})
         stages.append(layers)
     weights = {k: v.detach().cpu().to(torch.float32).numpy().copy() for k, v in deployed.state_dict().items()}
-    plan = {"version": PLAN_VERSION, "img_size": int(deployed.img_size), "num_classes": int(deployed.num_classes),
+    plan = {"img_size": int(deployed.img_size), "num_classes": int(deployed.num_classes),
             "variant": deployed.variant, "convs": convs, "stages": stages,
             "patch_embed": [f"patch_embed.{i}" for i in (0, 2, 4, 6)]}
     return plan, weights

@@ -7,7 +7,7 @@ TensorFlow: importing TensorFlow before torch's triton segfaults, and TensorFlow
 bundled TFLite runtime must not share a process with LiteRT's. This worker imports
 TensorFlow and numpy only, never torch.
 
-JOB_DIR holds ``plan.json`` + ``weights.npz`` (from ``tflite_graph.make_plan``),
+JOB_DIR holds ``plan.json`` + ``weights.npz`` (from ``graph.make_plan``),
 ``options.json`` and, for int8, ``calibration.npy`` (graph-ready float inputs). The
 worker writes ``model.tflite`` and ``report.json`` there; any failure is reported as
 one line on stderr and exit status 3.
