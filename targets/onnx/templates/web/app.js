@@ -7,7 +7,8 @@
 
   // One thread: runs from any static server (threads need cross-origin isolation).
   ort.env.wasm.numThreads = 1;
-  ort.env.wasm.wasmPaths = "@@WASM_PATHS@@";
+  // An absolute URL: the runtime imports its loader module from here.
+  ort.env.wasm.wasmPaths = new URL("@@WASM_PATHS@@", document.baseURI).href;
 
   let ready = null;
 
@@ -18,6 +19,10 @@
       ort.InferenceSession.create(MODEL_URL, { executionProviders: ["wasm"] }),
     ]);
     const labels = labelsText.split("\n").filter((line) => line.length > 0);
+    // One warm-up run, so the latency shown is the steady state, not the first call's set-up.
+    const s = pre.img_size;
+    const dims = pre.model_input.layout === "NCHW" ? [1, 3, s, s] : [1, s, s, 3];
+    await session.run({ [session.inputNames[0]]: new ort.Tensor("float32", new Float32Array(3 * s * s), dims) });
     return { pre, labels, session };
   }
 
