@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, assert_usage_error, run_cli
 from conftest import make_timm_model
 
 from evit_export.core.preprocess import normalize, seeded_pixels
-from evit_export.targets import get_target
+from evit_export.targets import RunnerOptions, get_target
+from evit_export.targets.tflite import TFLiteOptions
+
+ONE_THREAD = RunnerOptions(threads=1)
 
 
 def _timm_checkpoint(tmp_path_factory, variant="m0", img_size=224, seed=0):
@@ -48,7 +51,7 @@ def test_fp32_matches_timm_signature_metadata_labels(fp32_m0):
     assert spec is not None and spec.variant == "m0" and spec.precision == "fp32"
     assert (spec.input_layout, spec.input_range, spec.input_dtype) == ("NHWC", "normalized", "float32")
     pixels = seeded_pixels(8, 224, seed=3)
-    with target.open(out, threads=1) as runner:
+    with target.open(out, options=ONE_THREAD) as runner:
         got = runner.run(pixels)
     ref = _timm_logits(timm_model, pixels, spec)
     assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
@@ -61,12 +64,13 @@ def test_fp32_matches_timm_signature_metadata_labels(fp32_m0):
     runner = it.get_signature_runner("serving_default")
     x = normalize(pixels[:1], spec).transpose(0, 2, 3, 1).copy()
     np.testing.assert_allclose(runner(image=x)["logits"], got[:1], rtol=0, atol=1e-5)
-    # spec as flatbuffer metadata, labels.txt beside, sidecar with the GPU verdict
-    from evit_export.targets.tflite.target import SPEC_KEY, read_flatbuffer_metadata
+    # spec as flatbuffer metadata, m0.labels.txt beside, sidecar with the GPU verdict
+    from evit_export.targets.base import SPEC_KEY
+    from evit_export.targets.tflite.inspector import read_flatbuffer_metadata
 
     meta = read_flatbuffer_metadata(out.read_bytes())
     assert json.loads(meta[SPEC_KEY])["variant"] == "m0"
-    labels = (out.parent / "labels.txt").read_text().splitlines()
+    labels = (out.parent / "m0.labels.txt").read_text().splitlines()
     assert labels == spec.labels and len(labels) == 1000
     side = json.loads((out.parent / "m0.tflite.evit.json").read_text())
     assert side["info"]["gpu_delegate"]["checked"] is True
@@ -91,17 +95,17 @@ def test_inspect_and_check_cli(fp32_m0, capsys):
 
 def test_changed_weight_buffer_fails_check_and_localizes(fp32_m0, tmp_path, capsys):
     _, ck, out = fp32_m0
-    from evit_export.targets.tflite.target import weight_buffers
+    from evit_export.targets.tflite.inspector import constant_tensors, read_model, write_model
 
-    data = bytearray(out.read_bytes())
-    buffers = weight_buffers(bytes(data))
+    model = read_model(out.read_bytes())
     # one weight buffer inside the graph: a stage-2 conv kernel (a few kB)
-    name, start, length = next(b for b in buffers if b[2] > 4096 and "Conv2D" in b[0])
-    weights = np.frombuffer(bytes(data[start:start + length]), np.float32).copy()
+    buffer = next(model.buffers[b] for _, name, b in constant_tensors(model)
+                  if len(model.buffers[b].data) > 4096 and "Conv2D" in name)
+    weights = np.frombuffer(bytes(buffer.data), np.float32).copy()
     weights[: len(weights) // 4] *= -1.5
-    data[start:start + length] = weights.tobytes()
+    buffer.data = np.frombuffer(weights.tobytes(), np.uint8).copy()
     bad = tmp_path / "m0.tflite"
-    bad.write_bytes(bytes(data))
+    bad.write_bytes(write_model(model))
     shutil.copy(out.parent / "m0.tflite.evit.json", tmp_path / "m0.tflite.evit.json")
     code, stdout, _ = run_cli(capsys, "check", bad, "-c", ck, "-n", "4", "--localize")
     assert code == 1, stdout
@@ -131,7 +135,7 @@ def m0_deploy():
 
 def _export(m0_deploy, out, **options):
     deployed, spec = m0_deploy
-    return get_target("tflite").export(deployed, spec, out, **options)
+    return get_target("tflite").export(deployed, spec, out, TFLiteOptions(**options))
 
 
 def _compare(artifact, pixels, deployed):
@@ -139,10 +143,10 @@ def _compare(artifact, pixels, deployed):
     from evit_export.validation.equivalence import compare_outputs
 
     target = get_target("tflite")
-    with target.open(artifact.path, threads=1) as runner:
+    with target.open(artifact.path, options=ONE_THREAD) as runner:
         got = runner.run(pixels)
     ref = TorchRunner(deployed, artifact.spec).run(pixels)
-    return compare_outputs(ref, got, artifact.spec.precision)
+    return compare_outputs(ref, got, target.precision_family(artifact.spec))
 
 
 def test_fp16(m0_deploy, tmp_path):
@@ -208,8 +212,9 @@ def test_random_calibration_is_loudly_flagged(tmp_path):
     from evit_export.targets.calibration import RANDOM_CALIBRATION_WARNING
 
     deployed, spec = deploy_for_export("m0", img_size=64, seed=0)
-    art = get_target("tflite").export(deployed, spec, tmp_path / "r.tflite", quantize="int8",
-                                      calibration_data="random", calibration_size=8, analyze=False)
+    art = get_target("tflite").export(deployed, spec, tmp_path / "r.tflite",
+                                      TFLiteOptions(quantize="int8", calibration_data="random", calibration_size=8,
+                                                    analyze=False))
     assert art.info["calibration"]["random"] is True
     assert RANDOM_CALIBRATION_WARNING in get_target("tflite").read_spec(art.path).notes
 
@@ -233,7 +238,8 @@ def test_other_input_size_nchw_batch(img_size, tmp_path):
 
     deployed, spec = deploy_for_export("m0", img_size=img_size, seed=2)
     assert deployed.stages[0][0].mixer.pad == 1
-    art = get_target("tflite").export(deployed, spec, tmp_path / "m0_200.tflite", layout="nchw", batch=2)
+    art = get_target("tflite").export(deployed, spec, tmp_path / "m0_200.tflite",
+                                      TFLiteOptions(layout="nchw", batch=2))
     assert art.spec.input_layout == "NCHW" and art.spec.batch == 2
     rep = _compare(art, seeded_pixels(5, img_size, 1), deployed)  # odd count: last batch padded
     assert rep.passed, rep.failures
@@ -251,15 +257,17 @@ def test_bad_inputs_exit_2_one_line(capsys, tmp_path):
         ["--quantize", "int8", "--calibration-data", tmp_path / "missing"],
         ["--input", "uint8"],
         ["--input", "uint8", "--quantize", "fp16"],
-        ["--quantize", "int4"],
         ["--calibration-data", tmp_path],
-        ["--layout", "nwhc"],
         ["--float-attention"],
         ["--float-attention", "-q", "int8", "--input", "uint8"],
     ]
     for extra in cases:
         code, _, err = run_cli(capsys, "tflite", "-v", "m0", "--out", out, "--no-check", *extra)
         assert_one_line_error(code, err)
+    # A value outside an option's choices is typer's usage error: exit 2, naming the option.
+    for option, value in (("--quantize", "int4"), ("--layout", "nwhc")):
+        code, _, err = run_cli(capsys, "tflite", "-v", "m0", "--out", out, "--no-check", option, value)
+        assert_usage_error(code, err, option, value)
     empty = tmp_path / "cal"
     empty.mkdir()
     code, _, err = run_cli(capsys, "tflite", "-v", "m0", "--out", out, "-q", "int8", "--calibration-data", empty)
@@ -303,12 +311,13 @@ def test_all_variants_against_timm(variant, quantize, tmp_path):
     torch.save(timm_model.state_dict(), ck)
     model = load_model(variant, str(ck))
     deployed = fold(model)
-    art = get_target("tflite").export(deployed, model.spec, tmp_path / f"{variant}.tflite", quantize=quantize)
+    target = get_target("tflite")
+    art = target.export(deployed, model.spec, tmp_path / f"{variant}.tflite", TFLiteOptions(quantize=quantize))
     pixels = seeded_pixels(8, 224, 11)
-    with get_target("tflite").open(art.path, threads=1) as runner:
+    with target.open(art.path, options=ONE_THREAD) as runner:
         got = runner.run(pixels)
     ref = _timm_logits(timm_model, pixels, art.spec)
-    rep = compare_outputs(ref, got, art.spec.precision)
+    rep = compare_outputs(ref, got, target.precision_family(art.spec))
     print(f"SWEEP {variant} {art.spec.precision}: max abs {rep.max_abs:.3g} (|ref| {rep.ref_max_abs:.3g}), "
           f"cosine min {rep.cosine_min:.6f}, top-1 {100 * rep.top1_agreement:.0f}%")
     assert rep.passed, rep.failures

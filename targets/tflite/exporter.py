@@ -1,7 +1,8 @@
 """TFLite export: a native NHWC TensorFlow graph built from the folded deploy weights
 (``graph.py``), converted by ``tf.lite.TFLiteConverter`` in a worker process
 (``worker.py``); fp32 / fp16 / dynamic-range / full-integer int8; the spec in the
-flatbuffer's metadata, labels.txt beside it.
+flatbuffer's metadata beside the standard TFLite model metadata (labels packed into
+the model, ``metadata.py``), and ``<name>.labels.txt`` beside it.
 
 This module never imports TensorFlow: the worker does, in its own process.
 """
@@ -24,6 +25,7 @@ from evit_export.core.spec import ModelSpec
 from evit_export.targets.base import SPEC_KEY, Artifact, write_sidecar
 from evit_export.targets.calibration import calibration_record
 from evit_export.targets.tflite.inspector import add_flatbuffer_metadata
+from evit_export.targets.tflite.metadata import LABELS_FILE, METADATA_NAME, model_metadata, pack_associated_files
 from evit_export.targets.tflite.options import InputType, Quantize, TFLiteOptions
 from evit_export.targets.tflite.runner import graph_input, interpreter
 
@@ -104,7 +106,8 @@ def _convert(model, spec: ModelSpec, options: TFLiteOptions, calib: np.ndarray |
 
 def export_tflite(model, spec: ModelSpec, out: Path, options: TFLiteOptions | None = None) -> Artifact:
     """Export the folded deploy ``model`` to ``out`` (.tflite), atomically, with
-    labels.txt and the sidecar beside it."""
+    ``<name>.labels.txt`` and the sidecar beside it (one labels file per artifact, so
+    two exports into one folder never overwrite each other's)."""
     options = options or TFLiteOptions()
     out = check_out(out)
     started = time.perf_counter()
@@ -115,21 +118,29 @@ def export_tflite(model, spec: ModelSpec, out: Path, options: TFLiteOptions | No
                   "converter": "tf.lite.TFLiteConverter (native NHWC graph)"}
     data, report = _convert(model, spec, options, _calibration(spec, options, info))
     spec.toolchain["tensorflow"] = report.get("tensorflow", "?")
-    data = add_flatbuffer_metadata(data, {SPEC_KEY: spec.to_json().encode("utf-8")}, output_name=OUTPUT_NAME,
-                                   input_name=INPUT_NAME)
+    labels_text = "\n".join(spec.labels) + "\n"
+    data = add_flatbuffer_metadata(data, {SPEC_KEY: spec.to_json().encode("utf-8"),
+                                          METADATA_NAME: model_metadata(spec)},
+                                   output_name=OUTPUT_NAME, input_name=INPUT_NAME)
+    data = pack_associated_files(data, {LABELS_FILE: labels_text.encode("utf-8")})
     info["gpu_delegate"] = report.get("gpu_delegate")
     info["worker_seconds"] = {k: report[k] for k in ("graph_seconds", "convert_seconds", "analyze_seconds")
                               if k in report}
     info["io"] = _io_quantization(data)
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
-    labels_path = out.with_name("labels.txt")
-    write_text_atomic(labels_path, "\n".join(spec.labels) + "\n")
-    info["labels"] = str(labels_path)
+    labels_path = labels_path_for(out)
+    write_text_atomic(labels_path, labels_text)
+    info["labels"] = labels_path.name
     info["file_size"] = out.stat().st_size
     info["export_seconds"] = round(time.perf_counter() - started, 2)
     write_sidecar(out, spec, info)
     return Artifact(out, "tflite", spec, info)
+
+
+def labels_path_for(model: Path) -> Path:
+    """``m0_int8.tflite`` -> ``m0_int8.labels.txt``."""
+    return model.with_suffix(".labels.txt")
 
 
 def _io_quantization(data: bytes) -> dict:
