@@ -18,11 +18,18 @@ from evit_export.targets.torch_runner import TorchRunner
 from evit_export.validation.check import check_artifact
 
 TARGET = get_target("coreml")  # runs tf_safe() before coremltools is imported
-from evit_export.targets.coreml.target import INTEGRITY_KEY, SPEC_KEY, export_coreml  # noqa: E402
-from evit_export.targets.coreml.mil_interpreter import (MILProgram, UnsupportedOpError, read_model_spec,  # noqa: E402
-                                                 write_model_spec)
+from evit_export.targets import PrecisionNotApplicable, RunnerOptions  # noqa: E402
+from evit_export.targets.base import SPEC_KEY  # noqa: E402
+from evit_export.targets.coreml import CoreMLOptions, CoreMLRunnerOptions  # noqa: E402
+from evit_export.targets.coreml.files import INTEGRITY_KEY, read_model_spec, write_model_spec  # noqa: E402
+from evit_export.targets.coreml.mil_interpreter import MILProgram, UnsupportedOpError  # noqa: E402
 
 LABELS = [f"thing {i}" for i in range(1000)]
+
+
+def export_coreml(model, spec, out, **options):
+    """Export through the target with ``CoreMLOptions(**options)``."""
+    return TARGET.export(model, spec, out, CoreMLOptions(**options))
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +136,7 @@ def test_classifier_output_labels_and_metadata(m0):
     assert TARGET.read_spec(path).labels == LABELS
     # The declared classifier outputs: probabilities in class order and the label.
     pixels = seeded_pixels(2, 224, seed=3)
-    with TARGET.open(path, output="probabilities") as runner:
+    with TARGET.open(path, options=CoreMLRunnerOptions(output="probabilities")) as runner:
         assert runner.output_kind == "probabilities"
         probs = runner.run(pixels)
         outs = runner.program.run({"image": pixels[:1]})
@@ -146,7 +153,7 @@ def test_classifier_output_labels_and_metadata(m0):
 def test_tensor_input_logits_other_size(tmp_path):
     """Tensor input, logits output, 160x160 (10x10 tokens: windows padded to 14x14)."""
     deployed, spec = deploy_for_export("m1", img_size=160, seed=2)
-    art = export_coreml(deployed, spec, tmp_path / "m1_160.mlpackage", precision="fp32", input_kind="tensor",
+    art = export_coreml(deployed, spec, tmp_path / "m1_160.mlpackage", precision="fp32", input="tensor",
                         output="logits")
     assert art.spec.input_range == "normalized"
     io = TARGET.describe(art.path)
@@ -210,7 +217,8 @@ def test_weight_bin_byte_flip_fails_check(capsys, m0, tmp_path):
     assert any("weight.bin differs" in f for f in report["failures"])
     # The interpreter evaluates the damaged weights (the seal is an extra check)...
     pixels = seeded_pixels(2, 224, seed=0)
-    with TARGET.open(arts["fp16_image"].path) as intact, TARGET.open(bad, verify_integrity=False) as damaged:
+    with TARGET.open(arts["fp16_image"].path) as intact, \
+            TARGET.open(bad, options=CoreMLRunnerOptions(verify_integrity=False)) as damaged:
         assert not intact.integrity_failures and not damaged.integrity_failures
         assert np.abs(damaged.run(pixels) - intact.run(pixels)).max() > 0
     # ... and in fp32, where the tolerance is tight, the numbers alone fail it. (In fp16
@@ -218,7 +226,7 @@ def test_weight_bin_byte_flip_fails_check(capsys, m0, tmp_path):
     # seal can tell.)
     bad32 = _copy(arts["fp32_image"].path, tmp_path / "flipped32.mlpackage")
     _flip_middle(bad32)
-    assert not check_artifact(bad32, n=8, runner_options={"verify_integrity": False}).passed
+    assert not check_artifact(bad32, n=8, runner_options=CoreMLRunnerOptions(verify_integrity=False)).passed
 
 
 def test_weight_bin_corrupt_blob_header_fails_check(capsys, m0, tmp_path):
@@ -298,7 +306,7 @@ def test_fp16_overflow_is_localized(capsys, tmp_path):
 
 def test_neuralnetwork_format(capsys, tmp_path):
     deployed, spec = deploy_for_export("m0", seed=1)
-    art = export_coreml(deployed, spec, tmp_path / "m0.mlmodel", fmt="neuralnetwork")
+    art = export_coreml(deployed, spec, tmp_path / "m0.mlmodel", format="neuralnetwork")
     assert art.path.is_file() and art.info["min_ios"] == 13
     proto, _ = read_model_spec(art.path)
     assert proto.WhichOneof("Type") == "neuralNetworkClassifier" and proto.specificationVersion <= 4
@@ -323,6 +331,24 @@ def test_int8_compression_cli(capsys, tmp_path):
     assert TARGET.inspect(out).op_histogram["constexpr_affine_dequantize"] > 50
 
 
+def test_options_for_sweep_precisions():
+    """The sweep's precisions as CoreML options: int8 is weight-only int8 on fp16
+    activations; batches above 1 take tensors and give logits; int4 does not exist."""
+    fp32, fp16, int8 = (CoreMLOptions.for_precision(p) for p in ("fp32", "fp16", "int8"))
+    assert (fp32.precision, fp32.compress, fp32.deployment_ios) == ("fp32", "none", 15)
+    assert fp16.precision_label() == "fp16" and fp16.spec_precision == "fp16"
+    assert (int8.precision, int8.compress, int8.deployment_ios) == ("fp16", "int8", 16)
+    assert int8.precision_label() == "int8 weights (fp16 activations)" and int8.spec_precision == "int8-weights"
+    batched = CoreMLOptions.for_precision("fp16", batch=4)
+    assert (batched.batch, batched.input, batched.output) == (4, "tensor", "logits")
+    with pytest.raises(PrecisionNotApplicable, match="int4"):
+        CoreMLOptions.for_precision("int4")
+    spec = deploy_for_export("m0", img_size=64, seed=0)[1]
+    assert TARGET.precision_family(spec.replace(precision="int8-weights")) == "int8"
+    assert TARGET.precision_family(spec.replace(precision="palettize6")) == "int8"
+    assert TARGET.precision_family(spec.replace(precision="fp16")) == "fp16"
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_bad_input(capsys, m0, tmp_path):
@@ -341,7 +367,6 @@ def test_bad_input(capsys, m0, tmp_path):
          "needs --format mlprogram"),
         (["coreml", "-v", "m0", "--compress", "int8", "--min-ios", "15", "-o", tmp_path / "a.mlpackage"],
          "--min-ios 16"),
-        (["coreml", "-v", "m0", "--precision", "int4", "-o", tmp_path / "a.mlpackage"], "--precision"),
         (["coreml", "-v", "m0", "--format", "neuralnetwork", "-o", tmp_path / "a.mlpackage"], ".mlmodel"),
         (["coreml", "-v", "m0", "--batch", "4", "-o", tmp_path / "a.mlpackage"], "--input tensor --output logits"),
         (["check", notpkg], "not an mlpackage"),
@@ -351,10 +376,16 @@ def test_bad_input(capsys, m0, tmp_path):
     for args, needle in cases:
         code, _, err = run_cli(capsys, *args)
         assert needle in assert_one_line_error(code, err), (args, err)
+    # A precision CoreML lacks: typer's usage error from the command line (exit 2, no
+    # traceback), the options' one-line error from the Python API.
+    code, _, err = run_cli(capsys, "coreml", "-v", "m0", "--precision", "int4", "-o", tmp_path / "a.mlpackage")
+    assert code == 2 and "--precision" in err and "int4" in err and "Traceback" not in err, err
+    with pytest.raises(UserError, match="--precision int4"):
+        CoreMLOptions(precision="int4")
     assert not (tmp_path / "a.mlpackage").exists()
     if sys.platform != "darwin":
         with pytest.raises(UserError, match="needs macOS"):
-            TARGET.open(arts["fp16_image"].path, native=True)
+            TARGET.open(arts["fp16_image"].path, options=RunnerOptions(native=True))
 
 
 def test_unsupported_op_fails_loudly(capsys, m0, tmp_path):

@@ -1,1 +1,71 @@
-"""The coreml export target (see ../base.py for the protocol)."""
+"""CoreML target: ML Program (.mlpackage) or NeuralNetwork (.mlmodel) export of the
+deploy graph, checked on macOS by CoreML and elsewhere by a numpy MIL interpreter.
+Importing this package imports neither coremltools nor torch."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from evit_export.core.spec import ModelSpec
+
+from evit_export.targets.base import Artifact, GraphReport, Runner, RunnerOptions, Target, TensorInfo
+from evit_export.targets.coreml.options import (Compression, ComputeUnits, CoreMLOptions, CoreMLPrecision,
+                                                CoreMLRunnerOptions, InputKind, ModelFormat, OutputKind,
+                                                RunnerOutput)
+
+
+class CoreMLTarget(Target):
+    name = "coreml"
+    suffixes = (".mlpackage", ".mlmodel")
+    precisions = ("fp32", "fp16", "int8")  # int8: weight-only (CoreMLOptions.for_precision)
+    options_type = CoreMLOptions
+    imports_tensorflow = True  # coremltools imports TensorFlow when it is installed
+    # Op types that move or reshape data rather than compute (the paper's "memory-bound"
+    # lens), in normalise_op_name spelling: ML Program (MIL) ops, then NeuralNetwork layers.
+    memory_bound_ops: ClassVar[frozenset[str]] = frozenset({
+        "reshape", "transpose", "split", "slicebyindex", "concat", "gather", "squeeze", "expanddims", "pad",
+        "identity", "cast", "add", "sub", "mul", "realdiv", "relu", "sigmoid", "softmax", "tile", "shape",
+        "reshapestatic", "rankpreservingreshape", "splitnd", "softmaxnd", "multiply", "permute", "flatten",
+        "concatnd", "slicestatic", "padding"})
+
+    def export(self, model, spec: ModelSpec, out: Path, options: CoreMLOptions | None = None) -> Artifact:
+        from evit_export.targets.coreml.exporter import export_coreml
+
+        return export_coreml(model, spec, Path(out), self.check_options(options))
+
+    def open(self, path: Path, spec: ModelSpec | None = None, options: RunnerOptions | None = None) -> Runner:
+        """``options`` may be CoreMLRunnerOptions (compute units, classifier output,
+        integrity check) or the shared RunnerOptions."""
+        from evit_export.targets.coreml.runner import open_runner
+
+        return open_runner(Path(path), self.require_spec(path, spec), CoreMLRunnerOptions.of(options))
+
+    def embedded_spec_text(self, path: Path) -> str | None:
+        from evit_export.targets.base import SPEC_KEY
+        from evit_export.targets.coreml.files import read_model_spec
+
+        return read_model_spec(Path(path))[0].description.metadata.userDefined.get(SPEC_KEY) or None
+
+    def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
+        from evit_export.targets.coreml.files import read_model_spec
+        from evit_export.targets.coreml.inspector import describe_proto
+
+        return describe_proto(read_model_spec(Path(path))[0], self.read_spec(path))
+
+    def inspect(self, path: Path, profile: bool = False) -> GraphReport:
+        from evit_export.targets.coreml.inspector import graph_summary
+
+        hist, params, size, extra = graph_summary(Path(path))
+        if profile:
+            extra["note"] = "--profile is not available for CoreML artifacts (no Linux runtime)"
+        return self.graph_report(hist, params, size, extra)
+
+    def precision_family(self, spec: ModelSpec) -> str:
+        """Compressed weights (int8, 6-bit palettes) are judged like int8 artifacts."""
+        if spec.precision in {c.spec_precision for c in Compression if c.spec_precision}:
+            return "int8"
+        return super().precision_family(spec)
+
+
+__all__ = ["Compression", "ComputeUnits", "CoreMLOptions", "CoreMLPrecision", "CoreMLRunnerOptions", "CoreMLTarget",
+           "InputKind", "ModelFormat", "OutputKind", "RunnerOutput"]

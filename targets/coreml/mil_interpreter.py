@@ -1,9 +1,10 @@
 """A numpy interpreter for CoreML ML Programs, so exported models can be checked
 where CoreML itself cannot run (coremltools predicts on macOS only).
 
-It reads a saved ``.mlpackage`` (the spec protobuf and the weight blobs through
-coremltools' ``libmilstoragepython`` blob reader) and evaluates the ``main``
-function op by op:
+It reads a saved ``.mlpackage`` (the spec protobuf; its values through coremltools'
+own MIL loader and ``libmilstoragepython`` blob reader; compressed weights expanded
+once at load time by the ``decompress`` of coremltools' own constexpr op
+definitions) and evaluates the ``main`` function op by op:
 
 - Every op computes in float32 and its outputs are stored in the dtype the program
   declares for them, so an fp16 program rounds (and overflows to inf) after every
@@ -16,9 +17,7 @@ function op by op:
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from collections import Counter
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,136 +26,79 @@ import numpy as np
 from evit_export.core.errors import UserError
 
 from evit_export.targets.coreml import mil_ops
+from evit_export.targets.coreml.files import coremltools, integrity_problems, read_model_spec
 
 
 class UnsupportedOpError(UserError):
     """The program uses a MIL op this interpreter does not implement."""
 
 
-# MIL DataType enum (MIL.proto) -> numpy dtype, and the blob-reader method for it.
-_DTYPES = {1: np.bool_, 2: np.object_, 10: np.float16, 11: np.float32, 12: np.float64, 21: np.int8,
-           22: np.int16, 23: np.int32, 24: np.int64, 25: np.int8, 31: np.uint8, 32: np.uint16,
-           33: np.uint32, 34: np.uint64, 35: np.uint8, 36: np.uint8, 37: np.uint8, 38: np.uint8, 39: np.uint8}
-_SUB_BYTE_BITS = {25: 4, 35: 4, 36: 2, 37: 1, 38: 6, 39: 3}
-_BLOB_READERS = {10: "read_fp16_data", 11: "read_float_data", 21: "read_int8_data", 22: "read_int16_data",
-                 23: "read_int32_data", 25: "read_int4_data", 31: "read_uint8_data", 32: "read_uint16_data",
-                 33: "read_uint32_data", 35: "read_uint4_data", 36: "read_uint2_data", 37: "read_uint1_data",
-                 38: "read_uint6_data", 39: "read_uint3_data"}
 _TUPLE_INPUTS = {("concat", "values"), ("stack", "values"), ("classify", "classes")}
 
 
-# --------------------------------------------------------------------------- files
+def mil_types():
+    """coremltools' MIL type system (imported on first use, after the import-order guard)."""
+    coremltools()
+    from coremltools.converters.mil.mil import types
 
-def _proto_module():
-    from evit_export.core.import_order import tf_safe
-
-    tf_safe()
-    from coremltools.proto import Model_pb2
-
-    return Model_pb2
+    return types
 
 
-def model_file_of(path: Path) -> Path:
-    """The spec file inside an .mlpackage (via its Manifest.json), or the .mlmodel itself."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path} does not exist: check the artifact path")
-    if path.suffix.lower() == ".mlmodel":
-        if not path.is_file():
-            raise UserError(f"{path} is not a file: a .mlmodel is a single protobuf file")
-        return path
-    if not path.is_dir():
-        raise UserError(f"{path} is not an mlpackage (not a folder): pass the .mlpackage folder that "
-                        "coremltools or evit-export wrote")
-    manifest = path / "Manifest.json"
-    try:
-        data = json.loads(manifest.read_text())
-        root = data["itemInfoEntries"][data["rootModelIdentifier"]]["path"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is not an mlpackage (no readable Manifest.json naming the model): pass the "
-                        ".mlpackage folder that coremltools or evit-export wrote") from None
-    model_file = path / "Data" / root
-    if not model_file.is_file():
-        raise UserError(f"{path} is not a complete mlpackage ({root} is missing): re-export it")
-    return model_file
+# --------------------------------------------------------------------------- types and values
 
-
-def read_model_spec(path: Path):
-    """(Model protobuf, the file it came from)."""
-    from google.protobuf.message import DecodeError
-
-    model_file = model_file_of(path)
-    proto = _proto_module().Model()
-    try:
-        proto.ParseFromString(model_file.read_bytes())
-    except (DecodeError, ValueError) as e:
-        raise UserError(f"{path} does not hold a CoreML model spec ({str(e)[:80]}): re-export it") from None
-    if proto.WhichOneof("Type") is None:
-        raise UserError(f"{path} does not hold a CoreML model spec: re-export it")
-    return proto, model_file
-
-
-def write_model_spec(proto, model_file: Path) -> None:
-    Path(model_file).write_bytes(proto.SerializeToString())
-
-
-def weight_files(model_file: Path) -> list[Path]:
-    weights = Path(model_file).parent / "weights"
-    return sorted(p for p in weights.rglob("*") if p.is_file()) if weights.is_dir() else []
-
-
-def program_digests(proto, package: Path) -> dict:
-    """sha256 of the serialized program and of every weight file."""
-    model_file = model_file_of(package)
-    program = hashlib.sha256(proto.mlProgram.SerializeToString(deterministic=True)).hexdigest()
-    weights = {p.relative_to(model_file.parent).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-               for p in weight_files(model_file)}
-    return {"program": program, "weights": weights}
-
-
-# --------------------------------------------------------------------------- values
-
-def _tensor_type(value_type):
-    kind = value_type.WhichOneof("type")
-    if kind != "tensorType":
+def tensor_type(value_type):
+    """(MIL builtin type, shape with None for a free dimension) of a tensor value type;
+    (None, None) for any other type."""
+    if value_type.WhichOneof("type") != "tensorType":
         return None, None
     t = value_type.tensorType
-    dims = []
-    for d in t.dimensions:
-        dims.append(int(d.constant.size) if d.WhichOneof("dimension") == "constant" else None)
-    return t.dataType, dims
+    dims = [int(d.constant.size) if d.WhichOneof("dimension") == "constant" else None for d in t.dimensions]
+    return mil_types().PROTO_TO_BUILTIN_TYPE[t.dataType], dims
 
 
-def _unpack(raw: bytes, dtype: int, shape: list) -> np.ndarray:
-    count = int(np.prod(shape)) if shape else 1
-    if dtype in _SUB_BYTE_BITS:
-        vals = mil_ops._unpack_bits(np.frombuffer(raw, np.uint8), _SUB_BYTE_BITS[dtype], count)
-        if dtype == 25:  # int4: two's complement
-            vals = np.where(vals >= 8, vals.astype(np.int64) - 16, vals)
-        return vals.astype(_DTYPES[dtype]).reshape(shape)
-    return np.frombuffer(raw, _DTYPES[dtype]).reshape(shape).copy()
+def storage_dtype(builtin) -> type | None:
+    """The numpy dtype values of a MIL type are stored in (sub-byte types in 8 bits);
+    None for strings and non-tensors, which are kept as they are."""
+    if builtin is None:
+        return None
+    dtype = mil_types().nptype_from_builtin(builtin)
+    return dtype if np.dtype(dtype).kind in "biuf" else None
 
 
-def _immediate(value, where: str):
-    imm = value.immediateValue
-    kind = imm.WhichOneof("value")
-    if kind == "tensor":
-        dtype, shape = _tensor_type(value.type)
-        t = imm.tensor
-        which = t.WhichOneof("value")
-        if which == "bytes":
-            return _unpack(t.bytes.values, dtype, shape or [])
-        raw = list(getattr(t, which).values)
-        if dtype == 2:
-            arr = np.array(raw, dtype=object)
-        else:
-            arr = np.array(raw, dtype=_DTYPES.get(dtype, np.float32))
-        return arr.reshape(shape) if shape is not None and None not in shape else arr
-    if kind == "list":
-        return [_immediate(v, where) for v in imm.list.values]
-    if kind == "tuple":
-        return [_immediate(v, where) for v in imm.tuple.values]
-    raise UnsupportedOpError(f"{where}: immediate {kind} values are not implemented by the MIL interpreter")
+class _ValueLoader:
+    """Immediate and weight-file values through coremltools' own MIL protobuf loader
+    (``milproto.load._load_value``: immediates, sub-byte unpacking, and blobs through
+    libmilstoragepython's BlobReader). It is private in coremltools 9.0, which has no
+    public reader for single values; the rest of that loader builds a whole PyMIL
+    program, which would stop at the first damaged blob instead of naming every one."""
+
+    def __init__(self, weights_dir: Path):
+        coremltools()
+        from coremltools.converters.mil.frontend.milproto import load as milproto_load
+
+        self._load = milproto_load._load_value
+        self._context = milproto_load.TranscriptionContext(str(weights_dir))
+        self.weights_dir = Path(weights_dir)
+
+    def immediate(self, value, where: str):
+        kind = value.immediateValue.WhichOneof("value")
+        if kind in ("list", "tuple"):
+            # coremltools' loader reads tensors only; a list (classify's class labels)
+            # is its elements, each one read by it.
+            return [self.immediate(v, where) for v in getattr(value.immediateValue, kind).values]
+        try:
+            return self._load(self._context, value)
+        except NotImplementedError as e:
+            raise UnsupportedOpError(f"{where}: immediate value not implemented by the MIL interpreter ({e})") \
+                from None
+
+    def blob(self, value, where: str):
+        """The weights at the value's offset; raises UserError naming the file, or
+        ValueError/RuntimeError from coremltools' reader for a damaged blob."""
+        name = value.blobFileValue.fileName.split("/")[-1]
+        if not (self.weights_dir / name).is_file():
+            raise UserError(f"{where}: weight file {name} is missing: re-export the model")
+        return self._load(self._context, value)
 
 
 @dataclass
@@ -181,10 +123,9 @@ class MILProgram:
         self.proto = proto
         self.path = Path(path)
         self.model_file = Path(model_file)
-        self.weights_dir = self.model_file.parent / "weights"
         self.problems: list[str] = []  # weights that could not be read (lenient mode)
-        self._readers: dict = {}
         self.lenient = lenient
+        self._values = _ValueLoader(self.model_file.parent / "weights")
         prog = proto.mlProgram
         if "main" not in prog.functions:
             raise UserError(f"{path} has no 'main' function: not a model evit-export can check")
@@ -192,11 +133,9 @@ class MILProgram:
         block = fn.block_specializations[fn.opset]
         self.inputs = {}
         for inp in fn.inputs:
-            dtype, shape = _tensor_type(inp.type)
-            self.inputs[inp.name] = (_DTYPES.get(dtype, np.float32), shape)
+            builtin, shape = tensor_type(inp.type)
+            self.inputs[inp.name] = (storage_dtype(builtin) or np.float32, shape)
         self.outputs = list(block.outputs)
-        desc_inputs = {f.name: f.type.WhichOneof("Type") for f in proto.description.input}
-        self.input_is_image = any(kind == "imageType" for kind in desc_inputs.values())
         first_shape = next(iter(self.inputs.values()))[1] if self.inputs else None
         self.batch = first_shape[0] if first_shape else None
         self.consts: dict[str, object] = {}
@@ -216,74 +155,66 @@ class MILProgram:
                             "Programs only; re-export with --format mlprogram, or check it on macOS")
         return cls(proto, model_file, Path(path), lenient=lenient)
 
-    def _blob(self, bfv, dtype: int, shape: list, where: str):
-        name = bfv.fileName.split("/")[-1]
-        file = self.weights_dir / name
-        if dtype not in _BLOB_READERS:
-            raise UnsupportedOpError(f"{where}: weights of MIL dtype {dtype} are not implemented")
+    def _blob(self, value, where: str):
+        """Weights from a weight file; in lenient mode a damaged blob becomes NaNs and a
+        line in ``problems`` (so ``check`` can report every damaged blob and still run)."""
         try:
-            reader = self._readers.get(name)
-            if reader is None:
-                if not file.is_file():
-                    raise UserError(f"{self.path}: weight file {name} is missing: re-export the model")
-                from coremltools import libmilstoragepython
-
-                reader = self._readers[name] = libmilstoragepython._BlobStorageReader(str(file))
-            data = getattr(reader, _BLOB_READERS[dtype])(int(bfv.offset))
-            if dtype == 10:
-                data = data.view(np.float16)
-            arr = np.asarray(data)
-            count = int(np.prod(shape)) if shape else 1
-            if arr.size != count:
-                raise ValueError(f"blob holds {arr.size} values, the program declares {count}")
-            return arr.reshape(shape)
+            return self._values.blob(value, where)
         except (RuntimeError, ValueError, IndexError) as e:
-            msg = f"{name} at offset {bfv.offset} ({where}) is unreadable: {e}"
+            bfv = value.blobFileValue
+            msg = f"{bfv.fileName.split('/')[-1]} at offset {bfv.offset} ({where}) is unreadable: {e}"
             if not self.lenient:
                 raise UserError(f"{self.path}: {msg}; the package is corrupt, re-export it") from None
             self.problems.append(msg)
-            return np.full(shape, np.nan, dtype=np.float32)
+            return np.full(tensor_type(value.type)[1], np.nan, dtype=np.float32)
 
     def _value(self, value, where: str):
         kind = value.WhichOneof("value")
         if kind == "immediateValue":
-            return _immediate(value, where)
+            return self._values.immediate(value, where)
         if kind == "blobFileValue":
-            dtype, shape = _tensor_type(value.type)
-            arr = self._blob(value.blobFileValue, dtype, shape, where)
-            return arr.astype(np.float32) if arr.dtype == np.float16 else arr
+            return self._blob(value, where)
         raise UnsupportedOpError(f"{where}: value kind {kind} is not implemented")
 
     def _add(self, index: int, op) -> None:
         out_name = op.outputs[0].name if op.outputs else "?"
         where = f"op #{index} '{op.type}' (output '{out_name}') in function main"
         if op.type == "const":
-            val = self._value(op.attributes["val"], where)
-            if isinstance(val, np.ndarray) and val.dtype == np.float16:
-                val = val.astype(np.float32)  # exact; ops compute in fp32 anyway
-            self.consts[out_name] = val
+            self.consts[out_name] = _as_compute(self._value(op.attributes["val"], where))
             return
         if op.blocks:
             raise UnsupportedOpError(f"MIL op '{op.type}' with nested blocks ({where}) is not implemented by "
                                      "the evit-export MIL interpreter")
+        consts, variables = self._operands(op, where)
+        outputs = [(out.name, storage_dtype(tensor_type(out.type)[0])) for out in op.outputs]
+        if op.type.startswith("constexpr_"):
+            if variables:
+                raise UserError(f"{where}: a constexpr op with non-constant inputs is invalid")
+            self._fold_constexpr(op.type, consts, outputs, where)
+            return
         if op.type == "classify":
             fn = None
         elif op.type in mil_ops.OPS:
             fn = mil_ops.OPS[op.type]
-        elif op.type in mil_ops.CONSTEXPR_OPS:
-            fn = mil_ops.CONSTEXPR_OPS[op.type]
         else:
             raise UnsupportedOpError(f"MIL op '{op.type}' at {where} is not implemented by the evit-export MIL "
                                      f"interpreter (it evaluates: {', '.join(sorted(mil_ops.OPS))})")
+        step = _Step(index, op.type, fn, consts, variables, outputs)
+        if op.type == "classify":
+            self.classify_op = step
+        self.steps.append(step)
+        for name, _ in outputs:
+            self.producer[name] = step
+
+    def _operands(self, op, where: str) -> tuple[dict, list]:
+        """(constant operands by name, [(param, variable names, is_tuple)]). iOS16 constexpr
+        ops carry their operands as attributes; those count as constants."""
         consts, variables = {}, []
-        if op.type in mil_ops.CONSTEXPR_OPS:
-            # iOS16 constexpr ops carry their operands as attributes
-            for key, value in op.attributes.items():
-                if key != "name":
-                    consts[key] = self._value(value, where)
+        if op.type.startswith("constexpr_"):
+            consts = {key: self._value(value, where) for key, value in op.attributes.items() if key != "name"}
         for param, arg in op.inputs.items():
             is_tuple = (op.type, param) in _TUPLE_INPUTS or len(arg.arguments) > 1
-            names, values, all_const = [], [], True
+            names, values = [], []
             for binding in arg.arguments:
                 if binding.WhichOneof("binding") == "value":
                     values.append(self._value(binding.value, where))
@@ -292,34 +223,34 @@ class MILProgram:
                     values.append(self.consts[binding.name])
                     names.append(None)
                 else:
-                    all_const = False
                     values.append(None)
                     names.append(binding.name)
-            if all_const:
+            if all(n is None for n in names):
                 consts[param] = values if is_tuple else values[0]
+            elif any(n is None for n in names):
+                raise UnsupportedOpError(f"{where}: mixed constant/variable tuple input '{param}' is not "
+                                         "implemented")
             else:
-                if any(n is None for n in names):
-                    raise UnsupportedOpError(f"{where}: mixed constant/variable tuple input '{param}' is not "
-                                             "implemented")
                 variables.append((param, names, is_tuple))
-        outputs = []
-        for out in op.outputs:
-            dtype, _ = _tensor_type(out.type)
-            outputs.append((out.name, _DTYPES.get(dtype) if dtype is not None else None))
-        step = _Step(index, op.type, fn, consts, variables, outputs)
-        if op.type in mil_ops.CONSTEXPR_OPS:
-            if variables:
-                raise UserError(f"{where}: a constexpr op with non-constant inputs is invalid")
-            result = fn(dict(consts), step.cache)
-            for (name, dtype), value in zip(outputs, result):
-                value = _store(value, dtype)
-                self.consts[name] = value.astype(np.float32) if value.dtype == np.float16 else value
-            return
-        if op.type == "classify":
-            self.classify_op = step
-        self.steps.append(step)
-        for name, _ in outputs:
-            self.producer[name] = step
+        return consts, variables
+
+    def _fold_constexpr(self, op_type: str, consts: dict, outputs: list, where: str) -> None:
+        """Evaluate a compressed-weight op once, at load time, with ``decompress`` of
+        coremltools' own definition of that op for this program's opset."""
+        decompress = _decompressor(op_type, self.proto.specificationVersion)
+        if decompress is None:
+            raise UnsupportedOpError(f"MIL op '{op_type}' at {where} is not implemented by the evit-export MIL "
+                                     "interpreter (coremltools defines no decompress for it)")
+        # Operands the op leaves out (an optional offset, vector_axis) are None, as in coremltools.
+        operands = {name: consts.get(name) for name in inspect.signature(decompress).parameters}
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                result = decompress(**operands)
+        except (TypeError, ValueError, AttributeError, IndexError) as e:
+            raise UserError(f"{where}: {op_type} cannot expand its weights ({e}): the package is corrupt, "
+                            "re-export it") from None
+        for name, dtype in outputs[:1]:
+            self.consts[name] = _as_compute(_store(np.asarray(result), dtype))
 
     # ---- running
     def _check_inputs(self, feeds: dict) -> dict:
@@ -395,27 +326,10 @@ class MILProgram:
         return next(names[0] for param, names, _ in step.vars if param == "x")
 
     # ---- integrity
-    def verify_integrity(self, key: str) -> list[str]:
+    def verify_integrity(self) -> list[str]:
         """Problems found: unreadable weights, and digests that differ from those the
         exporter sealed into the model's metadata (none recorded: nothing to compare)."""
-        problems = [f"corrupt weights: {p}" for p in self.problems]
-        sealed = self.proto.description.metadata.userDefined.get(key)
-        if not sealed:
-            return problems
-        try:
-            want = json.loads(sealed)
-        except ValueError:
-            return problems + ["integrity record in the model metadata is unreadable"]
-        have = program_digests(self.proto, self.path)
-        if have["program"] != want.get("program"):
-            problems.append("the ML Program differs from the one exported (model.mlmodel was edited)")
-        for name, digest in want.get("weights", {}).items():
-            got = have["weights"].get(name)
-            if got is None:
-                problems.append(f"weight file {name} is missing")
-            elif got != digest:
-                problems.append(f"weight file {name} differs from the one exported (corrupted or edited)")
-        return problems
+        return [f"corrupt weights: {p}" for p in self.problems] + integrity_problems(self.proto, self.path)
 
 
 def _store(value, dtype):
@@ -429,40 +343,26 @@ def _store(value, dtype):
         return value.astype(dtype)
 
 
-# --------------------------------------------------------------------------- summary (inspect)
+def _as_compute(value):
+    """A constant as the ops read it: fp16 widened to fp32 (exact; ops compute in fp32)."""
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype == np.float16:
+        return value.astype(np.float32)
+    return value
 
-def program_summary(proto, path: Path) -> tuple[Counter, int, dict]:
-    """Op histogram (without ``const``), parameter count and a few facts, read from the
-    spec alone (no weights loaded)."""
-    fn = proto.mlProgram.functions["main"]
-    block = fn.block_specializations[fn.opset]
-    hist: Counter = Counter()
-    params = 0
-    consts = 0
-    feeds_constexpr = set()
-    for op in block.operations:
-        if op.type.startswith("constexpr_"):
-            for arg in op.inputs.values():
-                feeds_constexpr.update(b.name for b in arg.arguments if b.WhichOneof("binding") == "name")
-    for op in block.operations:
-        if op.type == "const":
-            consts += 1
-            if op.outputs[0].name in feeds_constexpr:
-                continue
-            dtype, shape = _tensor_type(op.outputs[0].type)
-            if dtype in (10, 11, 12) and shape:
-                params += int(np.prod(shape))
-            continue
-        hist[op.type] += 1
-        if op.type.startswith("constexpr_"):
-            _, shape = _tensor_type(op.outputs[0].type)
-            params += int(np.prod(shape)) if shape else 0
-    dtypes = Counter()
-    for op in block.operations:
-        if op.type != "const":
-            for out in op.outputs:
-                dt, _ = _tensor_type(out.type)
-                if dt is not None:
-                    dtypes[{10: "fp16", 11: "fp32"}.get(dt, str(dt))] += 1
-    extra = {"opset": fn.opset, "const_ops": consts, "activation_dtypes": dict(dtypes)}
-    return hist, params, extra
+
+def _decompressor(op_type: str, specification_version: int):
+    """``decompress`` of coremltools' definition of the constexpr op ``op_type`` for the
+    opset of a model of this specification version (iOS16 and iOS18 define
+    ``constexpr_lut_to_dense`` differently); None when coremltools has none."""
+    ct = coremltools()
+    from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
+
+    variants = SSAOpRegistry.core_ops.get(op_type)
+    if not variants:
+        return None
+    try:
+        opset = ct.target(specification_version)
+    except ValueError:  # a newer specification than this coremltools knows: its newest ops
+        opset = max(variants)
+    usable = [v for v in variants if v <= opset]
+    return getattr(variants[max(usable)], "decompress", None) if usable else None

@@ -212,20 +212,19 @@ def batch_norm(p, cache):
     return [y]
 
 
-MIL_DTYPES = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64, "int32": np.int32,
-              "int16": np.int16, "int8": np.int8, "uint8": np.uint8, "uint16": np.uint16, "bool": np.bool_,
-              "int64": np.int64}
-
-
 def cast(p, cache):
+    from coremltools.converters.mil.mil import types  # loaded already: the interpreter reads the program with it
+
     dtype = str(p["dtype"])
-    if dtype not in MIL_DTYPES:
-        raise NotImplementedError(f"cast to {dtype!r} is not implemented")
+    try:
+        target = types.string_to_nptype(dtype)
+    except KeyError:
+        raise NotImplementedError(f"cast to {dtype!r} is not implemented") from None
     x = np.asarray(p["x"])
-    if np.issubdtype(MIL_DTYPES[dtype], np.integer) and x.dtype.kind == "f":
+    if np.issubdtype(target, np.integer) and x.dtype.kind == "f":
         x = np.trunc(x)  # MIL casts float -> int toward zero
     with np.errstate(over="ignore", invalid="ignore"):
-        return [x.astype(MIL_DTYPES[dtype])]
+        return [x.astype(target)]
 
 
 # --------------------------------------------------------------------------- data movement
@@ -322,67 +321,6 @@ def identity(p, cache):
     return [np.asarray(p["x"])]
 
 
-# --------------------------------------------------------------------------- compressed weights (constexpr_*)
-
-def _unpack_bits(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
-    """Indices packed LSB-first into bytes (the MIL convention)."""
-    bits = np.unpackbits(np.asarray(packed, np.uint8).reshape(-1), bitorder="little")[: count * nbits]
-    weights = (1 << np.arange(nbits)).astype(np.uint32)
-    return (bits.reshape(count, nbits).astype(np.uint32) * weights).sum(axis=1)
-
-
-def constexpr_affine_dequantize(p, cache):
-    q = np.asarray(p["quantized_data"]).astype(np.float32)
-    axis = _axis(p["axis"], q.ndim)
-    shape = [1] * q.ndim
-    zp, scale = f32(p["zero_point"]), f32(p["scale"])
-    if zp.size > 1:
-        shape[axis] = -1
-    zp = zp.reshape(shape if zp.size > 1 else ())
-    shape = [1] * q.ndim
-    if scale.size > 1:
-        shape[axis] = -1
-    scale = scale.reshape(shape if scale.size > 1 else ())
-    return [(q - zp) * scale]
-
-
-def _block_broadcast(param: np.ndarray, shape: tuple) -> np.ndarray:
-    """Repeat a per-block parameter up to ``shape`` (iOS18 blockwise ops)."""
-    param = np.asarray(param)
-    for axis, (n, m) in enumerate(zip(shape, param.shape)):
-        if m != n:
-            param = np.repeat(param, n // m, axis=axis)
-    return param
-
-
-def constexpr_blockwise_shift_scale(p, cache):
-    data = np.asarray(p["data"]).astype(np.float32)
-    scale = _block_broadcast(f32(p["scale"]), data.shape)
-    if p.get("offset") is not None:
-        data = data - _block_broadcast(np.asarray(p["offset"]).astype(np.float32), data.shape)
-    return [data * scale]
-
-
-def constexpr_lut_to_dense(p, cache):
-    lut = np.asarray(p["lut"])
-    if p.get("shape") is not None:  # iOS16: one LUT, packed uint8 indices
-        shape = _ints(p["shape"])
-        count = int(np.prod(shape))
-        nbits = int(np.log2(lut.size))
-        idx = _unpack_bits(p["indices"], nbits, count)
-        return [lut.reshape(-1)[idx].reshape(shape).astype(np.float32)]
-    # iOS18: indices is a uint-n tensor of the output shape; lut [..., 2**n, vector_size]
-    idx = np.asarray(p["indices"]).astype(np.int64)
-    if lut.shape[-1] != 1:
-        raise NotImplementedError("constexpr_lut_to_dense with vector_size > 1 is not implemented")
-    lut = lut[..., 0]
-    full = lut
-    block = [i // l for i, l in zip(idx.shape, lut.shape[:-1])]
-    # map every element to its block's table
-    grids = np.meshgrid(*[np.arange(n) // b for n, b in zip(idx.shape, block)], indexing="ij")
-    return [full[tuple(grids) + (idx,)].astype(np.float32)]
-
-
 OPS = {
     "conv": conv, "matmul": matmul, "linear": linear,
     "add": add, "sub": sub, "mul": mul, "real_div": real_div, "maximum": maximum, "minimum": minimum,
@@ -391,11 +329,4 @@ OPS = {
     "reshape": reshape, "transpose": transpose, "split": split, "concat": concat,
     "slice_by_index": slice_by_index, "expand_dims": expand_dims, "squeeze": squeeze, "pad": pad,
     "identity": identity,
-}
-
-# Evaluated once at load time (their inputs are constants).
-CONSTEXPR_OPS = {
-    "constexpr_affine_dequantize": constexpr_affine_dequantize,
-    "constexpr_blockwise_shift_scale": constexpr_blockwise_shift_scale,
-    "constexpr_lut_to_dense": constexpr_lut_to_dense,
 }

@@ -1,0 +1,128 @@
+"""The files of a CoreML artifact: the spec protobuf inside an ``.mlpackage`` (or the
+``.mlmodel`` itself), its weight files, and the integrity digests sealed at export."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from evit_export.core.errors import UserError
+
+# Metadata key of the digests of the program and its weight files.
+INTEGRITY_KEY = "evit_export.integrity"
+
+
+def coremltools():
+    """The coremltools module, imported after the import-order guard (it imports TensorFlow)."""
+    from evit_export.core.import_order import tf_safe
+
+    tf_safe()
+    import coremltools as ct
+
+    return ct
+
+
+def model_file_of(path: Path) -> Path:
+    """The spec file inside an .mlpackage (the root model its manifest names, through
+    coremltools' ModelPackage), or the .mlmodel itself."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: check the artifact path")
+    if path.suffix.lower() == ".mlmodel":
+        if not path.is_file():
+            raise UserError(f"{path} is not a file: a .mlmodel is a single protobuf file")
+        return path
+    not_a_package = (f"{path} is not an mlpackage (no readable Manifest.json naming the model): pass the "
+                     ".mlpackage folder that coremltools or evit-export wrote")
+    if not path.is_dir():
+        raise UserError(f"{path} is not an mlpackage (not a folder): pass the .mlpackage folder that "
+                        "coremltools or evit-export wrote")
+    coremltools()
+    from coremltools.libmodelpackage import ModelPackage
+
+    # isValid first: ModelPackage(path) itself creates a package where none is valid.
+    if not ModelPackage.isValid(str(path)):
+        raise UserError(not_a_package)
+    try:
+        model_file = Path(ModelPackage(str(path)).getRootModel().path())
+    except RuntimeError:
+        raise UserError(not_a_package) from None
+    if not model_file.is_file():
+        raise UserError(f"{path} is not a complete mlpackage ({model_file.name} is missing): re-export it")
+    return model_file
+
+
+def read_model_spec(path: Path):
+    """(Model protobuf, the file it came from)."""
+    from google.protobuf.message import DecodeError
+
+    coremltools()
+    from coremltools.proto import Model_pb2
+
+    model_file = model_file_of(path)
+    proto = Model_pb2.Model()
+    try:
+        proto.ParseFromString(model_file.read_bytes())
+    except (DecodeError, ValueError) as e:
+        raise UserError(f"{path} does not hold a CoreML model spec ({str(e)[:80]}): re-export it") from None
+    if proto.WhichOneof("Type") is None:
+        raise UserError(f"{path} does not hold a CoreML model spec: re-export it")
+    return proto, model_file
+
+
+def write_model_spec(proto, model_file: Path) -> None:
+    Path(model_file).write_bytes(proto.SerializeToString())
+
+
+def weight_files(model_file: Path) -> list[Path]:
+    weights = Path(model_file).parent / "weights"
+    return sorted(p for p in weights.rglob("*") if p.is_file()) if weights.is_dir() else []
+
+
+def package_size(path: Path) -> int:
+    """Bytes on disk of a .mlmodel file or of every file in an .mlpackage folder."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def program_digests(proto, package: Path) -> dict:
+    """sha256 of the serialized program and of every weight file."""
+    model_file = model_file_of(package)
+    program = hashlib.sha256(proto.mlProgram.SerializeToString(deterministic=True)).hexdigest()
+    weights = {p.relative_to(model_file.parent).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in weight_files(model_file)}
+    return {"program": program, "weights": weights}
+
+
+def seal(package: Path) -> None:
+    """Record digests of the program and its weights in the model's own metadata, so
+    ``check`` notices a changed weight.bin or an edited program even without the sidecar."""
+    proto, model_file = read_model_spec(package)
+    proto.description.metadata.userDefined[INTEGRITY_KEY] = json.dumps(program_digests(proto, package),
+                                                                       sort_keys=True)
+    write_model_spec(proto, model_file)
+
+
+def integrity_problems(proto, package: Path) -> list[str]:
+    """How the program and weight files differ from the digests sealed at export (none
+    recorded: nothing to compare)."""
+    sealed = proto.description.metadata.userDefined.get(INTEGRITY_KEY)
+    if not sealed:
+        return []
+    try:
+        want = json.loads(sealed)
+    except ValueError:
+        return ["integrity record in the model metadata is unreadable"]
+    have = program_digests(proto, package)
+    problems = []
+    if have["program"] != want.get("program"):
+        problems.append("the ML Program differs from the one exported (model.mlmodel was edited)")
+    for name, digest in want.get("weights", {}).items():
+        got = have["weights"].get(name)
+        if got is None:
+            problems.append(f"weight file {name} is missing")
+        elif got != digest:
+            problems.append(f"weight file {name} differs from the one exported (corrupted or edited)")
+    return problems
