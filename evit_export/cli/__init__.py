@@ -5,19 +5,79 @@ lists them in the order of the workflow, which is the order ``--help`` shows.
 """
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from evit_export.core.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]},
-                  help="EfficientViT M0–M5: checkpoints → folded deploy graph → verified ONNX / CoreML / "
-                       "TFLite artifacts.")
+
+def reflow(text: str | None) -> str | None:
+    """Docstrings wrap in the source; help text should wrap at the terminal. Joins the
+    lines of each paragraph (typer's rich help keeps them, breaking sentences mid-way)."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(line.strip() for line in p.splitlines())
+                       for p in paragraphs)
+
+
+class _Argument(TyperArgument):
+    def display_type_rich(self, ctx):
+        return None if self.metavar else super().display_type_rich(ctx)
+
+
+class _PlainHelpFlag:
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(_PlainHelpFlag, TyperGroup):
+    pass
+
+
+class _Command(_PlainHelpFlag, TyperCommand):
+    """typer 0.29 prints a type column beside arguments (``<path>``) and the help flag
+    (``<bool>``) and writes required arguments as ``{ARTIFACT}``; ours read as words:
+    ``ARTIFACT``, ``[ARTIFACT]``, ``ARTIFACT...``. typer has no setting for this, so the
+    command class adjusts its own parameters."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help = reflow(self.help)
+        for param in self.params:
+            if type(param) is TyperArgument and param.metavar:
+                param.__class__ = _Argument  # same fields; only the help rendering differs
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                if param.nargs != 1 and not name.endswith("..."):
+                    name += "..."
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+class _App(typer.Typer):
+    """A Typer whose commands (in every command module) use ``_Command``."""
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _App(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+           context_settings={"help_option_names": ["-h", "--help"]},
+           help="EfficientViT M0–M5: checkpoints → folded deploy graph → verified ONNX / CoreML / TFLite artifacts.")
 # Wide enough for report tables when output is piped or captured.
 _WIDTH = None if sys.stdout.isatty() else 160
 console = Console(soft_wrap=True, width=_WIDTH)
@@ -33,6 +93,8 @@ COMMAND_MODULES = [
     "check",  # check, inspect
     "parity",
     "bench",
+    "simulate",
+    "devices",
     "package",
     "verify_package",
     "sweep",
