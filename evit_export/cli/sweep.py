@@ -1,0 +1,89 @@
+"""``evit-export sweep``: the variant × target × precision matrix, with a report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from evit_export.cli import CalibrationSizeOpt, ImgSizeOpt, NumClassesOpt, app, console, err_console
+from evit_export.core.errors import UserError
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+
+
+def _weights(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        variant, sep, checkpoint = item.partition("=")
+        if not sep or not variant.strip() or not checkpoint.strip():
+            raise UserError(f"--weights {item!r}: write VARIANT=CHECKPOINT, e.g. --weights m0=m0.pth")
+        out[variant.strip().lower()] = checkpoint.strip()
+    return out
+
+
+@app.command("sweep")
+def sweep_cmd(variants: str = typer.Option(..., "--variants", metavar="LIST",
+                                    help="Variants, comma-separated, e.g. m0,m1."),
+              targets: str = typer.Option("onnx,coreml,tflite", "--targets", metavar="LIST",
+                                   help="Targets, comma-separated."),
+              precisions: str = typer.Option("fp32", "--precisions", metavar="LIST",
+                                      help="Precisions, comma-separated: fp32,fp16,int8."),
+              out: Path = typer.Option(..., "--out", "-o", metavar="DIR",
+                                       help="Sweep folder (results, artifacts, report); an existing sweep "
+                                       "there is resumed."),
+              weights: Optional[List[str]] = typer.Option(None, "--weights", metavar="VARIANT=CHECKPOINT",
+                                                          help="Weights of one variant, repeatable; other variants "
+                                                          "get seeded random weights."),
+              data: Optional[Path] = typer.Option(None, "--data", metavar="DIR",
+                                                  help="Labelled images (DIR/<class>/*) for accuracy parity; "
+                                                  "plots then show accuracy instead of MACs."),
+              calibration_data: Optional[str] = typer.Option(None, "--calibration-data",
+                                                             metavar="DIR|random",
+                                                             help="int8: calibration image folder, or 'random'."),
+              calibration_size: int = CalibrationSizeOpt,
+              simulate: str = typer.Option("", "--simulate", metavar="LIST",
+                                           help="Device profiles to estimate latency on, comma-separated."),
+              jobs: int = typer.Option(1, "--jobs", "-j", metavar="N",
+                                       help="Cells exported and checked at once, each in its own process "
+                                       "(latency is always measured one cell at a time)."),
+              threads: int = typer.Option(1, "--threads", metavar="N",
+                                          help="Threads for measured latency."),
+              img_size: Optional[int] = ImgSizeOpt, num_classes: Optional[int] = NumClassesOpt,
+              seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the random weights."),
+              retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-run cells that failed before.",
+                                                  metavar="")):
+    """Export, check, time and estimate every variant × target × precision; writes
+    results.json, results.csv and a self-contained report.html. Resumable."""
+    from evit_export.packaging.sweep import SweepConfig, run_sweep
+
+    config = SweepConfig(variants=_csv(variants), targets=_csv(targets), precisions=_csv(precisions), out=out,
+                         weights=_weights(weights or []), data=str(data) if data else None,
+                         calibration_data=calibration_data, calibration_size=calibration_size,
+                         simulate=_csv(simulate), jobs=jobs, img_size=img_size, num_classes=num_classes, seed=seed,
+                         threads=threads, retry_failed=retry_failed)
+    results = run_sweep(config, console=err_console)
+    _print_summary(results)
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'report.html'}")
+
+
+def _print_summary(results: dict) -> None:
+    devices = results["config"].get("simulate") or []
+    table = Table(title="sweep cells")
+    for col in ("cell", "precision", "verdict", "MB", "max abs err", "measured ms", *[f"{d} (est.) ms" for d in devices],
+                "reason"):
+        table.add_column(col)
+    for c in results["cells"]:
+        eq, lat = c.get("equivalence") or {}, c.get("latency") or {}
+        verdict = c.get("verdict") or c["status"]
+        colour = {"pass": "green", "fail": "red", "error": "red"}.get(verdict, "yellow")
+        ests = [((c.get("estimates") or {}).get(d) or {}).get("estimate_ms") for d in devices]
+        table.add_row(c["id"], c["precision_label"], f"[{colour}]{verdict}[/]",
+                      f"{c['file_size'] / 1e6:.2f}" if c.get("file_size") else "",
+                      f"{eq['max_abs']:.2e}" if eq.get("max_abs") is not None else "",
+                      f"{lat['median_ms']:.3f}" if lat.get("median_ms") is not None else "",
+                      *[f"{e:.3f}" if e is not None else "" for e in ests], c.get("reason") or "")
+    console.print(table)

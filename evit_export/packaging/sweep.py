@@ -1,0 +1,424 @@
+"""``sweep``: every variant × target × precision cell, exported, checked, timed and
+estimated, with results.json / results.csv / report.html in one folder.
+
+Resumable: results are rewritten atomically after every cell, and a re-run keeps each
+stage of a cell whose inputs (fingerprint) are unchanged and whose artifact still has
+its recorded sha256. Export and check run ``jobs`` cells at a time, each in its own
+process (``sweep_cell``); latency is then measured one cell at a time with nothing
+else of the sweep running, since parallel timings are noise.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evit_export.core.errors import UserError
+from evit_export.packaging.results import (STAGES, load_results, new_record, sha256_artifact, strip_paths,
+                                           utc_now, write_results)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+BUILD_STAGES = ("build", "estimate")  # run in parallel; "measure" runs alone afterwards
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    variants: tuple[str, ...]
+    targets: tuple[str, ...]
+    precisions: tuple[str, ...]
+    out: Path
+    weights: dict = field(default_factory=dict)  # variant -> checkpoint (path or URL)
+    data: str | None = None
+    calibration_data: str | None = None
+    calibration_size: int = 200
+    simulate: tuple[str, ...] = ()
+    jobs: int = 1
+    img_size: int | None = None
+    num_classes: int | None = None
+    seed: int = 0
+    threads: int = 1  # latency measurement threads
+    retry_failed: bool = False
+
+    def validated(self) -> SweepConfig:
+        """Checks every option before any work; returns a copy with canonical names and
+        absolute folder paths (the worker processes share them)."""
+        from evit_export.models import canonical_variant
+        from evit_export.packaging.sweep_cell import check_device
+        from evit_export.targets import target_names
+
+        variants = tuple(dict.fromkeys(canonical_variant(v) for v in self.variants))
+        if not variants or not self.targets or not self.precisions:
+            raise UserError("nothing to sweep: give --variants, --targets and --precisions (comma-separated)")
+        for t in self.targets:
+            if t not in target_names():
+                raise UserError(f"unknown target {t!r} in --targets: choose from {', '.join(target_names())}")
+        for p in self.precisions:
+            if p not in PRECISIONS:
+                raise UserError(f"unknown precision {p!r} in --precisions: choose from {', '.join(PRECISIONS)}")
+        for d in self.simulate:
+            check_device(d)
+        if self.jobs < 1 or self.threads < 1:
+            raise UserError("--jobs and --threads must be at least 1")
+        weights = {canonical_variant(v): _checked_weights(ck) for v, ck in self.weights.items()}
+        extra = sorted(set(weights) - set(variants))
+        if extra:
+            raise UserError(f"--weights names {', '.join(extra)}, which is not in --variants: add it or drop it")
+        data = _checked_folder(self.data, "--data")
+        cal = self.calibration_data
+        if cal is not None and cal != "random":
+            cal = _checked_folder(cal, "--calibration-data")
+        return SweepConfig(variants, tuple(dict.fromkeys(self.targets)), tuple(dict.fromkeys(self.precisions)),
+                           Path(self.out), weights, data, cal, self.calibration_size,
+                           tuple(dict.fromkeys(self.simulate)), self.jobs, self.img_size, self.num_classes,
+                           self.seed, self.threads, self.retry_failed)
+
+    def worker_config(self) -> dict:
+        """What a cell process needs (absolute paths: never written to results)."""
+        return {"weights": self.weights, "data": self.data, "calibration_data": self.calibration_data,
+                "calibration_size": self.calibration_size, "simulate": list(self.simulate),
+                "img_size": self.img_size, "num_classes": self.num_classes, "seed": self.seed,
+                "threads": self.threads}
+
+    def public(self) -> dict:
+        """The config as results.json records it: folder and checkpoint names, no machine paths."""
+        def name(p):
+            return None if p is None else p if p == "random" or "://" in str(p) else Path(p).name
+
+        return {"variants": list(self.variants), "targets": list(self.targets),
+                "precisions": list(self.precisions), "weights": {v: name(c) for v, c in self.weights.items()},
+                "data": name(self.data), "calibration_data": name(self.calibration_data),
+                "calibration_size": self.calibration_size, "simulate": list(self.simulate), "jobs": self.jobs,
+                "img_size": self.img_size, "num_classes": self.num_classes, "seed": self.seed,
+                "threads": self.threads}
+
+
+def _checked_folder(path, flag: str) -> str | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{flag} {path} is not a folder: pass a folder of images")
+    return str(p.resolve())
+
+
+def _checked_weights(checkpoint) -> str:
+    if "://" in str(checkpoint):
+        return str(checkpoint)
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise UserError(f"--weights checkpoint {checkpoint} does not exist: check the path")
+    return str(p.resolve())
+
+
+# --- planning and resuming ---------------------------------------------------------------
+
+def plan_cells(config: SweepConfig) -> list[dict]:
+    """Every cell of the matrix, in order; cells the format cannot do come back skipped
+    with the target's own reason."""
+    from evit_export.packaging.sweep_cell import cell_options
+    from evit_export.targets import PrecisionNotApplicable, get_target
+
+    cells = []
+    for variant in config.variants:
+        for target_name in config.targets:
+            target = get_target(target_name)
+            for precision in config.precisions:
+                rec = new_record(variant, target_name, precision)
+                try:
+                    if precision not in target.precisions:
+                        raise PrecisionNotApplicable(f"{target_name} does not export {precision}")
+                    rec["precision_label"] = cell_options(target, precision, config.worker_config()).precision_label()
+                except PrecisionNotApplicable as e:
+                    rec["status"], rec["verdict"], rec["reason"] = "skipped", "skipped", str(e)
+                cells.append(rec)
+    return cells
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+_weights_digests: dict[str, str] = {}
+
+
+def _weights_identity(config: SweepConfig, variant: str) -> str:
+    ck = config.weights.get(variant)
+    if ck is None:
+        return f"seed {config.seed}"
+    if "://" in ck:
+        return ck
+    if ck not in _weights_digests:
+        _weights_digests[ck] = sha256_artifact(Path(ck))
+    return _weights_digests[ck]
+
+
+def fingerprints(config: SweepConfig, rec: dict) -> dict:
+    """Per stage, a digest of everything that stage's result depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tool = version("evit-export")
+    except PackageNotFoundError:
+        tool = "?"
+    build = {"cell": rec["id"], "weights": _weights_identity(config, rec["variant"]), "img_size": config.img_size,
+             "num_classes": config.num_classes, "data": config.data, "tool": tool,
+             "calibration": [config.calibration_data, config.calibration_size] if rec["precision"] == "int8" else None}
+    return {"build": _digest(build), "estimate": _digest([build, list(config.simulate)]),
+            "measure": _digest([build, config.threads])}
+
+
+def stages_to_run(rec: dict, previous: dict | None, fps: dict, config: SweepConfig) -> list[str]:
+    """Which stages ``rec`` still needs, copying into ``rec`` what ``previous`` finished
+    with the same inputs (and, for an artifact, the same sha256)."""
+    import copy
+
+    if previous is None or previous.get("status") == "skipped":
+        return list(STAGES)
+    if previous.get("status") == "failed":
+        # A failure with unchanged inputs would fail again: keep it unless asked to retry.
+        if not config.retry_failed and previous.get("failed_fingerprint") == fps["build"]:
+            rec.update(copy.deepcopy(previous))
+            return []
+        return list(STAGES)
+    kept = previous.get("stages") or {}
+    if kept.get("build", {}).get("fingerprint") != fps["build"] or not previous.get("artifact"):
+        return list(STAGES)
+    artifact = config.out / previous["artifact"]
+    if not artifact.exists() or sha256_artifact(artifact) != previous.get("sha256"):
+        return list(STAGES)
+    rec.update(copy.deepcopy(previous))
+    todo = [s for s in STAGES if kept.get(s, {}).get("fingerprint") != fps[s]]
+    for s in todo:
+        rec["stages"].pop(s, None)
+    if todo:
+        rec.update(status="pending", verdict=None, finished_at=None)
+    return todo
+
+
+def finish_record(rec: dict) -> None:
+    """Status and verdict once every stage ran (or one failed)."""
+    if rec["status"] in ("failed", "skipped"):
+        rec["verdict"] = "error" if rec["status"] == "failed" else "skipped"
+        return
+    if all(s in rec["stages"] for s in STAGES):
+        eq = (rec.get("equivalence") or {}).get("passed")
+        par = (rec.get("parity") or {}).get("passed", True)
+        rec["status"], rec["verdict"] = "done", "pass" if eq and par else "fail"
+        rec["finished_at"] = max(v["finished_at"] for v in rec["stages"].values())
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD flags that decide CPU kernel speed (AVX2, AVX-512, VNNI), printed and
+    recorded beside every measured figure."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return sorted({w for w in line.split(":", 1)[1].split()
+                                   if w.startswith(("avx", "fma", "sse4", "amx", "vnni"))})
+    except OSError:
+        pass
+    return []
+
+
+# --- running -----------------------------------------------------------------------------
+
+class SweepRun:
+    """The cells of one sweep, their worker processes and the results files."""
+
+    def __init__(self, config: SweepConfig, cells: list[dict], log):
+        from evit_export.validation.latency.measure import machine_description
+
+        self.config, self.cells, self.log = config, cells, log
+        self.by_id = {c["id"]: c for c in cells}
+        self.lock = threading.Lock()
+        self.running: dict[str, subprocess.Popen] = {}
+        self.results = {"schema": 1, "tool": "evit-export sweep", "config": config.public(),
+                        "machine": {"description": machine_description(), "cpu_flags": cpu_flags()},
+                        "started_at": utc_now(), "updated_at": None, "complete": False, "cells": cells}
+
+    def save(self) -> None:
+        with self.lock:
+            self.results["updated_at"] = utc_now()
+            write_results(self.config.out, self.results)
+
+    def counts(self) -> tuple[int, int, int]:
+        with self.lock:
+            done = sum(c["status"] == "done" for c in self.cells)
+            failed = sum(c["status"] == "failed" for c in self.cells)
+            return done, len(self.running), failed
+
+    def run_cell(self, cell: str, stages: list[str], fps: dict, worker_threads: int) -> dict:
+        """Run ``stages`` of one cell in a fresh process; the updated record, or the cell
+        marked failed when the process died without writing one."""
+        from evit_export.core.jsonio import loads_strict, write_json_atomic
+
+        rec = self.by_id[cell]
+        if rec["started_at"] is None:
+            rec["started_at"] = utc_now()
+        work = self.config.out / ".sweep"
+        request, result = work / f"{cell}.request.json", work / f"{cell}.result.json"
+        result.unlink(missing_ok=True)
+        config = dict(self.config.worker_config(), worker_threads=worker_threads)
+        write_json_atomic(request, {"record": rec, "stages": stages, "config": config, "fingerprints": fps,
+                                    "out_dir": str(self.config.out.resolve())})
+        env = dict(os.environ, EVIT_SWEEP_PARENT=str(os.getpid()))
+        with open(self.config.out / "logs" / f"{cell}.log", "a", encoding="utf-8") as log:
+            log.write(f"--- {utc_now()} stages {', '.join(stages)}\n")
+            log.flush()
+            proc = subprocess.Popen([sys.executable, "-m", "evit_export.packaging.sweep_cell", str(request),
+                                     str(result)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=env)
+            with self.lock:
+                self.running[cell] = proc
+            rc = proc.wait()
+        with self.lock:
+            self.running.pop(cell, None)
+        if result.exists():
+            updated = loads_strict(result.read_text(encoding="utf-8"))
+        else:
+            updated = json.loads(json.dumps(rec))
+            updated.update(status="failed", reason=f"{'+'.join(stages)}: the cell's process died "
+                           f"({_exit_description(rc)}); see logs/{cell}.log")
+        request.unlink(missing_ok=True)
+        result.unlink(missing_ok=True)
+        return updated
+
+    def record(self, updated: dict, fps: dict) -> dict:
+        with self.lock:
+            rec = self.by_id[updated["id"]]
+            rec.update(updated)
+            rec["reason"] = strip_paths(rec.get("reason"), self.config.out)
+            if rec["status"] == "failed":
+                rec["failed_fingerprint"] = fps["build"]
+                rec["finished_at"] = utc_now()
+            finish_record(rec)
+        self.save()
+        return rec
+
+    def stop(self) -> None:
+        with self.lock:
+            for proc in self.running.values():
+                proc.kill()
+
+
+def _exit_description(rc: int) -> str:
+    if rc < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"signal {-rc}"
+    return f"exit status {rc}"
+
+
+def _progress(console):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=console)
+
+
+def _clean_stale_temporaries(out: Path) -> None:
+    """Temporary files a killed run left (atomic writes rename them into place on success)."""
+    import shutil
+
+    for folder in (out, out / "artifacts", out / ".sweep"):
+        for p in folder.glob(".*.tmp") if folder.is_dir() else ():
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    for p in (out / ".sweep").glob("*.json") if (out / ".sweep").is_dir() else ():
+        p.unlink(missing_ok=True)
+
+
+def run_sweep(config: SweepConfig, console=None) -> dict:
+    """Run (or resume) the sweep; returns the results dict also written to results.json."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    config = config.validated()
+    out = config.out
+    for sub in ("artifacts", "logs", ".sweep"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    _clean_stale_temporaries(out)
+    previous = {c["id"]: c for c in (load_results(out) or {}).get("cells", [])}
+    cells = plan_cells(config)
+    todo: dict[str, tuple[list[str], dict]] = {}
+    for rec in cells:
+        if rec["status"] != "skipped":
+            fps = fingerprints(config, rec)
+            stages = stages_to_run(rec, previous.get(rec["id"]), fps, config)
+            if stages:
+                todo[rec["id"]] = (stages, fps)
+                if stages == list(STAGES):
+                    rec["started_at"] = None  # a fresh start
+    skipped = sum(c["status"] == "skipped" for c in cells)
+    console.print(f"sweep: {len(cells)} cells, {len(cells) - skipped - len(todo)} kept from the previous run, "
+                  f"{len(todo)} to run, {skipped} skipped; --jobs {config.jobs}; writing {out}")
+    run = SweepRun(config, cells, console.print)
+    run.save()
+    try:
+        with _progress(console) as progress:
+            _run_phases(run, todo, progress)
+    except KeyboardInterrupt:
+        run.stop()
+        raise
+    for rec in cells:
+        finish_record(rec)
+    run.results["complete"] = all(c["status"] in ("done", "failed", "skipped") for c in cells)
+    run.save()
+    from evit_export.packaging.report import write_report
+
+    write_report(out, run.results)
+    return run.results
+
+
+def _run_phases(run: SweepRun, todo: dict, progress) -> None:
+    config = run.config
+    parallel = {c: v for c, v in todo.items() if any(s in BUILD_STAGES for s in v[0])}
+    measured = [c for c, v in todo.items() if "measure" in v[0]]
+    task = progress.add_task("", total=len(parallel) + len(measured))
+
+    def describe(phase: str) -> None:
+        done, running, failed = run.counts()
+        progress.update(task, description=f"{phase} · done {done} · running {running} · failed {failed}")
+
+    def report(rec: dict) -> None:
+        extra = f": {rec['reason']}" if rec.get("reason") else ""
+        progress.console.print(f"  {rec['id']}: {rec['verdict'] or rec['status']}{extra}")
+
+    workers = max(1, (os.cpu_count() or 1) // config.jobs)
+    describe("export+check")
+    with ThreadPoolExecutor(max_workers=config.jobs) as pool:
+        futures = {}
+        for cell, (stages, fps) in parallel.items():
+            steps = [s for s in stages if s in BUILD_STAGES]
+            futures[pool.submit(run.run_cell, cell, steps, fps, workers)] = fps
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                rec = run.record(fut.result(), futures[fut])
+                if rec["status"] != "pending" or "measure" not in todo[rec["id"]][0]:
+                    report(rec)
+                progress.advance(task)
+            describe("export+check")  # also refreshes the running count while cells work
+    # Latency: one cell at a time, nothing else of the sweep running.
+    for cell in measured:
+        rec = run.by_id[cell]
+        if rec["status"] == "failed":
+            progress.advance(task)
+            continue
+        describe(f"latency {cell}")
+        fps = todo[cell][1]
+        report(run.record(run.run_cell(cell, ["measure"], fps, config.threads), fps))
+        progress.advance(task)
+    describe("finished")

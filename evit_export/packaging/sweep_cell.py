@@ -1,0 +1,292 @@
+"""One sweep cell, run in its own process: ``python -m evit_export.packaging.sweep_cell
+REQUEST.json RESULT.json``.
+
+A cell is one variant × target × precision. Its stages:
+  build     export → check against PyTorch → parity on --data → graph inspection
+  estimate  simulated latency on each requested device profile the target runs on
+  measure   latency on this machine's runtime, one cell at a time (run by the sweep
+            only when no other cell is running), plus onnxruntime's op-time profile
+
+Each cell runs in a fresh interpreter so that a native crash (a segfault in a
+converter or runtime) takes down that cell only, and so that TensorFlow and torch
+load in a safe order in every cell. The worker dies with the sweep (PR_SET_PDEATHSIG),
+so a killed sweep leaves no orphan writing into its folder.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from evit_export.core.errors import UserError
+
+PARENT_ENV = "EVIT_SWEEP_PARENT"
+CHECKER_NOT_DEVICE = ("not measured: {runtime} is a numerical checker, not a device runtime "
+                      "(see the simulated estimates)")
+
+
+# --- the calls into targets and validation, each in one place ---------------------------
+
+def cell_options(target, precision: str, config: dict):
+    """The target's own export options for a sweep precision; raises
+    PrecisionNotApplicable (a UserError) for a cell that makes no sense."""
+    int8 = precision == "int8"
+    return target.options_type.for_precision(
+        precision, calibration_data=config.get("calibration_data") if int8 else None,
+        calibration_size=config.get("calibration_size") or 200, batch=1)
+
+
+def known_devices() -> list[str]:
+    """Names of the device profiles ``--simulate`` accepts."""
+    try:  # issue 11's profile files
+        from evit_export.validation.latency.profiles import all_profiles
+
+        return sorted(all_profiles())
+    except ImportError:
+        from evit_export.validation.latency.simulate import PROFILES
+
+        return list(PROFILES)
+
+
+def _profile(device: str):
+    try:
+        from evit_export.validation.latency.profiles import resolve_profile
+
+        return resolve_profile(device)
+    except ImportError:
+        from evit_export.validation.latency.simulate import PROFILES
+
+        return PROFILES[device]
+
+
+def check_device(device: str) -> None:
+    """A one-line error for a device profile ``--simulate`` cannot find."""
+    try:
+        _profile(device)
+    except KeyError:
+        raise UserError(f"unknown device profile {device!r} in --simulate: choose from "
+                        f"{', '.join(known_devices())}") from None
+
+
+# Before issue 11 profiles did not say which runtime they describe: read it from their words.
+_RUNTIME_WORDS = {"coreml": ("coreml",), "tflite": ("tflite", "litert", "xnnpack"), "onnx": ("onnxruntime",)}
+
+
+def device_applies(device: str, target: str, precision: str) -> bool:
+    """Whether a device profile describes a runtime that runs this cell's artifact."""
+    profile = _profile(device)
+    if hasattr(profile, "fits"):
+        return profile.fits(target, precision)
+    text = f"{profile.description} {device}".lower()
+    hits = [t for t, words in _RUNTIME_WORDS.items() if any(w in text for w in words)]
+    return not hits or target in hits
+
+
+def estimate_on_device(deployed, spec, device: str) -> dict:
+    """Simulated latency of the deploy graph on ``device``, always labelled an estimate,
+    with the profile's provenance."""
+    try:
+        from evit_export.validation.latency.simulate import estimate, model_features
+
+        est = estimate(model_features(deployed, spec.img_size, spec.batch or 1), _profile(device),
+                       model=spec.variant, img_size=spec.img_size, batch=spec.batch or 1).to_dict()
+        return {"estimate_ms": est["estimate_ms"], "kind": "estimate", "device_class": est.get("device_class"),
+                "description": getattr(_profile(device), "description", device),
+                "runtime": getattr(_profile(device), "runtime", None),
+                "provenance": est.get("provenance"), "validation": est.get("validation")}
+    except ImportError:  # the roofline simulator before issue 11
+        from evit_export.validation.latency.simulate import estimate_latency
+
+        est = estimate_latency(deployed, spec.img_size, device, batch=spec.batch or 1)
+        return {"estimate_ms": est.estimate_ms, "kind": "estimate", "description": est.description,
+                "provenance": est.assumptions, "validation": None}
+
+
+# --- stages ------------------------------------------------------------------------------
+
+class CellContext:
+    """What the stages of one cell share: config, paths, the deploy model (built once)."""
+
+    def __init__(self, record: dict, config: dict, out_dir: Path):
+        self.record, self.config, self.out_dir = record, config, Path(out_dir)
+        self._deployed = None
+
+    @property
+    def checkpoint(self):
+        return (self.config.get("weights") or {}).get(self.record["variant"])
+
+    def deployed(self):
+        if self._deployed is None:
+            from evit_export.models.reference import deploy_for_export
+
+            self._deployed = deploy_for_export(self.record["variant"], self.checkpoint,
+                                               self.config.get("num_classes"), self.config.get("img_size"),
+                                               seed=self.config.get("seed", 0))
+        return self._deployed
+
+    def artifact_path(self) -> Path:
+        return self.out_dir / self.record["artifact"]
+
+
+def stage_build(ctx: CellContext) -> None:
+    from evit_export.models.profile import count_macs, count_params
+    from evit_export.packaging.results import artifact_size, sha256_artifact
+    from evit_export.targets import get_target
+
+    rec = ctx.record
+    target = get_target(rec["target"])
+    options = cell_options(target, rec["precision"], ctx.config)
+    rec["precision_label"] = options.precision_label()
+    deployed, spec = ctx.deployed()
+    rec["artifact"] = f"artifacts/{rec['id']}{target.suffixes[0]}"
+    path = ctx.artifact_path()
+    target.export(deployed, spec, path, options)
+    rec.update(sha256=sha256_artifact(path), file_size=artifact_size(path), img_size=spec.img_size,
+               num_classes=spec.num_classes, params=count_params(deployed), macs=count_macs(deployed, spec.img_size))
+    rec["equivalence"] = _check(ctx, path, target)
+    graph = target.inspect(path)
+    rec["memory_bound_ops"], rec["total_ops"] = graph.memory_bound_ops, graph.total_ops
+    if ctx.config.get("data"):
+        rec["parity"] = _parity(ctx, path)
+
+
+def _check(ctx: CellContext, path: Path, target) -> dict:
+    from evit_export.validation.check import check_artifact
+
+    images = None
+    if target.precision_family(target.read_spec(path)) == "int8":
+        images = _int8_check_images(ctx)
+    report = check_artifact(path, checkpoint=ctx.checkpoint, images=images).to_dict()
+    keep = ("runtime", "precision", "n", "max_abs", "mean_abs", "max_rel", "cosine_min", "cosine_mean",
+            "top1_agreement", "top5_agreement", "tolerance", "passed", "failures")
+    out = {k: report.get(k) for k in keep}
+    out["inputs"] = _no_paths(report.get("inputs", ""), ctx)
+    return out
+
+
+def _int8_check_images(ctx: CellContext):
+    """Real images to judge an int8 artifact on: --data, else (for a model that is not a
+    digits model) the calibration folder, said so in the record; None = the check's own
+    default (the held-out digits)."""
+    from evit_export.data import DIGITS_LABELS
+
+    _, spec = ctx.deployed()
+    if ctx.config.get("data"):
+        return ctx.config["data"]
+    cal = ctx.config.get("calibration_data")
+    if list(spec.labels) != DIGITS_LABELS and cal and cal != "random" and Path(cal).is_dir():
+        ctx.record["notes"].append("int8 equivalence judged on the calibration images (no --data given)")
+        return cal
+    return None
+
+
+def _parity(ctx: CellContext, path: Path) -> dict:
+    from evit_export.validation.parity import check_parity
+
+    report = check_parity([path], data=ctx.config["data"], checkpoint=ctx.checkpoint)
+    row = report.artifacts[0]
+    return {"data": Path(ctx.config["data"]).name, "images": report.images, "top1": row.top1, "top5": row.top5,
+            "reference_top1": report.reference.top1, "delta_top1": row.delta_top1, "agreement": row.agreement,
+            "tolerance": row.tolerance, "passed": row.passed, "runtime": row.runtime}
+
+
+def stage_estimate(ctx: CellContext) -> None:
+    deployed, spec = ctx.deployed()
+    rec = ctx.record
+    rec["estimates"] = {}
+    for device in ctx.config.get("simulate") or []:
+        if device_applies(device, rec["target"], rec["precision"]):
+            rec["estimates"][device] = estimate_on_device(deployed, spec, device)
+
+
+def stage_measure(ctx: CellContext) -> None:
+    from evit_export.targets import RunnerOptions, get_target
+    from evit_export.validation.latency.measure import measure_latency
+
+    rec = ctx.record
+    target = get_target(rec["target"])
+    path = ctx.artifact_path()
+    threads = ctx.config.get("threads") or 1
+    spec = target.read_spec(path)
+    with target.open(path, spec=spec, options=RunnerOptions(threads=threads)) as runner:
+        if not runner.deployment_runtime:
+            rec["latency"] = {"skipped": CHECKER_NOT_DEVICE.format(runtime=runner.name), "runtime": runner.name}
+        else:
+            lat = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=30, min_seconds=0.5)
+            rec["latency"] = lat.to_dict()
+    if rec["target"] == "onnx":
+        shares = target.inspect(path, profile=True).extra.get("time_share") or {}
+        rec["ort_memory_bound_share"] = round(sum(v for op, v in shares.items() if target.is_memory_bound(op)), 4)
+
+
+STAGE_FUNCTIONS = {"build": stage_build, "estimate": stage_estimate, "measure": stage_measure}
+
+
+def _no_paths(text: str, ctx: CellContext) -> str:
+    """Folder paths the user gave, shortened to their names: records carry no machine paths."""
+    for key in ("data", "calibration_data"):
+        value = ctx.config.get(key)
+        if value and value != "random":
+            text = text.replace(str(value), Path(value).name)
+    return text
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def run_stages(record: dict, stages: list[str], config: dict, out_dir: Path, fingerprints: dict) -> dict:
+    """Run ``stages`` on ``record`` (updated in place and returned); the first stage that
+    raises ends the cell as failed with a one-line reason."""
+    from evit_export.packaging.results import utc_now
+
+    ctx = CellContext(record, config, out_dir)
+    for stage in stages:
+        t0, started = time.perf_counter(), utc_now()
+        try:
+            STAGE_FUNCTIONS[stage](ctx)
+        except Exception as e:  # one failing cell must never stop the sweep: record why
+            record["status"], record["reason"] = "failed", f"{stage}: {one_line(e)}"
+            return record
+        record["stages"][stage] = {"started_at": started, "finished_at": utc_now(),
+                                   "seconds": round(time.perf_counter() - t0, 3),
+                                   "fingerprint": fingerprints[stage]}
+    return record
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the sweep that started it dies."""
+    expected = os.environ.get(PARENT_ENV)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if expected and os.getppid() != int(expected):  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from evit_export.core.jsonio import loads_strict, write_json_atomic
+
+    _die_with_parent()
+    request_path, result_path = (argv or sys.argv[1:])[:2]
+    request = loads_strict(Path(request_path).read_text(encoding="utf-8"))
+    threads = request["config"].get("worker_threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    record = run_stages(request["record"], request["stages"], request["config"], Path(request["out_dir"]),
+                        request["fingerprints"])
+    write_json_atomic(result_path, record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
