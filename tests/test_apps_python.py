@@ -1,0 +1,122 @@
+"""Every restatement of the preprocessing gives the tool's own pixels (issue 15): the
+package's evit_preprocess.py (numpy) and preprocess.js (run by node), on non-square
+images of many sizes, both interpolations and several crop_pct; and predict.py (ONNX)
+gives onnxruntime's result on the tool's tensor."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apps_common import load_module, require_tool, write_real_pngs
+from evit_export.core.preprocess import image_to_pixels
+from evit_export.core.spec import ModelSpec
+
+TEMPLATES = Path(__file__).resolve().parents[1]
+PY_PREPROCESS = TEMPLATES / "evit_export/packaging/templates/python/evit_preprocess.py"
+JS_PREPROCESS = TEMPLATES / "targets/onnx/templates/web/preprocess.js"
+# (width, height) of random-content images: odd, even, tall, wide, smaller and larger than the input.
+SIZES = [(1, 1), (7, 300), (300, 7), (63, 64), (64, 63), (73, 73), (74, 75), (129, 97), (333, 250), (1001, 18)]
+SETTINGS = [(64, 0.875, "bicubic"), (64, 0.875, "bilinear"), (96, 0.9, "bicubic"), (224, 0.95, "bicubic"),
+            (56, 1.0, "bilinear"), (32, 0.8, "bicubic")]
+
+
+def random_images():
+    rng = np.random.default_rng(0)
+    out = []
+    for i, (w, h) in enumerate(SIZES):
+        img = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        if i % 2:  # smooth content too, where rounding ties are likelier than on noise
+            img = np.cumsum(img, axis=1, dtype=np.uint32).astype(np.uint8)
+        out.append(img)
+    return out
+
+
+def tool_pixels(rgb: np.ndarray, size: int, crop_pct: float, interpolation: str) -> np.ndarray:
+    spec = ModelSpec("m0", num_classes=2, img_size=size, crop_pct=crop_pct, interpolation=interpolation)
+    return image_to_pixels(Image.fromarray(rgb), spec).transpose(1, 2, 0).astype(np.uint8)
+
+
+def test_numpy_restatement_is_exact():
+    ep = load_module(PY_PREPROCESS, "evit_preprocess_under_test")
+    for rgb in random_images():
+        for size, crop_pct, interpolation in SETTINGS:
+            want = tool_pixels(rgb, size, crop_pct, interpolation)
+            got = ep.preprocess_pixels(rgb, size, crop_pct, interpolation)
+            assert np.array_equal(got, want), (rgb.shape, size, crop_pct, interpolation)
+
+
+def test_javascript_restatement_is_exact(tmp_path):
+    node = require_tool("node")
+    jobs = []
+    for i, rgb in enumerate(random_images()):
+        (tmp_path / f"{i}.rgb").write_bytes(rgb.tobytes())
+        for j, (size, crop_pct, interpolation) in enumerate(SETTINGS):
+            jobs.append({"src": f"{i}.rgb", "dst": f"{i}_{j}.out", "w": rgb.shape[1], "h": rgb.shape[0],
+                         "size": size, "crop": crop_pct, "interp": interpolation})
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    script = f"""
+const fs = require('fs'); const P = require({json.dumps(str(JS_PREPROCESS))});
+for (const j of JSON.parse(fs.readFileSync('jobs.json'))) {{
+  const rgb = new Uint8Array(fs.readFileSync(j.src));
+  fs.writeFileSync(j.dst, P.preprocessPixels(rgb, j.w, j.h, j.size, j.crop, j.interp));
+}}"""
+    proc = subprocess.run([node, "-e", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    images = random_images()
+    for job in jobs:
+        rgb = images[int(job["src"].split(".")[0])]
+        want = tool_pixels(rgb, job["size"], job["crop"], job["interp"])
+        got = np.frombuffer((tmp_path / job["dst"]).read_bytes(), np.uint8).reshape(want.shape)
+        assert np.array_equal(got, want), job
+
+
+@pytest.fixture(scope="module")
+def onnx_package(tmp_path_factory):
+    from evit_export.models.reference import deploy_for_export
+    from evit_export.packaging.package import build_package
+    from evit_export.targets import get_target
+
+    d = tmp_path_factory.mktemp("py")
+    deployed, spec = deploy_for_export("m0", num_classes=10, img_size=64, seed=11,
+                                       labels=[f"digit {i}" for i in range(10)])
+    artifact = get_target("onnx").export(deployed, spec, d / "m0.onnx").path
+    return build_package(artifact, d / "pkg", measure=False, app="python")
+
+
+def test_predict_py_matches_onnxruntime_on_the_tools_tensor(onnx_package, tmp_path):
+    import onnxruntime as ort
+
+    from evit_export.core.preprocess import to_model_input
+    from evit_export.targets import open_artifact
+
+    assert not (onnx_package / "web").exists()  # --app python writes only the script
+    images = [onnx_package / "sample.png"] + write_real_pngs(tmp_path)
+    proc = subprocess.run([sys.executable, "predict.py", "--json", *map(str, images)], cwd=onnx_package,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    path, _, spec = open_artifact(onnx_package / "m0.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for image in images:
+        with Image.open(image) as im:
+            x = to_model_input(image_to_pixels(im, spec)[None], spec)
+        logits = session.run(None, {session.get_inputs()[0].name: x})[0][0].astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        got = results[str(image)]
+        assert [hit["label"] for hit in got] == [spec.labels[i] for i in np.argsort(-probs, kind="stable")[:5]]
+        assert max(abs(hit["score"] - probs[spec.labels.index(hit["label"])]) for hit in got) < 1e-6
+    expected = json.loads((onnx_package / "expected.json").read_text())
+    assert results[str(images[0])][0]["label"] == expected["artifact"]["top5"][0]["label"]
+
+
+def test_predict_py_missing_image_is_one_line(onnx_package):
+    proc = subprocess.run([sys.executable, "predict.py", "nope.png"], cwd=onnx_package, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: nope.png does not exist"
