@@ -1,11 +1,15 @@
 """Atomic outputs: write next to the destination, then rename over it.
 
-A failure (or Ctrl-C) leaves no partial file and never half-overwrites an existing
-artifact, because ``os.replace`` is atomic within one filesystem.
+A failure, Ctrl-C, SIGKILL or full disk leaves no partial file under the final name and
+never half-overwrites an existing artifact, because ``os.replace`` is atomic within one
+filesystem (folders are swapped with ``renameat2(RENAME_EXCHANGE)`` where the kernel
+has it). Temporary names carry the writer's pid, so the next write to the same
+destination removes what a killed writer left behind.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -13,20 +17,33 @@ from pathlib import Path
 from typing import Iterator
 
 from evit_export.core.errors import UserError
+from evit_export.core.interrupt import raise_if_cancelled
+
+# Errors that mean "the disk (or the file-size limit) is full", whatever wrote.
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def check_writable(dest: Path, directory: bool = False) -> Path:
     """Fail early, with a one-line error, when ``dest`` cannot be written."""
     dest = Path(dest)
     parent = dest.parent if str(dest.parent) else Path(".")
-    if not directory and dest.is_dir() and not dest.suffix:
-        raise UserError(f"output path {dest} is a directory: give a file name, e.g. {dest}/model.onnx")
+    if not directory and dest.is_dir():
+        raise UserError(f"output path {dest} is an existing folder: give a file path, e.g. {dest}/model"
+                        f"{dest.suffix or '.onnx'}, or remove the folder")
+    if directory and dest.exists() and not dest.is_dir():
+        raise UserError(f"output path {dest} is an existing file, not a folder: give a new folder path "
+                        "(the file is left alone)")
+    for above in (parent, *parent.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise UserError(f"cannot write {dest}: {above} is a file, not a folder; choose another --out")
+            break
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create output directory {parent}: {e.strerror}; choose a writable --out") from None
+        raise UserError(f"cannot create output folder {parent}: {e.strerror}; choose a writable --out") from None
     if not os.access(parent, os.W_OK):
-        raise UserError(f"output directory {parent} is not writable: choose another --out")
+        raise UserError(f"output folder {parent} is not writable: choose another --out")
     return dest
 
 
@@ -36,39 +53,126 @@ def _umask() -> int:
     return mask
 
 
+def _temp_prefix(dest: Path) -> str:
+    return f".{dest.name}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(dest: Path) -> list[Path]:
+    """Remove ``.NAME.<pid>.*.tmp`` (and a swap's ``.NAME.old``) left beside ``dest`` by
+    a writer that no longer runs (killed, or a crashed machine); return what went."""
+    dest = Path(dest)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    prefix = _temp_prefix(dest)
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        name = p.name
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix):]
+        if rest == "old" or (rest.endswith(".tmp") and rest.split(".")[0].isdigit()
+                             and not _pid_alive(int(rest.split(".")[0]))):
+            if rest == "old" and not dest.exists():
+                continue  # a killed swap left the only copy here: keep it (see _swap_dirs)
+            _remove(p)
+            removed.append(p)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False when the
+    platform or filesystem cannot."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
+def _swap_dirs(tmp: Path, dest: Path) -> None:
+    """Publish folder ``tmp`` as ``dest``, replacing an existing ``dest``."""
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
+    if _exchange(tmp, dest):  # one atomic step: dest is the new folder, tmp the old one
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    # Two steps: a kill between them leaves the old folder at .NAME.old (kept by
+    # remove_stale_temps while dest is missing).
+    old = dest.parent / f"{_temp_prefix(dest)}old"
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _disk_full(e: OSError, dest: Path) -> UserError:
+    return UserError(f"no space left while writing {dest} ({e.strerror}): free some space or choose another "
+                     "--out; nothing was written")
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it onto ``dest``."""
     dest = check_writable(Path(dest), directory=directory)
     parent = dest.parent
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent))
-        shutil.rmtree(tmp)
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
-        os.close(fd)
-        tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~_umask())
+    remove_stale_temps(dest)
+    prefix = f"{_temp_prefix(dest)}{os.getpid()}."
+    try:
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
+            os.rmdir(tmp)  # the writer creates it (some writers refuse an existing folder)
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=parent)
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as e:
+        if e.errno in _FULL:
+            raise _disk_full(e, dest) from None
+        raise UserError(f"cannot write in {parent}: {e.strerror}; choose a writable --out") from None
     try:
         yield tmp
-        if directory:
-            if dest.exists():
-                # Swap: old one aside, new one in, old one removed.
-                old = parent / f".{dest.name}.old"
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(dest, old)
-                os.replace(tmp, dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, dest)
-        else:
+        # A Ctrl-C that the writer swallowed (a converter catching broad exceptions)
+        # must not publish the output: core.interrupt keeps the flag.
+        raise_if_cancelled()
+        if not directory:
+            # mkstemp's 0600, or that of a writer that replaced the file (safetensors
+            # does): give the output the permissions of any file the user creates.
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, dest)
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        else:
+            _swap_dirs(tmp, dest)
+    except BaseException as e:
+        _remove(tmp)
+        if isinstance(e, OSError) and e.errno in _FULL:
+            raise _disk_full(e, dest) from None
         raise
 
 
