@@ -7,7 +7,7 @@ from importlib.metadata import version
 
 import pytest
 
-from cli_helpers import run_cli_process
+from cli_helpers import run_cli, run_cli_process
 from evit_export.core.jsonio import loads_strict
 
 WIDE = {"COLUMNS": "250"}  # wide enough that any line break in help is one written in the source
@@ -80,22 +80,28 @@ def test_defaults_are_not_cut_off_in_a_narrow_terminal():
     assert "[default: 32]" in flat and "[default: 0]" in flat, proc.stdout
 
 
-def test_user_error_speaks_flags_on_the_command_line(tmp_path):
-    """The API says ``variant=``; the command line shows the same error with ``--variant``."""
+@pytest.fixture(scope="module")
+def onnx_artifact(tmp_path_factory):
     import evit_export
 
     model = evit_export.load_model("m0", img_size=64, num_classes=10, labels=[str(i) for i in range(10)], seed=0)
-    artifact = evit_export.export(model, "onnx", out=tmp_path / "m0.onnx").path
-    proc = run_cli_process("check", artifact, "--variant", "m1", timeout=300)
+    return evit_export.export(model, "onnx", out=tmp_path_factory.mktemp("cli") / "m0.onnx").path
+
+
+def test_user_error_speaks_flags_on_the_command_line(onnx_artifact):
+    """The API says ``variant=``; the command line shows the same error with ``--variant``."""
+    proc = run_cli_process("check", onnx_artifact, "--variant", "m1", timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "leave --variant out" in lines[0] and "variant=" not in lines[0], proc.stderr
-    proc = run_cli_process("check", artifact, "-n", "0", timeout=300)
+    proc = run_cli_process("check", onnx_artifact, "-n", "0", timeout=300)
     assert proc.returncode == 2 and "-n 0: need at least one input" in proc.stderr, proc.stderr
 
-    # and every --json output is strict JSON
-    for args in (["check", artifact, "-n", "2", "--json"], ["inspect", artifact, "--json"],
-                 ["parity", artifact, "--limit", "20", "--json"], ["models", "--json"]):
-        proc = run_cli_process(*args, timeout=300)
-        assert proc.returncode == 0, args + [proc.stderr]
-        assert loads_strict(proc.stdout), args
+
+@pytest.mark.parametrize("args", [["check", "-n", "2"], ["inspect"], ["parity", "--limit", "20"],
+                                  ["models", "--img-size", "64", "--num-classes", "10"]])
+def test_json_output_is_strict(args, onnx_artifact, capsys):
+    args = args[:1] + ([] if args[0] == "models" else [onnx_artifact]) + args[1:] + ["--json"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert loads_strict(out), args
