@@ -39,7 +39,7 @@ def run_demo(out: Path, targets: list[str], run_dir: Path = Path("runs/default")
     from evit_export.packaging.package import build_package
     from evit_export.models.reference import deploy_for_export
     from evit_export.targets import get_target
-    from evit_export.training.train import ensure_default_model
+    from evit_export.training import ensure_default_model
     from evit_export.validation.check import check_artifact
     from evit_export.validation.parity import check_parity
 

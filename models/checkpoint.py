@@ -20,15 +20,18 @@ from evit_export.core.errors import UserError
 
 from evit_export.models.efficientvit import VARIANTS, EfficientViT
 
-# Official model-zoo releases (microsoft/Cream EfficientViT, mirrored by timm). Their
-# sha256 could not be verified from this environment (no access to the release
-# host), so none is recorded: a download is checked against a hash only when the
-# caller gives one (``URL#sha256=<hex>``).
+# Official model-zoo releases (microsoft/Cream EfficientViT, mirrored by timm), the
+# ImageNet-1K weights behind ``--pretrained imagenet``. Their sha256 could not be
+# verified from the build environment (no access to the release host), so none is
+# shipped: the first download records the file's sha256 beside it in the cache, says
+# it, and every later use checks the cached file against that record.
 OFFICIAL_URLS = {
     name: f"https://github.com/xinyuliu-jeffrey/EfficientViT_Model_Zoo/releases/download/v1.0/efficientvit_{name}.pth"
     for name in VARIANTS
 }
-KNOWN_SHA256: dict[str, str] = {}
+# Serve the official files from elsewhere (a mirror, or the tests' local server):
+# a base URL that holds efficientvit_m0.pth ... efficientvit_m5.pth.
+PRETRAINED_URL_ENV = "EVIT_EXPORT_PRETRAINED_URL"
 
 
 def cache_dir() -> Path:
@@ -41,42 +44,89 @@ def is_url(s: str | os.PathLike) -> bool:
     return str(s).startswith(("http://", "https://"))
 
 
-def download(url: str, sha256: str | None = None, quiet: bool = False) -> Path:
-    """Download ``url`` into the cache (reused when present), verifying sha256 if known."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+def pretrained_url(variant: str) -> str:
+    """Where the official ImageNet weights of ``variant`` (canonical name) come from."""
+    base = os.environ.get(PRETRAINED_URL_ENV)
+    if base:
+        return f"{base.rstrip('/')}/{Path(urllib.parse.urlsplit(OFFICIAL_URLS[variant]).path).name}"
+    return OFFICIAL_URLS[variant]
 
+
+def fetch_pretrained(variant: str, quiet: bool = False) -> Path:
+    """The official ImageNet weights of ``variant``: from the cache, else downloaded."""
+    return download(pretrained_url(variant), quiet=quiet)
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+def download(url: str, sha256: str | None = None, quiet: bool = False) -> Path:
+    """``url`` in the cache: downloaded the first time (progress bar on stderr unless
+    ``quiet``), read from the cache afterwards, offline. The first download records its
+    sha256 in ``FILE.sha256`` and prints it; a cached file that no longer matches that
+    record, or a download that does not match ``sha256`` / ``URL#sha256=<hex>``, is an
+    error."""
     parsed = urllib.parse.urlsplit(url)
-    frag = dict(urllib.parse.parse_qsl(parsed.fragment))
-    sha256 = sha256 or frag.get("sha256") or KNOWN_SHA256.get(url)
+    sha256 = (sha256 or dict(urllib.parse.parse_qsl(parsed.fragment)).get("sha256") or "").lower() or None
     clean = urllib.parse.urlunsplit(parsed._replace(fragment=""))
     name = Path(parsed.path).name or "checkpoint.pth"
     key = hashlib.sha256(clean.encode()).hexdigest()[:12]
     dest = cache_dir() / f"{key}-{name}"
-    if dest.exists() and (sha256 is None or _sha256(dest) == sha256):
+    record = dest.with_name(dest.name + ".sha256")
+    if dest.exists():
+        _check_cached(dest, record, sha256)
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        with urllib.request.urlopen(clean, timeout=30) as resp:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the download cache {dest.parent} ({e.strerror}): set EVIT_EXPORT_CACHE "
+                        "to a writable folder") from None
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        _fetch(clean, tmp, name, quiet)
+        got = _sha256(tmp)
+        if sha256 is not None and got != sha256:
+            raise UserError(f"download of {clean} has sha256 {got[:16]}…, expected {sha256[:16]}…; "
+                            "the file is corrupt or not the one you meant")
+        record.write_text(f"{got}  {name}\n")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if not quiet:
+        _stderr_console().print(f"downloaded {clean} → {dest} (sha256 {got})", highlight=False)
+    return dest
+
+
+def _check_cached(dest: Path, record: Path, sha256: str | None) -> None:
+    expected = sha256 or (record.read_text().split()[0] if record.exists() else None)
+    if expected is not None and _sha256(dest) != expected:
+        raise UserError(f"cached download {dest} does not match its sha256 ({expected[:16]}…): delete it "
+                        "to download it again")
+
+
+def _fetch(url: str, tmp: Path, name: str, quiet: bool) -> None:
+    """Stream ``url`` into ``tmp`` with a rich progress bar (shown on a terminal)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    console = _stderr_console()
+    if not quiet and not console.is_terminal:  # no live bar in a log: one line instead
+        console.print(f"downloading {url}", highlight=False)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             with open(tmp, "wb") as f, Progress(
-                "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), disable=quiet, transient=True) as progress:
+                    "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), console=console, disable=quiet or not console.is_terminal,
+                    transient=True) as progress:
                 task = progress.add_task(f"download {name}", total=total)
                 while chunk := resp.read(1 << 20):
                     f.write(chunk)
                     progress.update(task, advance=len(chunk))
     except (OSError, ValueError) as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot download {clean}: {e}; check the URL or pass a local file") from None
-    if sha256 is not None:
-        got = _sha256(tmp)
-        if got != sha256.lower():
-            tmp.unlink(missing_ok=True)
-            raise UserError(f"download of {clean} has sha256 {got[:16]}…, expected {sha256[:16]}…; "
-                            "the file is corrupt or not the one you meant")
-    os.replace(tmp, dest)
-    return dest
+        raise UserError(f"cannot download {url}: {e}; check the network or the URL, or pass a local file") from None
 
 
 def _sha256(path: Path) -> str:
@@ -116,6 +166,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 raise UserError(f"sidecar {side} is not valid JSON: restore it or delete it and pass "
                                 "--variant/--num-classes") from None
         return state, meta
+    _refuse_non_torch_file(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt / code-bearing pickles
@@ -125,6 +176,32 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                             "re-save it as a plain state dict or safetensors") from None
         raise UserError(f"checkpoint {path} is truncated or corrupt ({msg}): re-download or re-save it") from None
     return unwrap_state_dict(obj, path), meta
+
+
+# torch.save writes a zip archive (torch >= 1.6) or a pickle (protocol 2+, first byte 0x80).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _refuse_non_torch_file(path: Path) -> None:
+    """A photo, a text file, an ONNX model... passed as a checkpoint: say so by name."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_TORCH_MAGIC):
+        return
+    kind = _image_format(path)
+    what = f"a {kind} image" if kind else ("an empty file" if not head else "neither a PyTorch .pth file nor "
+                                           "safetensors")
+    raise UserError(f"{path} is not a checkpoint ({what}): pass a .pth or .safetensors checkpoint")
+
+
+def _image_format(path: Path) -> str | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.format
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def _short(e: BaseException) -> str:

@@ -105,8 +105,10 @@ def test_url_download_cached_and_verified(m0_checkpoint, tmp_path, monkeypatch):
 
         with pytest.raises(UserError, match="sha256"):
             load_model("m0", f"{url}?copy=2#sha256={'0' * 64}")
-        cached = list((tmp_path / "cache").iterdir())
-        assert len(cached) == 1  # the corrupt download left nothing behind
+        cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+        # the corrupt download left nothing behind; the good one has its sha256 recorded
+        assert len(cached) == 2 and cached[1] == cached[0] + ".sha256"
+        assert (tmp_path / "cache" / cached[1]).read_text().split()[0] == sha
         server.shutdown()  # the cache is reused without the server
         load_model("m0", f"{url}#sha256={sha}")
     finally:

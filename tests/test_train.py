@@ -1,6 +1,8 @@
 """Training: checkpoints that load through ``evit_export.load_model`` and match the log,
 exact resume, fine-tuning with a re-initialised head, weight-decay groups, bad input."""
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from PIL import Image
 from cli_helpers import assert_one_line_error, run_cli
 from evit_export import load_model
 from evit_export.models import EfficientViT
-from evit_export.training.train import TrainConfig, ensure_default_model, param_groups, train
+from evit_export.training import TrainConfig, ensure_default_model, param_groups, train
 
 TINY = dict(img_size=32, epochs=2, batch_size=16, limit_train=96, limit_val=40, progress=False, threads=1)
 
@@ -42,17 +44,34 @@ def tiny_run(tmp_path_factory):
 
 
 def test_checkpoint_loads_and_carries_spec_and_metrics(tiny_run):
+    """model.safetensors is the best epoch by val top-1 (ties: lower val loss),
+    last.safetensors the last one; both load and carry their epoch's metrics."""
     d, result = tiny_run
-    model = load_model(checkpoint=result.checkpoint)
-    assert model.spec.labels == [str(i) for i in range(10)]
-    assert model.spec.img_size == 32 and model.spec.crop_pct == 1.0
-    meta = json.loads(result.checkpoint.with_suffix(".json").read_text())
-    assert meta["variant"] == "m0" and meta["seed"] == 0 and meta["epoch"] == 2 and meta["finished"]
     log = json.loads(result.log.read_text())
     assert [e["epoch"] for e in log["epochs"]] == [1, 2] and log["finished"]
-    assert meta["metrics"]["val_top1"] == log["epochs"][-1]["val_top1"] == pytest.approx(result.val_top1, abs=1e-3)
+    best = max(log["epochs"], key=lambda e: (e["val_top1"], -e["val_loss"]))
+    for path, record in ((result.checkpoint, best), (result.last_checkpoint, log["epochs"][-1])):
+        model = load_model(checkpoint=path)
+        assert model.spec.labels == [str(i) for i in range(10)]
+        assert model.spec.img_size == 32 and model.spec.crop_pct == 1.0
+        meta = json.loads(path.with_suffix(".json").read_text())
+        assert meta["variant"] == "m0" and meta["seed"] == 0 and meta["epoch"] == record["epoch"]
+        assert meta["metrics"]["val_top1"] == record["val_top1"]
+    assert result.checkpoint.name == "model.safetensors" and result.last_checkpoint.name == "last.safetensors"
+    assert json.loads(result.last_checkpoint.with_suffix(".json").read_text())["finished"]
+    assert result.best_epoch == best["epoch"] and result.val_top1 == pytest.approx(best["val_top1"], abs=1e-3)
+    assert log["best"] == {"val_top1": best["val_top1"], "epoch": best["epoch"]}
     for key in ("train_loss", "val_loss", "val_top1", "val_top5", "images_per_second", "seconds", "lr"):
         assert key in log["epochs"][0]
+
+
+def test_checkpoints_have_normal_file_permissions(tiny_run):
+    d, result = tiny_run
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("model.safetensors", "model.json", "last.safetensors", "last.json", "train_state.pt", "log.json",
+                 "split.json"):
+        assert stat.S_IMODE((d / "run" / name).stat().st_mode) == 0o666 & ~mask, name
 
 
 def test_logged_accuracy_matches_independent_evaluation(tmp_path):
@@ -85,11 +104,12 @@ def test_resume_continues_exactly(tmp_path):
     first = dict(TINY, epochs=1)
     train(TrainConfig(out=str(tmp_path / "b"), **first))
     resumed = train(TrainConfig(out=str(tmp_path / "b"), resume=True, epochs=2, progress=False, threads=1))
-    a = load_model(checkpoint=straight.checkpoint).state_dict()
-    b = load_model(checkpoint=resumed.checkpoint).state_dict()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    assert resumed.val_top1 == straight.val_top1
+    for which in ("checkpoint", "last_checkpoint"):
+        a = load_model(checkpoint=getattr(straight, which)).state_dict()
+        b = load_model(checkpoint=getattr(resumed, which)).state_dict()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (which, k)
+    assert resumed.val_top1 == straight.val_top1 and resumed.best_epoch == straight.best_epoch
     log_b = json.loads(resumed.log.read_text())
     assert [e["epoch"] for e in log_b["epochs"]] == [1, 2]
 
@@ -161,7 +181,7 @@ def test_default_training_reaches_goal(tmp_path):
 
 def test_ema_checkpoint_is_what_was_evaluated(tmp_path):
     from evit_export.data import load_digits_split
-    from evit_export.training.train import evaluate
+    from evit_export.training import evaluate
 
     result = train(TrainConfig(out=str(tmp_path / "ema"), ema=True, ema_decay=0.9, **dict(TINY, epochs=1)))
     model = load_model(checkpoint=result.checkpoint)
