@@ -98,11 +98,13 @@ def model_bound(variant: str, speedups: dict[str, float]) -> tuple[float, dict[s
 def _open(path: Path):
     from ai_edge_litert.interpreter import Interpreter
 
+    from evit_export.targets.tflite.runner import delegate_partitions
+
     it = Interpreter(model_path=str(path), num_threads=1)
     it.allocate_tensors()
     d = it.get_input_details()[0]
     it.set_tensor(d["index"], np.ones(d["shape"], d["dtype"]))
-    partitions = sum(op["op_name"] == "DELEGATE" for op in it._get_ops_details())
+    partitions = delegate_partitions(it)
     return it.invoke, partitions
 
 

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import make_timm_model  # noqa: E402
 
 from evit_export.models.reference import deploy_for_export  # noqa: E402
-from evit_export.targets.base import is_memory_bound  # noqa: E402
-from evit_export.targets.onnx.target import export_onnx  # noqa: E402
+from evit_export.targets.onnx import OnnxOptions, OnnxTarget  # noqa: E402
+from evit_export.targets.onnx.exporter import export_onnx  # noqa: E402
 
 
 def hand_export(model, batch: int, path: Path) -> None:
@@ -61,7 +61,7 @@ def time_once(sess, x, reps: int) -> float:
 
 
 def memory_bound(path: Path) -> int:
-    return sum(1 for n in onnx.load(str(path)).graph.node if is_memory_bound(n.op_type))
+    return sum(1 for n in onnx.load(str(path)).graph.node if OnnxTarget().is_memory_bound(n.op_type))
 
 
 def main() -> None:
@@ -83,7 +83,7 @@ def main() -> None:
             for batch in (16, 1):
                 hand, ours = d / f"{variant}_{batch}_hand.onnx", d / f"{variant}_{batch}_ours.onnx"
                 hand_export(ref, batch, hand)
-                export_onnx(deployed, spec, ours, batch=batch)
+                export_onnx(deployed, spec, ours, OnnxOptions(batch=batch))
                 s_hand, s_ours = session(hand), session(ours)
                 x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
                 reps = 2 if batch == 16 else 20

@@ -110,6 +110,7 @@ def _accuracy(deployed, target, fp32_path: Path, int8_path: Path) -> dict:
     """fp32: max abs vs PyTorch on seeded pixels; int8: top-1 agreement on held-out digits."""
     from evit_export.core.preprocess import seeded_pixels
     from evit_export.data import heldout_images
+    from evit_export.targets import RunnerOptions
     from evit_export.targets.torch_runner import TorchRunner
     from evit_export.validation.equivalence import compare_outputs
 
@@ -117,10 +118,10 @@ def _accuracy(deployed, target, fp32_path: Path, int8_path: Path) -> dict:
     for name, path in (("fp32", fp32_path), ("int8", int8_path)):
         spec = target.read_spec(path)
         pixels = seeded_pixels(16, spec.img_size, 0) if name == "fp32" else heldout_images(spec, 200)[0]
-        with target.open(path, threads=1) as runner:
+        with target.open(path, options=RunnerOptions(threads=1)) as runner:
             got = runner.run(pixels)
         ref = TorchRunner(deployed, spec).run(pixels)
-        rep = compare_outputs(ref, got, spec.precision)
+        rep = compare_outputs(ref, got, target.precision_family(spec))
         top2 = np.sort(ref, axis=1)[:, -2:]
         out[name] = {"ref_top1_margin_median": float(np.median(top2[:, 1] - top2[:, 0])),"max_abs": rep.max_abs, "ref_max_abs": rep.ref_max_abs, "cosine_min": rep.cosine_min,
                      "top1_agreement": rep.top1_agreement, "passed": rep.passed, "n": rep.n}
@@ -131,21 +132,23 @@ def bench_variant(variant: str, work: Path, iters: int, calibration_size: int, l
                   anchor_python: str | None = None) -> dict:
     from evit_export.models.reference import deploy_for_export
     from evit_export.targets import get_target
-    from evit_export.targets.onnx.target import export_onnx
+    from evit_export.targets.onnx import OnnxOptions
+    from evit_export.targets.onnx.exporter import export_onnx
+    from evit_export.targets.tflite import TFLiteOptions
 
     deployed, spec = deploy_for_export(variant, seed=0)
     onnx_path = work / f"{variant}.onnx"
     export_onnx(deployed, spec, onnx_path)
     onnx_int8_path = work / f"{variant}_int8.onnx"
-    export_onnx(deployed, spec, onnx_int8_path, precision="int8", calibration_size=calibration_size)
+    export_onnx(deployed, spec, onnx_int8_path, OnnxOptions(precision="int8", calibration_size=calibration_size))
     tfl = get_target("tflite")
     t0 = time.perf_counter()
     fp32 = tfl.export(deployed, spec, work / f"{variant}.tflite")
     export_s = time.perf_counter() - t0
-    int8 = tfl.export(deployed, spec, work / f"{variant}_int8.tflite", quantize="int8",
-                      calibration_size=calibration_size)
-    int8_fa = tfl.export(deployed, spec, work / f"{variant}_int8_fa.tflite", quantize="int8",
-                         calibration_size=calibration_size, float_attention=True)
+    int8 = tfl.export(deployed, spec, work / f"{variant}_int8.tflite",
+                      TFLiteOptions(quantize="int8", calibration_size=calibration_size))
+    int8_fa = tfl.export(deployed, spec, work / f"{variant}_int8_fa.tflite",
+                         TFLiteOptions(quantize="int8", calibration_size=calibration_size, float_attention=True))
     anchor = None
     if anchor_python and not litert_torch:
         litert_torch = work / f"{variant}_litert_torch.tflite"

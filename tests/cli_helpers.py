@@ -26,3 +26,10 @@ def assert_one_line_error(code, err):
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
+
+
+def assert_usage_error(code, err, option, value):
+    """A value outside an Enum option's choices: typer's usage error, exit 2, naming both."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert f"Invalid value for '{option}'" in err and f"'{value}'" in err, err

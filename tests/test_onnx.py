@@ -8,10 +8,11 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, assert_usage_error, run_cli
 from conftest import make_timm_model
 from evit_export.models.reference import deploy_for_export
-from evit_export.targets.onnx.target import export_onnx
+from evit_export.targets.onnx import OnnxOptions
+from evit_export.targets.onnx.exporter import export_onnx
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,8 @@ def m0_artifacts(tmp_path_factory):
     ref = make_timm_model("m0", seed=7)
     torch.save(ref.state_dict(), d / "m0.pth")
     deployed, spec = deploy_for_export("m0", d / "m0.pth")
-    export_onnx(deployed, spec, d / "m0_b1.onnx", batch=1)
-    export_onnx(deployed, spec, d / "m0_dyn.onnx", batch=None)
+    export_onnx(deployed, spec, d / "m0_b1.onnx", OnnxOptions(batch=1))
+    export_onnx(deployed, spec, d / "m0_dyn.onnx", OnnxOptions(batch=None))
     return d, ref
 
 
@@ -89,7 +90,7 @@ def test_corrupted_initializer_fails_and_localizes(capsys, m0_artifacts, tmp_pat
 
 def test_fp16_export(tmp_path):
     deployed, spec = deploy_for_export("m0", seed=3)
-    art = export_onnx(deployed, spec, tmp_path / "m0_fp16.onnx", precision="fp16", batch=None)
+    art = export_onnx(deployed, spec, tmp_path / "m0_fp16.onnx", OnnxOptions(precision="fp16", batch=None))
     from evit_export.validation.check import check_artifact
 
     report = check_artifact(art.path, n=16)
@@ -106,8 +107,11 @@ def _op_histogram(path):
 def test_int8_qoperator_default_calibration(tmp_path):
     from evit_export.validation.check import check_artifact
 
-    deployed, spec = deploy_for_export("m0", seed=1)
-    art = export_onnx(deployed, spec, tmp_path / "m0_int8.onnx", precision="int8", calibration_size=48)
+    from evit_export.data import DIGITS_LABELS
+
+    # A digits model: check_artifact judges int8 on the held-out digits only when they fit its classes.
+    deployed, spec = deploy_for_export("m0", num_classes=10, seed=1, labels=DIGITS_LABELS)
+    art = export_onnx(deployed, spec, tmp_path / "m0_int8.onnx", OnnxOptions(precision="int8", calibration_size=48))
     assert art.spec.precision == "int8" and art.info["quant_format"] == "qoperator"
     assert art.info["calibration"] == {"source": "48 images of the embedded digits dataset (training split)",
                                        "count": 48, "random": False}
@@ -127,15 +131,15 @@ def test_int8_qdq_calibration_folder(tmp_path):
 
     root = write_digits_folder(tmp_path / "calib", 40, broken_in="1")  # the broken file is skipped
     deployed, spec = deploy_for_export("m0", seed=1)
-    art = export_onnx(deployed, spec, tmp_path / "m0_qdq.onnx", precision="int8", quant_format="qdq",
-                      calibration_data=root, batch=None)
+    art = export_onnx(deployed, spec, tmp_path / "m0_qdq.onnx",
+                      OnnxOptions(precision="int8", quant_format="qdq", calibration_data=root, batch=None))
     assert art.info["calibration"]["count"] == 40 and "1 unreadable skipped" in art.info["calibration"]["source"]
     hist = _op_histogram(art.path)
     assert hist["QuantizeLinear"] > 50 and hist["DequantizeLinear"] > 50
     held, _, _ = heldout_images(art.spec, 100)
-    from evit_export.targets import get_target
+    from evit_export.targets import RunnerOptions, get_target
 
-    with get_target("onnx").open(art.path, threads=1) as runner:
+    with get_target("onnx").open(art.path, options=RunnerOptions(threads=1)) as runner:
         got = runner.run(held)  # dynamic batch: all 100 in one call
     rep = compare_outputs(TorchRunner(deployed, art.spec).run(held), got, "int8")
     assert rep.top1_agreement >= 0.95, rep
@@ -143,7 +147,7 @@ def test_int8_qdq_calibration_folder(tmp_path):
 
 def test_other_input_size_padding(tmp_path):
     deployed, spec = deploy_for_export("m1", img_size=160, seed=2)  # 10x10 tokens -> padded windows
-    art = export_onnx(deployed, spec, tmp_path / "m1_160.onnx", batch=2)
+    art = export_onnx(deployed, spec, tmp_path / "m1_160.onnx", OnnxOptions(batch=2))
     from evit_export.validation.check import check_artifact
 
     assert check_artifact(art.path, n=4).passed
@@ -151,7 +155,7 @@ def test_other_input_size_padding(tmp_path):
 
 def test_ort_format_and_usability(tmp_path):
     deployed, spec = deploy_for_export("m0", seed=1)
-    art = export_onnx(deployed, spec, tmp_path / "m0.onnx", ort_format=True)
+    art = export_onnx(deployed, spec, tmp_path / "m0.onnx", OnnxOptions(ort_format=True))
     assert (tmp_path / "m0.ort").stat().st_size > 1_000_000
     side = json.loads((tmp_path / "m0.onnx.evit.json").read_text())
     assert "mobile_usability" in side["info"]["ort"]
@@ -175,12 +179,9 @@ def test_bad_input(capsys, m0_artifacts, tmp_path):
         (["onnx", "--variant", "m8", "--out", tmp_path / "a.onnx"], "unknown variant"),
         (["onnx", "--variant", "m0", "--opset", "3", "--out", tmp_path / "a.onnx"], "--opset"),
         (["onnx", "--variant", "m0", "--out", "/proc/forbidden/a.onnx"], "output"),
-        (["onnx", "-v", "m0", "--precision", "int4", "--out", tmp_path / "a.onnx"], "--precision int4"),
         (["onnx", "-v", "m0", "--calibration-data", tmp_path, "--out", tmp_path / "a.onnx"], "--precision int8"),
         (["onnx", "-v", "m0", "--precision", "int8", "--calibration-data", tmp_path / "nope",
           "--out", tmp_path / "a.onnx"], "does not exist"),
-        (["onnx", "-v", "m0", "--precision", "int8", "--quant-format", "qint", "--out", tmp_path / "a.onnx"],
-         "--quant-format"),
     ]
     notonnx = tmp_path / "x.onnx"
     notonnx.write_bytes(b"\x00garbage" * 10)
@@ -191,9 +192,17 @@ def test_bad_input(capsys, m0_artifacts, tmp_path):
     onnx.save(proto, str(foreign))
     cases.append((["check", foreign], "--variant"))
     cases.append((["check", tmp_path / "model.bin"], "does not exist"))
+    mobile = tmp_path / "m0.ort"  # onnxruntime's mobile format: no target claims it
+    mobile.write_bytes(b"\x00" * 64)
+    cases.append((["check", mobile], "not an artifact evit-export knows"))
     for args, needle in cases:
         code, _, err = run_cli(capsys, *args)
         assert needle in assert_one_line_error(code, err), (args, err)
+    # A value outside an option's choices is typer's usage error: exit 2, naming the option.
+    for option, value in (("--precision", "int4"), ("--quant-format", "qint")):
+        code, _, err = run_cli(capsys, "onnx", "-v", "m0", "--precision", "int8", option, value,
+                               "--out", tmp_path / "a.onnx")
+        assert_usage_error(code, err, option, value)
     # A foreign ONNX file checks fine once told what it is.
     code, _, err = run_cli(capsys, "check", foreign, "--variant", "m0", "--checkpoint", d / "m0.pth", "-n", "4")
     assert code == 0, err
@@ -223,7 +232,7 @@ def test_all_variants_match_timm(variant, tmp_path):
     torch.save(ref.state_dict(), tmp_path / "ck.pth")
     deployed, spec = deploy_for_export(variant, tmp_path / "ck.pth")
     for batch in (1, 16):
-        art = export_onnx(deployed, spec, tmp_path / f"{variant}_{batch}.onnx", batch=batch)
+        art = export_onnx(deployed, spec, tmp_path / f"{variant}_{batch}.onnx", OnnxOptions(batch=batch))
         x = torch.randn(batch, 3, 224, 224)
         with torch.no_grad():
             want = ref(x).numpy()
