@@ -13,31 +13,6 @@ from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
 
 
-def report_calibration(info: dict) -> None:
-    """Where an int8 export's activation ranges came from; random data is a loud warning."""
-    from evit_export.cli import err_console
-
-    calib = info.get("calibration")
-    if not calib:
-        return
-    if calib.get("random"):
-        err_console.print(f"[bold red]WARNING:[/] {calib['warning']}")
-    console.print(f"int8 calibration: {calib['source']}")
-
-
-def check_after_export(artifact: Path, **options) -> None:
-    """The equivalence check every export command runs on what it wrote: one summary
-    line, exit 1 when outside tolerance. ``options`` go to ``check_artifact``."""
-    from evit_export.validation.check import check_artifact
-
-    report = check_artifact(artifact, **options)
-    status = "[green]PASS[/]" if report.passed else "[red]FAIL[/]: " + "; ".join(report.failures)
-    console.print(f"equivalence vs PyTorch ({report.runtime}) on {report.inputs}: max abs {report.max_abs:.2e}, "
-                  f"cosine min {report.cosine_min:.6f}, top-1 agreement {100 * report.top1_agreement:.1f}% {status}")
-    if not report.passed:
-        raise typer.Exit(1)
-
-
 @app.command("check")
 def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An .onnx, .mlpackage, .mlmodel or "
                                               ".tflite file."),
