@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # names for annotations only; importing them here would load 
     from evit_export.validation.check import Tolerances
     from evit_export.validation.equivalence import EquivalenceReport
     from evit_export.validation.latency.measure import Latency
+    from evit_export.validation.latency.simulate import Estimate
     from evit_export.validation.parity import ParityReport
 
 PathLike = Union[str, os.PathLike]
@@ -134,16 +135,22 @@ def bench(artifacts: Sequence[PathLike], *, threads: int = 1, iterations: int = 
     return results
 
 
-def simulate(artifact: PathLike, device: str, *, checkpoint: PathLike | None = None):
-    """Estimated latency of ``artifact``'s model on ``device`` (a profile name from
-    ``evit_export.validation.latency.simulate``), from a per-op roofline on an assumed
-    device profile: always an estimate, never a measurement."""
-    from evit_export.models.reference import reference_model
-    from evit_export.targets import open_artifact
-    from evit_export.validation.latency.simulate import estimate_latency
+def simulate(model: PathLike, device: PathLike, *, img_size: int | None = None, batch: int | None = None,
+             checkpoint: PathLike | None = None) -> Estimate:
+    """Estimated latency of ``model`` on ``device``: always an estimate, never a measurement.
 
-    _, _, spec = open_artifact(artifact)
-    return estimate_latency(reference_model(spec, checkpoint), spec.img_size, device, batch=spec.batch or 1)
+    ``model``: ``"m0"``…``"m5"``, ``"timm:<name>"`` (random weights) or an exported
+    artifact (its own size and batch). ``device``: a profile name (``evit-export devices
+    list``) or the path of a PROFILE.json. One forward pass is recorded op by op and
+    each op class is priced by the profile; the estimate carries a per-class
+    breakdown, the profile's provenance and its validation error.
+    """
+    from evit_export.validation.latency.profiles import resolve_profile
+    from evit_export.validation.latency.simulate import estimate
+    from evit_export.validation.latency.workloads import features
+
+    label, size, model_batch, feats = features(str(model), img_size, batch, checkpoint)
+    return estimate(feats, resolve_profile(str(device)), label, size, model_batch)
 
 
 def package(artifact: PathLike, out: PathLike, *, checkpoint: PathLike | None = None,

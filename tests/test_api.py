@@ -106,3 +106,16 @@ def test_int8_of_a_non_digits_model_needs_real_images():
     digits = ModelSpec("m0", num_classes=10, img_size=64, labels=DIGITS, precision="int8")
     pixels, described = comparison_inputs(digits, "int8")
     assert pixels.shape == (200, 3, 64, 64) and "held-out digits" in described
+
+
+def test_simulate_is_an_estimate(seeded_m0, tmp_path):
+    from evit_export.validation.latency.profiles import all_profiles
+
+    artifact = evit_export.export(seeded_m0, "onnx", out=tmp_path / "m0.onnx")
+    device = sorted(all_profiles())[0]
+    estimate = evit_export.simulate(artifact.path, device)
+    assert estimate.kind == "estimate" and estimate.device == device
+    assert estimate.img_size == 64 and estimate.batch == 1 and estimate.estimate_ms > 0
+    assert sum(estimate.breakdown_ms.values()) >= estimate.estimate_ms * 0.5  # the breakdown explains it
+    with pytest.raises(evit_export.UserError, match="unknown device profile"):
+        evit_export.simulate(artifact.path, "no-such-phone")
