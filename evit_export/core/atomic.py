@@ -13,8 +13,8 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from evit_export.core.errors import UserError
 from evit_export.core.interrupt import raise_if_cancelled
@@ -174,6 +174,31 @@ def atomic_path(dest: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         if isinstance(e, OSError) and e.errno in _FULL:
             raise _disk_full(e, dest) from None
         raise
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str = "evit-") -> Iterator[Path]:
+    """``tempfile.TemporaryDirectory`` whose name carries this process's pid
+    (``PREFIX<pid>-XXXX`` in the temp folder): entering it first removes the scratch
+    folders of the same prefix whose writers are dead (SIGKILL, a crash), so killed
+    runs do not pile up in /tmp."""
+    root = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for p in root.glob(f"{prefix}*"):
+            pid = p.name[len(prefix):].split("-", 1)[0]
+            if p.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)
+    try:
+        path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=root))
+    except OSError as e:
+        if e.errno in _FULL:
+            raise _disk_full(e, root) from None
+        raise UserError(f"cannot create a scratch folder in {root}: {e.strerror}; set TMPDIR to a writable "
+                        "folder") from None
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> Path:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import tempfile
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from evit_export.core.atomic import scratch_dir
 from evit_export.core.errors import UserError
 
 
@@ -48,7 +48,7 @@ def signal_name(exitcode: int) -> str:
         return f"signal {-exitcode}"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the kernel kills this child when the parent dies (SIGKILL of the CLI must
     not leave a converter running on, writing into a folder nobody cleans up)."""
     try:
@@ -57,12 +57,14 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl: follow it now
+            os.kill(os.getpid(), signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: best effort only
         pass
 
 
 def _child_main(conn, log_path, fn, args, kwargs) -> None:
-    _die_with_parent()
+    die_with_parent()
     # fd level, so native libraries' output goes to the log too.
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 1)
@@ -71,10 +73,10 @@ def _child_main(conn, log_path, fn, args, kwargs) -> None:
     try:
         result = fn(*args, **kwargs)
         conn.send(("ok", result))
-    except BaseException as e:  # reported to the parent, which raises it again
+    except BaseException as e:  # noqa: BLE001 (reported to the parent, which raises it again)
         try:
             conn.send(("error", e))
-        except Exception:  # the exception itself does not pickle
+        except Exception:  # noqa: BLE001 (the exception itself does not pickle)
             conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
     finally:
         conn.close()
@@ -108,7 +110,7 @@ def run_isolated(fn, *args, step: str, fmt: str, timeout: float | None = None, *
     nn.Modules, paths). ``timeout`` (seconds) kills the child and raises WorkerCrashed.
     """
     ctx = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="evit-worker-") as tmp:
+    with scratch_dir("evit-worker-") as tmp:
         log_path = Path(tmp) / "worker.log"
         log_path.touch()
         receiver, sender = ctx.Pipe(duplex=False)
