@@ -155,3 +155,28 @@ def test_kotlin_preprocessing_equals_the_tools_tensor(android_package, kotlin_ha
             assert float(np.abs(got - want).max()) <= 1e-5, out.name
         else:
             assert np.array_equal(got, want), out.name  # exact for quantised inputs
+
+
+def test_tflite_predict_py_matches_litert(android_package, tmp_path):
+    """predict.py with the model's own input quantisation and dequantised outputs gives
+    what the tool's LiteRT runner gives on the tool's tensor."""
+    import sys
+
+    from evit_export.packaging.runtime import open_runner
+    from evit_export.targets import open_artifact
+
+    images = [android_package / "sample.png"] + write_real_pngs(tmp_path)[:3]
+    proc = subprocess.run([sys.executable, "predict.py", "--json", *map(str, images)], cwd=android_package,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    path, target, spec = open_artifact(android_package / "m0_digits_u8.tflite")
+    with open_runner(target, path, spec, threads=1) as runner:
+        for image in images:
+            with Image.open(image) as im:
+                logits = runner.run(image_to_pixels(im, spec)[None])[0].astype(np.float64)
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
+            got = results[str(image)]
+            assert got[0]["label"] == spec.labels[int(np.argmax(probs))], image.name
+            assert max(abs(hit["score"] - probs[spec.labels.index(hit["label"])]) for hit in got) < 1e-5

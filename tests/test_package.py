@@ -1,8 +1,13 @@
-"""App-integration packages and measured latency, over a real ONNX artifact."""
+"""App-integration packages over a real ONNX artifact: contents, checksums, no machine
+paths, sample + expected outputs, verify-package catching one changed byte, --app
+choices, reference weights by --checkpoint or by sha256 in the cache."""
 import hashlib
 import json
+import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cli_helpers import assert_one_line_error, run_cli
 from evit_export.models.reference import deploy_for_export
@@ -17,35 +22,179 @@ def onnx_artifact(tmp_path_factory):
     return export_onnx(deployed, spec, d / "m0.onnx").path
 
 
-def test_package_contents_and_checksums(capsys, onnx_artifact, tmp_path):
-    out = tmp_path / "pkg"
-    code, stdout, err = run_cli(capsys, "package", onnx_artifact, "--out", out)
-    assert code == 0, err
-    names = sorted(p.name for p in out.iterdir())
-    assert names == ["INTEGRATION.md", "REPORT.md", "labels.txt", "m0.onnx", "manifest.json", "preprocessing.json"]
-    manifest = json.loads((out / "manifest.json").read_text())
+@pytest.fixture(scope="module")
+def package(onnx_artifact, tmp_path_factory):
+    from evit_export.packaging.package import build_package
+
+    return build_package(onnx_artifact, tmp_path_factory.mktemp("built") / "pkg", measure=True)
+
+
+def test_package_contents_and_checksums(package):
+    names = sorted(p.name for p in package.iterdir())
+    assert names == ["INTEGRATION.md", "REPORT.md", "evit_preprocess.py", "expected.json", "labels.txt", "m0.onnx",
+                     "manifest.json", "predict.py", "preprocessing.json", "requirements.txt", "sample.png", "web"]
+    manifest = json.loads((package / "manifest.json").read_text())
+    listed = {e["path"] for e in manifest["files"]}
+    assert listed == {p.relative_to(package).as_posix() for p in package.rglob("*")
+                      if p.is_file() and p.name != "manifest.json"}
     for entry in manifest["files"]:
-        data = (out / entry["path"]).read_bytes()
+        data = (package / entry["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
-    assert manifest["equivalence"]["passed"]
+    assert manifest["apps"] == ["web", "python"] and manifest["equivalence"]["passed"]
     assert manifest["latency"][0]["kind"] == "measured" and manifest["latency"][0]["median_ms"] > 0
-    assert (out / "labels.txt").read_text().splitlines()[3] == "digit 3"
-    pre = json.loads((out / "preprocessing.json").read_text())
-    assert pre["center_crop"] == [96, 96] and pre["mean"] == pytest.approx([0.485, 0.456, 0.406])
-    report = (out / "REPORT.md").read_text()
-    assert "PASS" in report
+    assert (package / "labels.txt").read_text().splitlines()[3] == "digit 3"
+    pre = json.loads((package / "preprocessing.json").read_text())
+    assert pre["center_crop"] == [96, 96] and pre["resize"]["shorter_side"] == 109
+    assert pre["mean"] == pytest.approx([0.485, 0.456, 0.406]) and "half to even" in pre["crop_rules"]
+    report = (package / "REPORT.md").read_text()
+    assert "PASS" in report and "sample.png" in report
     assert "## Notes" in report and "random weights (seed 5)" in report  # never only in the JSON
     assert manifest["export"]["precision"] == "fp32" and manifest["export"]["opset"] == 17
-    assert "onnxruntime" in (out / "INTEGRATION.md").read_text()
+    assert manifest["weights"]["seed"] == 5
+    integration = (package / "INTEGRATION.md").read_text()
+    assert "evitClassify" in integration and "predict.py" in integration
+
+
+def test_sample_is_a_real_image_sized_so_resize_is_identity(package):
+    from evit_export.core.preprocess import image_to_pixels
+    from evit_export.targets import open_artifact
+
+    _, _, spec = open_artifact(package / "m0.onnx")
+    with Image.open(package / "sample.png") as im:
+        assert im.size == (109, 109) and im.mode == "RGB"  # floor(96 / 0.875)
+        rgb = np.asarray(im)
+        pixels = image_to_pixels(im, spec)
+    assert rgb.std() > 20  # a digit scan, not a flat picture
+    top = (109 - 96 + 1) // 2 - 1  # int(round(6.5)) = 6: half to even
+    assert np.array_equal(pixels.transpose(1, 2, 0).astype(np.uint8), rgb[top:top + 96, top:top + 96])
+    expected = json.loads((package / "expected.json").read_text())
+    assert len(expected["pytorch"]["logits"]) == 10 and len(expected["pytorch"]["top5"]) == 5
+    assert expected["top1_agrees"] and expected["artifact"]["runtime"] == "onnxruntime"
+    assert abs(sum(np.exp(expected["pytorch"]["logits"]) / np.exp(expected["pytorch"]["logits"]).sum()) - 1) < 1e-9
+
+
+def test_nothing_shipped_carries_a_machine_path(tmp_path):
+    """A model exported from a checkpoint at an absolute path: manifest, report and every
+    text file name the weights by file name and sha256, never where they were."""
+    from evit_export.models.checkpoint import save_project_checkpoint
+    from evit_export.models.reference import prepare_model
+    from evit_export.packaging.package import build_package
+
+    model = prepare_model("m0", None, 10, 64, seed=2, labels=[f"c{i}" for i in range(10)])
+    ck = save_project_checkpoint(model, model.spec, tmp_path / "weights" / "mine.safetensors")
+    deployed, spec = deploy_for_export("m0", ck)
+    artifact = export_onnx(deployed, spec, tmp_path / "mine.onnx").path
+    pkg = build_package(artifact, tmp_path / "out" / "pkg", measure=False)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    assert manifest["weights"] == {"file": "mine.safetensors",
+                                   "sha256": hashlib.sha256(ck.read_bytes()).hexdigest()}
+    assert manifest["spec"]["source"]["checkpoint"] == "mine.safetensors"
+    for path in pkg.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md", ".py", ".js", ".html", ".txt"):
+            text = path.read_text()
+            assert str(tmp_path) not in text and "/weights/" not in text, path.name
+
+
+def test_reference_weights_by_checkpoint_or_sha256_in_cache(tmp_path, monkeypatch, capsys):
+    from evit_export.core.errors import UserError
+    from evit_export.models.checkpoint import save_project_checkpoint
+    from evit_export.models.reference import prepare_model
+    from evit_export.packaging.weights import resolve_checkpoint
+
+    model = prepare_model("m0", None, 10, 64, seed=4)
+    ck = save_project_checkpoint(model, model.spec, tmp_path / "a" / "w.safetensors")
+    deployed, spec = deploy_for_export("m0", ck)
+    artifact = export_onnx(deployed, spec, tmp_path / "w.onnx").path
+    moved = tmp_path / "elsewhere" / "w.safetensors"
+    moved.parent.mkdir()
+    shutil.move(ck, moved)
+    shutil.move(ck.with_suffix(".json"), moved.with_suffix(".json"))
+    code, _, err = run_cli(capsys, "package", artifact, "--out", tmp_path / "p1", "--no-latency")
+    assert "pass --checkpoint" in assert_one_line_error(code, err) and not (tmp_path / "p1").exists()
+    code, _, err = run_cli(capsys, "package", artifact, "--out", tmp_path / "p2", "--no-latency",
+                           "--checkpoint", moved)
+    assert code == 0, err
+    # A spec that records the sha256 finds the weights in the tool's cache.
+    monkeypatch.setenv("EVIT_EXPORT_CACHE", str(tmp_path / "elsewhere"))
+    sha = hashlib.sha256(moved.read_bytes()).hexdigest()
+    recorded = spec.replace(source={"checkpoint": str(ck), "sha256": sha})
+    assert resolve_checkpoint(recorded) == moved
+    with pytest.raises(UserError, match="pass --checkpoint"):
+        resolve_checkpoint(spec.replace(source={"checkpoint": str(ck), "sha256": "0" * 64}))
+
+
+def _verify(capsys, folder):
+    code, out, err = run_cli(capsys, "verify-package", folder, "--json")
+    return code, json.loads(out) if out.strip() else None, err
+
+
+def test_verify_package_passes_fresh_and_catches_one_changed_byte(capsys, package, tmp_path):
+    code, result, err = _verify(capsys, package)
+    assert code == 0 and result["ok"], err
+    assert [c["name"] for c in result["checks"]] == ["files", "spec", "sample"]
+
+    def tampered(name, change):
+        copy = tmp_path / name
+        shutil.copytree(package, copy)
+        change(copy)
+        return _verify(capsys, copy)
+
+    def flip_model_byte(root):
+        data = bytearray((root / "m0.onnx").read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (root / "m0.onnx").write_bytes(bytes(data))
+
+    code, result, _ = tampered("model", flip_model_byte)
+    assert code == 1 and "m0.onnx changed" in result["checks"][0]["detail"]
+    code, result, _ = tampered("label", lambda r: (r / "labels.txt").write_text(
+        (r / "labels.txt").read_text().replace("digit 3", "digit 8")))
+    assert code == 1 and "labels.txt changed" in result["checks"][0]["detail"]
+    assert "labels.txt differs" in result["checks"][1]["detail"]
+    code, result, _ = tampered("pre", lambda r: (r / "preprocessing.json").write_text(
+        (r / "preprocessing.json").read_text().replace('"crop_pct": 0.875', '"crop_pct": 0.9')))
+    assert code == 1 and "preprocessing.json changed" in result["checks"][0]["detail"]
+    assert "preprocessing.json differs" in result["checks"][1]["detail"]
+
+
+def test_verify_package_reruns_the_sample_and_reads_as_text(capsys, package, tmp_path):
+    """A sample.png change that keeps the manifest consistent is still caught by the re-run."""
+    from evit_export.packaging.manifest import file_entries
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(package, copy)
+    with Image.open(copy / "sample.png") as im:
+        Image.fromarray(255 - np.asarray(im)).save(copy / "sample.png")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"] = file_entries(copy)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    code, out, _ = run_cli(capsys, "verify-package", copy)
+    assert code == 1 and "sample: " in out and "expected.json" in out and "does NOT match" in out
+    code, _, err = run_cli(capsys, "verify-package", tmp_path / "nothing")
+    assert "no manifest.json" in assert_one_line_error(code, err)
+
+
+def test_app_choice(capsys, onnx_artifact, tmp_path):
+    code, _, err = run_cli(capsys, "package", onnx_artifact, "--out", tmp_path / "ios", "--app", "ios")
+    assert "--app ios needs a .mlpackage" in assert_one_line_error(code, err)
+    assert not (tmp_path / "ios").exists()
 
 
 def test_package_replaces_atomically_and_bad_input(capsys, onnx_artifact, tmp_path):
     out = tmp_path / "pkg"
-    assert run_cli(capsys, "package", onnx_artifact, "--out", out, "--no-latency")[0] == 0
+    assert run_cli(capsys, "package", onnx_artifact, "--out", out, "--no-latency", "--app", "python")[0] == 0
     first = json.loads((out / "manifest.json").read_text())["created"]
     code, _, err = run_cli(capsys, "package", tmp_path / "missing.onnx", "--out", out)
     assert "does not exist" in assert_one_line_error(code, err)
     assert json.loads((out / "manifest.json").read_text())["created"] == first  # untouched
+
+
+def test_target_without_templates_gets_a_note_not_a_key_error():
+    from evit_export.packaging.apps import app_writers, auto_apps, generic_note
+    from evit_export.packaging.package import render_integration
+
+    assert app_writers("no_such_target") == {} and auto_apps("no_such_target") == ()
+    text = render_integration("x.bin", "no_such_target", {})
+    assert generic_note("no_such_target", "x.bin") in text
 
 
 def test_bench_json(capsys, onnx_artifact):

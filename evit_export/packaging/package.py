@@ -21,21 +21,25 @@ from evit_export.packaging.preprocessing import preprocessing_spec
 from evit_export.packaging.runtime import input_quantization, open_runner
 from evit_export.packaging.sample import EXPECTED, SAMPLE, expected_record, sample_image
 
-# Devices whose latency a package estimates, by target (see validation/latency/simulate.py).
-SIMULATED_DEVICES = {"coreml": ("a13-ane-fp16", "a13-gpu-fp16", "a13-cpu-fp32"),
-                     "tflite": ("android-midrange-cpu-4t",), "onnx": ()}
+def simulated_latencies(target, spec, reference) -> list[dict]:
+    """Estimates for the built-in device profiles that fit this artifact's format and
+    precision (never an Android figure for a CoreML package), labelled as estimates."""
+    from evit_export.validation.latency.profiles import builtin_profiles
+    from evit_export.validation.latency.simulate import estimate, model_features
 
-
-def simulated_latencies(target_name: str, spec, reference) -> list[dict]:
-    from evit_export.validation.latency.simulate import estimate_latency
-
+    precision = target.precision_family(spec)
+    profiles = [p for p in builtin_profiles().values() if p.fits(target.name, precision)]
+    if not profiles:
+        return []
+    batch = spec.batch or 1
+    features = model_features(reference, spec.img_size, batch)
     rows = []
-    for device in SIMULATED_DEVICES.get(target_name, ()):
-        est = estimate_latency(reference, spec.img_size, device, batch=spec.batch or 1)
-        rows.append({"runtime": device, "kind": "estimate", "batch": est.batch, "threads": None,
+    for profile in profiles:
+        est = estimate(features, profile, model=spec.variant, img_size=spec.img_size, batch=batch)
+        rows.append({"runtime": profile.name, "kind": "estimate", "batch": batch, "threads": None,
                      "median_ms": est.estimate_ms, "p90_ms": None,
-                     "images_per_s": round(est.batch / est.estimate_ms * 1e3, 1),
-                     "machine": f"{est.description} (ESTIMATE: {est.assumptions})"})
+                     "images_per_s": round(batch / est.estimate_ms * 1e3, 1) if est.estimate_ms > 0 else None,
+                     "machine": f"{profile.description} (ESTIMATE: {est.provenance})"})
     return rows
 
 
@@ -49,7 +53,7 @@ def _measure(target, artifact, spec, reference, threads, log) -> list[dict]:
         else:
             log(f"measuring latency ({threads} thread{'s' if threads != 1 else ''})")
             rows.append(measure_latency(runner, batch=spec.batch or 1, threads=threads).to_dict())
-    return rows + simulated_latencies(target.name, spec, reference)
+    return rows + simulated_latencies(target, spec, reference)
 
 
 def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images=None, threads: int = 1,
