@@ -27,11 +27,13 @@ _EXPORTS = {
 
 __all__ = [*_EXPORTS, "__version__"]
 
-if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports these
-    from evit_export.api import bench, check, export, fold, load_model, package, parity, simulate
-    from evit_export.core.errors import UserError
-    from evit_export.core.spec import ModelSpec
-    from evit_export.validation.check import Tolerances
+if TYPE_CHECKING:  # for type checkers and IDEs (``x as x`` marks a re-export); at run time __getattr__ imports
+    from evit_export.api import bench as bench, check as check, export as export, fold as fold
+    from evit_export.api import load_model as load_model, package as package, parity as parity
+    from evit_export.api import simulate as simulate
+    from evit_export.core.errors import UserError as UserError
+    from evit_export.core.spec import ModelSpec as ModelSpec
+    from evit_export.validation.check import Tolerances as Tolerances
 
 
 def __getattr__(name: str):

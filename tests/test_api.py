@@ -119,3 +119,22 @@ def test_simulate_is_an_estimate(seeded_m0, tmp_path):
     assert sum(estimate.breakdown_ms.values()) >= estimate.estimate_ms * 0.5  # the breakdown explains it
     with pytest.raises(evit_export.UserError, match="unknown device profile"):
         evit_export.simulate(artifact.path, "no-such-phone")
+
+
+def test_strict_json(tmp_path):
+    """What every report, --json output and JSON file goes through (issue 14)."""
+    import numpy as np
+
+    from evit_export.core.jsonio import write_json_atomic
+
+    data = {"nan": float("nan"), "row": [np.float32(np.inf), 1.5, -float("inf")], "array": np.array([1.0, np.nan]),
+            "n": np.int64(3), "pair": (1, 2)}
+    assert loads_strict(dumps_strict(data)) == {"nan": None, "row": [None, 1.5, None], "array": [1.0, None],
+                                                "n": 3, "pair": [1, 2]}
+    for text in ("NaN", '{"x": Infinity}', "[-Infinity]"):
+        with pytest.raises(ValueError):
+            loads_strict(text)
+    with pytest.raises(ValueError):  # a NaN smuggled in through default= is refused, not written
+        dumps_strict({"x": object()}, default=lambda o: float("nan"))
+    path = write_json_atomic(tmp_path / "out.json", data)
+    assert loads_strict(path.read_text())["row"][1] == 1.5 and [p.name for p in tmp_path.iterdir()] == ["out.json"]
