@@ -1,14 +1,21 @@
-"""Simulated latency for devices this machine cannot reach: always an estimate.
+"""Simulated latency of any torch model on a device profile: always an estimate.
 
-Model: the deploy graph is captured with ``torch.export`` (static shapes), and each
-op costs ``max(MACs / compute rate, bytes moved / bandwidth) + dispatch overhead``
-on a device profile (a roofline per op). Compute rates differ by op class, because
-depthwise convs and small matmuls reach a fraction of a device's GEMM peak.
+One forward pass is recorded op by op (``models.profile.op_records``, which also counts
+the MACs) and each op is put in a class whose cost scales with one quantity:
 
-The profiles are assumptions written down as data, not measurements of the devices.
-The ``host-cpu-1t`` profile describes this machine (single-thread fp32 GEMM peak
-≈ 95 GFLOP/s measured here), so ``validate`` can compare the method against a
-measured onnxruntime run; that comparison is the only evidence of its accuracy.
+    conv / pointwise / depthwise / grouped / matmul   multiply-accumulates
+    elementwise / layout                              tensor elements read + written
+    dispatch                                          ops that a runtime executes
+
+Linear layers and attention matmuls share one class: both run as GEMM kernels in
+XNNPACK and onnxruntime, and a separate attention price would rest on the handful of
+transformer rows a calibration set has (it fitted worse when tried on the phone data).
+
+Batch norm after a convolution or linear layer, and ReLU-like clamps directly after
+one, are free: every exporter folds or fuses them. Views (reshape, expand, slice,
+transpose of strides) are free too; copies that realise them (clone, cat, pad, roll)
+are layout work. A device profile (profiles.py) prices each class; how it combines the
+class times depends on the device class (see ``estimate``).
 """
 from __future__ import annotations
 
@@ -16,128 +23,135 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from evit_export.models.profile import OpRecord, op_records
 
-@dataclass(frozen=True)
-class DeviceProfile:
-    name: str
-    description: str
-    dense_gmacs: float  # dense conv / GEMM, giga-MACs per second at this precision
-    depthwise_gmacs: float
-    matmul_gmacs: float  # attention matmuls (small, batched)
-    bandwidth_gbs: float  # effective memory bandwidth for element-wise / layout ops
-    overhead_us: float  # per-op dispatch cost
-    bytes_per_element: int = 4
-    source: str = "assumption"
+MAC_CLASSES = ("conv", "pointwise", "depthwise", "grouped", "matmul")
+ELEMENT_CLASSES = ("elementwise", "layout")
+# The feature names a profile's coefficients are keyed by, with their units.
+FEATURES = {"conv": "GMAC", "pointwise": "GMAC", "depthwise": "GMAC", "grouped": "GMAC", "matmul": "GMAC",
+            "elementwise": "M elements", "layout": "M elements", "dispatch": "ops", "constant": "1"}
+
+_FREE = {"view", "_unsafe_view", "reshape", "expand", "t", "transpose", "permute", "unsqueeze", "squeeze",
+         "alias", "detach", "empty", "slice", "select", "split", "split_with_sizes", "unbind", "as_strided",
+         "lift_fresh", "dropout", "zeros", "ones", "full", "arange", "_to_copy", "lift_fresh_copy",
+         "expand_as", "unflatten", "flatten", "contiguous", "numpy_T", "chunk"}
+_LAYOUT = {"clone", "cat", "stack", "constant_pad_nd", "pad", "roll", "index", "gather", "copy_", "copy",
+           "pixel_shuffle", "index_select", "repeat", "flip", "narrow_copy", "new_zeros", "fill_"}
+_MATMUL = {"addmm", "mm", "linear", "bmm", "baddbmm", "matmul", "_scaled_dot_product_flash_attention_for_cpu",
+           "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention"}
+_POOLS = {"avg_pool2d", "max_pool2d", "max_pool2d_with_indices"}
+_FOLDED_INTO_PRODUCER = {"native_batch_norm", "_native_batch_norm_legit_no_training", "batch_norm"}
+_FUSED_ACTIVATIONS = {"relu", "relu_", "hardtanh", "hardtanh_", "clamp", "clamp_", "clamp_min", "clamp_min_"}
+_LINEAR_PRODUCERS = {"convolution", "addmm", "mm"}
 
 
-PROFILES = {p.name: p for p in (
-    DeviceProfile("host-cpu-1t", "this machine (AVX2 EPYC), 1 thread, fp32 (onnxruntime-like)", 34.0, 7.5, 15.0,
-                  15.0, 1.3, 4, "rates fitted to onnxruntime batch-1 timings of M0-M5 measured here "
-                  "(benchmarks/bench_simulate.py)"),
-    DeviceProfile("a13-cpu-fp32", "iPhone 11 (A13) CPU, 2 performance cores, fp32", 45.0, 8.0, 14.0, 20.0, 4.0,
-                  4, "assumption: 2 cores x 2.65 GHz x 2 NEON FMA pipes x 4 lanes at ~55% efficiency"),
-    DeviceProfile("a13-gpu-fp16", "iPhone 11 (A13) GPU via CoreML, fp16", 250.0, 40.0, 60.0, 40.0, 25.0,
-                  2, "assumption: ~0.7 TFLOPS fp16 at ~70% for dense conv; kernel launch overhead ~25 us"),
-    DeviceProfile("a13-ane-fp16", "iPhone 11 (A13) Neural Engine via CoreML, fp16", 1200.0, 150.0, 120.0, 30.0, 8.0,
-                  2, "assumption: 5.5 TOPS marketing peak at ~40% for dense conv; layout ops bandwidth-bound"),
-    DeviceProfile("android-midrange-cpu-4t", "mid-range Android (Cortex-A76 class), LiteRT XNNPACK, 4 threads, fp32",
-                  60.0, 10.0, 16.0, 15.0, 3.0, 4,
-                  "assumption: 4 x 2.4 GHz x 2 NEON FMA pipes x 4 lanes at ~40% efficiency"),
-)}
+def classify(record: OpRecord, effective_producer: str) -> str | None:
+    """The op class of one recorded op, or None when an exporter removes it."""
+    op = record.op
+    if op == "convolution":
+        if record.groups > 1 and record.groups == record.in_channels:
+            return "depthwise"
+        if record.groups > 1:
+            # Grouped convs (RegNet, ResNeXt) have no fast kernel in most mobile runtimes;
+            # converters often split them into one conv per group.
+            return "grouped"
+        return "pointwise" if record.kernel == 1 and record.groups == 1 else "conv"
+    if op in _POOLS:
+        return "depthwise"  # a pooling window is a depthwise kernel without weights
+    if op in _MATMUL:
+        return "matmul"
+    if op in _FREE:
+        return None
+    if op in _FOLDED_INTO_PRODUCER and effective_producer in _LINEAR_PRODUCERS:
+        return None
+    if op in _FUSED_ACTIVATIONS and effective_producer in _LINEAR_PRODUCERS:
+        return None
+    return "layout" if op in _LAYOUT else "elementwise"
 
 
 @dataclass
-class OpCost:
-    op: str
-    kind: str
-    macs: int
-    bytes: int
-    ms: float
+class GraphFeatures:
+    """What a forward pass costs, per op class: the simulator's only view of a model."""
+    macs: dict = field(default_factory=dict)      # class -> MACs
+    elements: dict = field(default_factory=dict)  # class -> elements read + written
+    ops: int = 0                                  # ops a runtime dispatches
+    total_macs: int = 0
+
+    def vector(self) -> dict[str, float]:
+        """Feature values in the units of FEATURES (what a profile's coefficients multiply)."""
+        out = {c: self.macs.get(c, 0) / 1e9 for c in MAC_CLASSES}
+        out.update({c: self.elements.get(c, 0) / 1e6 for c in ELEMENT_CLASSES})
+        out.update(dispatch=float(self.ops), constant=1.0)
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GraphFeatures":
+        return cls(**data)
+
+
+def features_of(records: list[OpRecord]) -> GraphFeatures:
+    feats = GraphFeatures(macs={c: 0 for c in MAC_CLASSES}, elements={c: 0 for c in ELEMENT_CLASSES})
+    # effective[i]: the op record i's output really comes from once removed ops are skipped
+    # (conv -> BN -> ReLU: the ReLU still follows the conv and fuses into it).
+    effective: list[str] = []
+    for r in records:
+        producer = effective[r.producer] if 0 <= r.producer < len(effective) else ""
+        kind = classify(r, producer)
+        feats.total_macs += r.macs
+        removed = kind is None and (r.op in _FOLDED_INTO_PRODUCER or r.op in _FUSED_ACTIVATIONS)
+        effective.append(producer if removed else r.op)
+        if kind is None:
+            continue
+        feats.ops += 1
+        if kind in MAC_CLASSES:
+            feats.macs[kind] += r.macs or r.out_elements * r.kernel  # pools: one MAC per window tap
+        else:
+            feats.elements[kind] += r.in_elements + r.out_elements
+    return feats
+
+
+def model_features(model: torch.nn.Module, img_size: int, batch: int = 1) -> GraphFeatures:
+    return features_of(op_records(model, img_size, batch))
 
 
 @dataclass
 class Estimate:
+    model: str
     device: str
-    description: str
+    img_size: int
     batch: int
     estimate_ms: float
-    compute_bound_ms: float
-    memory_bound_ms: float
-    overhead_ms: float
-    ops: int
+    breakdown_ms: dict   # op class -> ms (plus dispatch and constant for CPU interpreters)
+    device_class: str
+    provenance: str      # what the profile rests on
+    validation: dict     # the profile's validation error figures
     kind: str = "estimate"
-    assumptions: str = ""
-    by_kind: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-_LAYOUT = {"view", "reshape", "permute", "transpose", "split_with_sizes", "split", "cat", "pad",
-           "constant_pad_nd", "slice", "getitem", "flatten", "contiguous", "clone", "unsafe_view", "expand"}
-_ELEMENTWISE = {"add", "mul", "sub", "relu", "sigmoid", "softmax", "_softmax", "mean", "adaptive_avg_pool2d",
-                "div"}
+def estimate(features: GraphFeatures, profile, model: str = "", img_size: int = 0, batch: int = 1) -> Estimate:
+    """Price ``features`` on ``profile`` (a profiles.DeviceProfile).
 
-
-def _numel_bytes(val, bpe: int) -> int:
-    if isinstance(val, torch.Tensor):
-        return val.numel() * bpe
-    if isinstance(val, (list, tuple)):
-        return sum(_numel_bytes(v, bpe) for v in val)
-    return 0
-
-
-def graph_ops(model, img_size: int, batch: int = 1) -> list[tuple[str, str, int, int]]:
-    """(op name, kind, MACs, elements moved) for each op of the exported deploy graph."""
-    x = torch.zeros(batch, 3, img_size, img_size)
-    exported = torch.export.export(model.eval(), (x,))
-    ops = []
-    for node in exported.graph.nodes:
-        if node.op != "call_function":
-            continue
-        name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
-        out = node.meta.get("val")
-        ins = [a.meta.get("val") for a in node.args if isinstance(a, torch.fx.Node)]
-        moved = _numel_bytes(out, 1) + sum(_numel_bytes(v, 1) for v in ins)
-        macs, kind = 0, "layout" if name in _LAYOUT else "elementwise" if name in _ELEMENTWISE else "other"
-        if name in ("conv2d", "convolution"):
-            weight = ins[1]
-            groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
-            macs = out.numel() * weight.shape[1] * weight.shape[2] * weight.shape[3]
-            kind = "depthwise" if groups > 1 and weight.shape[1] == 1 else "dense"
-            moved = _numel_bytes(out, 1) + _numel_bytes(ins[0], 1) + weight.numel()
-        elif name in ("linear", "addmm"):
-            w = ins[1]
-            macs = out.numel() * (w.shape[1] if name == "linear" else w.shape[0])
-            kind = "dense"
-        elif name in ("matmul", "bmm"):
-            macs = out.numel() * ins[0].shape[-1]
-            kind = "matmul"
-        elif name == "getitem":
-            continue  # a view of a multi-output op, free
-        ops.append((name, kind, int(macs), int(moved)))
-    return ops
-
-
-def estimate_latency(model, img_size: int, device: str, batch: int = 1) -> Estimate:
-    profile = PROFILES[device]
-    rates = {"dense": profile.dense_gmacs, "depthwise": profile.depthwise_gmacs, "matmul": profile.matmul_gmacs}
-    compute = memory = overhead = 0.0
-    by_kind: dict[str, float] = {}
-    ops = graph_ops(model, img_size, batch)
-    for name, kind, macs, moved in ops:
-        t_compute = macs / (rates[kind] * 1e9) if kind in rates else 0.0
-        t_memory = moved * profile.bytes_per_element / (profile.bandwidth_gbs * 1e9)
-        # Reshapes and views cost nothing but their dispatch on most runtimes.
-        if name in ("view", "reshape", "flatten", "unsafe_view"):
-            t_memory = 0.0
-        t = max(t_compute, t_memory)
-        compute += t if t_compute >= t_memory else 0.0
-        memory += t if t_compute < t_memory else 0.0
-        overhead += profile.overhead_us * 1e-6
-        by_kind[kind] = by_kind.get(kind, 0.0) + (t + profile.overhead_us * 1e-6) * 1e3
-    total = (compute + memory + overhead) * 1e3
-    return Estimate(device=device, description=profile.description, batch=batch, estimate_ms=round(total, 3),
-                    compute_bound_ms=round(compute * 1e3, 3), memory_bound_ms=round(memory * 1e3, 3),
-                    overhead_ms=round(overhead * 1e3, 3), ops=len(ops), assumptions=profile.source,
-                    by_kind={k: round(v, 3) for k, v in by_kind.items()})
+    cpu-interpreter: op-by-op runtimes (TFLite/XNNPACK, onnxruntime CPU) run one kernel
+    after another, so class times add up and every op pays a dispatch cost.
+    graph-accelerator: whole-graph compilers (ANE, GPU delegates, NPUs) fuse the graph
+    and overlap data movement with compute, so there is no per-op cost: the graph costs
+    a launch plus the larger of its compute time and its memory time.
+    """
+    values, coef = features.vector(), profile.coefficients
+    parts = {name: values[name] * coef.get(name, 0.0) for name in FEATURES}
+    if profile.device_class == "graph-accelerator":
+        compute = sum(parts[c] for c in MAC_CLASSES)
+        memory = sum(parts[c] for c in ELEMENT_CLASSES)
+        total = parts["constant"] + max(compute, memory)
+    else:
+        total = sum(parts.values())
+    return Estimate(model=model, device=profile.name, img_size=img_size, batch=batch,
+                    estimate_ms=round(total, 4), breakdown_ms={k: round(v, 4) for k, v in parts.items() if v},
+                    device_class=profile.device_class, provenance=profile.provenance(),
+                    validation=profile.validation)

@@ -1,0 +1,124 @@
+"""``devices``: the device profiles simulated latency rests on: list them, fit one to
+measurements, calibrate this machine."""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from evit_export.cli import JsonFlag, app, console, err_console
+from evit_export.core.jsonio import dumps_strict
+
+devices_app = typer.Typer(no_args_is_help=True, help="Device profiles for simulated latency: list, fit, calibrate.")
+app.add_typer(devices_app, name="devices")
+
+
+class ArtifactFormat(str, Enum):
+    tflite = "tflite"
+    onnx = "onnx"
+    coreml = "coreml"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+class CalibrationRuntime(str, Enum):
+    onnxruntime = "onnxruntime"
+
+
+@devices_app.command("list")
+def list_cmd(as_json: bool = JsonFlag()):
+    """Every built-in and user profile, with what it rests on and how well it predicts."""
+    from evit_export.validation.latency.profiles import all_profiles
+
+    profiles = all_profiles()
+    if as_json:
+        rows = [{**p.to_dict(), "origin": origin, "provenance": p.provenance(), "error": p.error_summary()}
+                for p, origin in profiles.values()]
+        sys.stdout.write(dumps_strict(rows, indent=2) + "\n")
+        return
+    table = Table(title="device profiles (estimates rest on these)")
+    for col in ("name", "origin", "class", "runtime / formats", "source", "validation error"):
+        table.add_column(col)
+    for name, (p, origin) in sorted(profiles.items()):
+        table.add_row(name, origin, p.device_class, f"{p.runtime} ({', '.join(p.formats)} "
+                      f"{'/'.join(p.precisions)})", p.provenance(), p.error_summary())
+    console.print(table)
+
+
+def print_fit(profile, figures: dict) -> None:
+    base = figures["flops_proportional"]
+    table = Table(title=f"{profile.name}: fit on {figures['rows']} rows "
+                        f"({figures['transformer_rows']} transformers)")
+    for col in ("median relative error", "this profile", "MACs-proportional"):
+        table.add_column(col, justify="left" if col.startswith("median") else "right")
+    held, base_held = figures["held_out_transformers"], base["held_out_transformers"]
+    table.add_row("in-sample", f"{figures['in_sample_median_error']:.1%}", f"{base['in_sample_median_error']:.1%}")
+    table.add_row("leave-one-out", f"{figures['loo_median_error']:.1%}", f"{base['loo_median_error']:.1%}")
+    table.add_row("leave-one-out rank corr", f"{figures['loo_rank_corr']:.2f}", f"{base['loo_rank_corr']:.2f}")
+    if held:
+        table.add_row("held-out transformers", f"{held['median_error']:.1%}", f"{base_held['median_error']:.1%}")
+        if held.get("rank_corr") is not None:
+            table.add_row("held-out transformers rank corr", f"{held['rank_corr']:.2f}",
+                          f"{base_held['rank_corr']:.2f}")
+    console.print(table)
+
+
+@devices_app.command("fit")
+def fit_cmd(csv_path: Path = typer.Argument(..., metavar="MEASUREMENTS.csv",
+                                            help="CSV with at least device,model,img_size,ms."),
+            device: str = typer.Option(..., "--device", metavar="NAME", help="The CSV's device column value."),
+            out: Path = typer.Option(..., "--out", metavar="PROFILE.json"),
+            name: str = typer.Option(None, "--name", help="Profile name; default: the device name."),
+            description: str = typer.Option("", "--description", help="What the device is."),
+            runtime: str = typer.Option("measured runtime", "--runtime", help="The runtime that measured it."),
+            fmt: ArtifactFormat = typer.Option(ArtifactFormat.tflite, "--format",
+                                               help="Artifact format that runtime runs."),
+            precision: Precision = typer.Option(Precision.fp32, "--precision"),
+            as_json: bool = JsonFlag()):
+    """Fit a CPU profile to measured latencies; prints its in-sample and leave-one-out
+    error beside the MACs-proportional baseline."""
+    from evit_export.validation.latency.fit import attach_features, file_digest, fit_profile, read_measurements
+
+    rows = read_measurements(csv_path, device)
+    attach_features(rows, log=lambda msg: err_console.print(msg, highlight=False))
+    profile, figures = fit_profile(
+        rows, name=name or device, description=description or device, runtime=runtime, formats=[fmt.value],
+        precisions=[precision.value], source_text=f"from {csv_path.name} (device {device})",
+        data={"data": csv_path.name, "data_sha256": file_digest(csv_path), "device_column": device})
+    profile.save(out)
+    if as_json:
+        sys.stdout.write(dumps_strict({"profile": profile.to_dict(), "per_row": figures["per_row"]}, indent=2) + "\n")
+        return
+    print_fit(profile, figures)
+    console.print(f"wrote {out}")
+
+
+@devices_app.command("calibrate")
+def calibrate_cmd(runtime: CalibrationRuntime = typer.Option(CalibrationRuntime.onnxruntime, "--runtime"),
+                  threads: int = typer.Option(1, "--threads", min=1, metavar="N"),
+                  out: Path = typer.Option(None, "--out", metavar="PROFILE.json",
+                                           help="Also write the profile here (it is always cached)."),
+                  models: str = typer.Option("", "--models", help="Comma-separated timm:<name> reference set "
+                                             "(default: the built-in one)."),
+                  as_json: bool = JsonFlag()):
+    """Measure a reference set of timm models (never EfficientViT) on this machine and
+    fit a profile to it; cached in ~/.cache/evit-export/devices/."""
+    from evit_export.validation.latency.calibrate import REFERENCE_SET, calibrate
+
+    reference = [m.strip() for m in models.split(",") if m.strip()] or list(REFERENCE_SET)
+    profile, figures, cached = calibrate(runtime.value, threads, reference,
+                                         log=lambda msg: err_console.print(msg, highlight=False))
+    if out is not None:
+        profile.save(out)
+    if as_json:
+        sys.stdout.write(dumps_strict({"profile": profile.to_dict(), "cached": str(cached),
+                                       "per_row": figures["per_row"]}, indent=2) + "\n")
+        return
+    print_fit(profile, figures)
+    console.print(f"cached as {cached} (use --device {profile.name})" + (f"; wrote {out}" if out else ""))

@@ -1,0 +1,136 @@
+"""Calibrate this machine: measure a reference set of timm models with a runtime here,
+fit a profile to the measurements (fit.py), cache it under ~/.cache/evit-export/devices/.
+
+The reference set is CNNs and vision transformers built with random weights (latency
+does not depend on the values) and never EfficientViT, so the variants this tool
+exports stay out of the sample their host estimate is judged on. It spans the op
+classes the simulator prices: dense, pointwise and depthwise convolutions, linear
+layers and attention, elementwise-heavy and layout-heavy graphs, small models (where
+dispatch dominates) and large ones, two resolutions.
+
+Only onnxruntime is calibrated here: the project's TFLite converter is EfficientViT-only
+and litert-torch lives in its own environment, so timm models cannot become .tflite
+files in this one.
+"""
+from __future__ import annotations
+
+import io
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from evit_export.core.errors import UserError
+from evit_export.validation.latency.fit import Measurement, attach_features, fit_profile
+from evit_export.validation.latency.measure import machine_description
+from evit_export.validation.latency.profiles import user_profile_dir
+
+# name[@img_size]; ~3 minutes of export and timing on one thread of a 2-core machine.
+REFERENCE_SET = (
+    "timm:resnet18", "timm:resnet18@160", "timm:mobilenetv2_050", "timm:mobilenetv2_100",
+    "timm:mobilenetv3_small_100", "timm:mobilenetv3_large_100", "timm:mobilenetv3_large_100@160",
+    "timm:efficientnet_b0", "timm:mnasnet_100", "timm:ghostnet_100", "timm:regnetx_002", "timm:regnety_004",
+    "timm:densenet121", "timm:deit_tiny_patch16_224", "timm:levit_128s", "timm:levit_192",
+    "timm:mobilevit_xxs", "timm:mobilevit_xs", "timm:efficientformer_l1", "timm:tiny_vit_5m_224",
+    "timm:edgenext_xx_small",
+)
+
+
+def parse_reference(entry: str) -> tuple[str, int | None]:
+    name, _, size = entry.partition("@")
+    if "efficientvit" in name.lower():
+        raise UserError(f"{entry}: EfficientViT must stay out of the calibration set (it is what the "
+                        "estimates are judged on); pick another timm model")
+    if not name.startswith("timm:"):
+        raise UserError(f"{entry}: calibration models are timm:<name>[@img_size]")
+    return name, int(size) if size else None
+
+
+def export_reference_onnx(model, img_size: int, out: Path) -> None:
+    """TorchScript ONNX export plus the simplifier the project's own exports use, so
+    reference graphs look like EfficientViT exports to onnxruntime."""
+    import onnx
+    import torch
+
+    from evit_export.targets.onnx.exporter import _simplify
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.zeros(1, 3, img_size, img_size),), buf, dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["logits"],
+                          do_constant_folding=True)
+    proto, _ = _simplify(onnx.load_from_string(buf.getvalue()))
+    onnx.save(proto, str(out))
+
+
+def time_onnx(path: Path, img_size: int, threads: int, min_seconds: float = 1.0, min_runs: int = 10) -> float:
+    """Median ms of batch-1 runs on onnxruntime's CPU provider (the project's session options)."""
+    import onnxruntime as ort
+
+    from evit_export.targets.onnx.runner import session_options
+
+    session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(
+        (1, 3, img_size, img_size)).astype(np.float32)}
+    for _ in range(3):
+        session.run(None, feed)
+    times, start = [], time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def cpu_flags() -> str:
+    """The SIMD extensions that decide a CPU's kernel speed (AVX2, AVX-512, VNNI, AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    keep = [f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "neon", "asimd"))]
+    return " ".join(sorted(set(keep))) or platform.machine()
+
+
+def measure_reference(reference: list[str], threads: int, log=lambda msg: None) -> list[Measurement]:
+    import torch
+
+    from evit_export.validation.latency.workloads import timm_model
+
+    rows = []
+    with tempfile.TemporaryDirectory() as d, torch.no_grad():
+        for i, entry in enumerate(reference, start=1):
+            name, size = parse_reference(entry)
+            model, size = timm_model(name[5:], size)
+            path = Path(d) / "model.onnx"
+            export_reference_onnx(model, size, path)
+            ms = time_onnx(path, size, threads)
+            log(f"[{i}/{len(reference)}] {name} @ {size}px: {ms:.2f} ms")
+            rows.append(Measurement(name, size, ms))
+    return rows
+
+
+def calibrate(runtime: str, threads: int, reference: list[str], log=lambda msg: None):
+    """(profile, fit figures, cached path) for this machine and ``runtime``."""
+    if runtime != "onnxruntime":
+        raise UserError(f"--runtime {runtime}: only onnxruntime can be calibrated in this environment")
+    started = time.perf_counter()
+    rows = measure_reference(reference, threads, log)
+    attach_features(rows)
+    name = f"host-onnxruntime-{threads}t"
+    import onnxruntime
+
+    profile, figures = fit_profile(
+        rows, name=name, description=f"this machine: {machine_description()}; CPU flags: {cpu_flags()}",
+        runtime=f"onnxruntime {onnxruntime.__version__} CPU, {threads} thread(s), batch 1",
+        formats=["onnx"], precisions=["fp32"],
+        source_text=f"measured here with `devices calibrate` in {time.perf_counter() - started:.0f} s",
+        data={"reference_set": list(reference)})
+    cached = profile.save(user_profile_dir() / f"{name}.json")
+    return profile, figures, cached

@@ -1,0 +1,193 @@
+"""Fit a device profile to measured latencies, and say how well it predicts.
+
+The fit: latency = sum over features of coefficient x feature (simulate.FEATURES),
+coefficients >= 0 (a class cannot make a model faster), solved by nonnegative least
+squares on relative error (each row divided by its measured latency, so a 2 ms model
+counts as much as a 200 ms one). scipy's ``nnls`` does the solving.
+
+Its honesty: in-sample error, leave-one-out error (each row predicted by a fit on all
+the others), the same for the transformer rows alone (the rows a CNN-heavy set
+predicts worst), Spearman rank correlation, and the same figures for the naive
+baseline that every latency paper warns about: latency proportional to MACs.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evit_export.core.errors import UserError
+from evit_export.validation.latency.simulate import FEATURES, GraphFeatures
+
+# Attention-bearing architectures: what "held-out transformers" means in a validation.
+TRANSFORMER_MARKERS = ("vit", "deit", "swin", "former", "levit", "beit", "cait", "xcit", "pit_", "tnt", "mvit",
+                       "crossvit", "coat", "twins", "efficientvit")
+REQUIRED_COLUMNS = ("device", "model", "img_size", "ms")
+
+
+@dataclass
+class Measurement:
+    model: str
+    img_size: int
+    ms: float
+    features: GraphFeatures | None = None
+
+    @property
+    def is_transformer(self) -> bool:
+        return any(m in self.model.lower() for m in TRANSFORMER_MARKERS)
+
+
+def read_measurements(csv_path: Path, device: str) -> list[Measurement]:
+    """The rows of ``device`` in a CSV with at least device,model,img_size,ms."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UserError(f"{csv_path} lacks the column(s) {', '.join(missing)}: it needs "
+                                f"{','.join(REQUIRED_COLUMNS)}")
+            rows = [r for r in reader if r["device"] == device]
+    except OSError as e:
+        raise UserError(f"cannot read {csv_path}: {e.strerror}") from None
+    if not rows:
+        raise UserError(f"{csv_path} has no rows for device {device!r}: check --device")
+    out = []
+    for i, r in enumerate(rows, start=2):
+        try:
+            out.append(Measurement(r["model"].strip(), int(r["img_size"]), float(r["ms"])))
+        except ValueError:
+            raise UserError(f"{csv_path}: a {device} row has a non-numeric img_size or ms "
+                            f"({r['img_size']!r}, {r['ms']!r})") from None
+        if not out[-1].ms > 0:
+            raise UserError(f"{csv_path}: latency {r['ms']} of {r['model']} is not positive")
+    return out
+
+
+def design(rows: list[Measurement], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    X = np.array([[m.features.vector()[n] for n in names] for m in rows], dtype=np.float64)
+    return X, np.array([m.ms for m in rows], dtype=np.float64)
+
+
+def nnls_relative(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients >= 0 minimising the sum of squared relative errors."""
+    from scipy.optimize import nnls
+
+    scale = X.max(axis=0)
+    scale[scale == 0] = 1.0  # a feature absent from every row gets coefficient 0
+    coef, _ = nnls(X / scale / y[:, None], np.ones_like(y))
+    return coef / scale
+
+
+def flops_baseline(X_macs: np.ndarray, y: np.ndarray) -> float:
+    """ms per GMAC of the proportional model, fitted on relative error too."""
+    r = X_macs / y
+    return float(r.sum() / (r @ r)) if r.any() else 0.0
+
+
+def _errors(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.abs(pred - y) / y
+
+
+def _rank_corr(pred: np.ndarray, y: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(pred, y).statistic) if len(y) >= 3 else None
+
+
+def _summary(pred: np.ndarray, y: np.ndarray) -> dict:
+    if not len(y):
+        return {}
+    err = _errors(pred, y)
+    return {"median_error": round(float(np.median(err)), 4), "max_error": round(float(err.max()), 4),
+            "rank_corr": None if (rc := _rank_corr(pred, y)) is None else round(rc, 4), "rows": int(len(y))}
+
+
+def leave_one_out(X: np.ndarray, y: np.ndarray, solve) -> np.ndarray:
+    """Prediction of each row by a fit on all the other rows."""
+    pred = np.empty_like(y)
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        pred[i] = X[i] @ np.atleast_1d(solve(X[keep], y[keep]))
+    return pred
+
+
+def validate(rows: list[Measurement], names: list[str]) -> tuple[np.ndarray, dict]:
+    """(coefficients over ``names``, validation figures) of a fit on ``rows``, with the
+    MACs-proportional baseline beside it."""
+    X, y = design(rows, names)
+    macs = np.array([[m.features.total_macs / 1e9] for m in rows])
+    coef = nnls_relative(X, y)
+    loo = leave_one_out(X, y, nnls_relative)
+    base_coef = flops_baseline(macs[:, 0], y)
+    base_loo = leave_one_out(macs, y, lambda a, b: np.array([flops_baseline(a[:, 0], b)]))
+    vit = np.array([m.is_transformer for m in rows])
+    figures = {
+        "rows": len(rows), "transformer_rows": int(vit.sum()),
+        "in_sample_median_error": round(float(np.median(_errors(X @ coef, y))), 4),
+        "loo_median_error": round(float(np.median(_errors(loo, y))), 4),
+        "loo_rank_corr": round(_rank_corr(loo, y), 4),
+        "held_out_transformers": _summary(loo[vit], y[vit]),
+        "flops_proportional": {
+            "ms_per_gmac": round(base_coef, 4),
+            "in_sample_median_error": round(float(np.median(_errors(macs[:, 0] * base_coef, y))), 4),
+            "loo_median_error": round(float(np.median(_errors(base_loo, y))), 4),
+            "loo_rank_corr": round(_rank_corr(base_loo, y), 4),
+            "held_out_transformers": _summary(base_loo[vit], y[vit]),
+        },
+        "per_row": [{"model": m.model, "img_size": m.img_size, "measured_ms": m.ms,
+                     "loo_estimate_ms": round(float(p), 3), "flops_loo_estimate_ms": round(float(b), 3)}
+                    for m, p, b in zip(rows, loo, base_loo)],
+    }
+    return coef, figures
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def fitted_features(device_class: str) -> list[str]:
+    """The coefficients a fit solves for. An op-by-op interpreter pays per op and per
+    call; a whole-graph accelerator has no per-op cost (simulate.estimate)."""
+    names = list(FEATURES)
+    return names if device_class == "cpu-interpreter" else [n for n in names if n != "dispatch"]
+
+
+def attach_features(rows: list[Measurement], log=lambda msg: None) -> None:
+    """Record each row's model once (cached across runs, see workloads.features)."""
+    from evit_export.validation.latency.workloads import features
+
+    for i, m in enumerate(rows, start=1):
+        log(f"[{i}/{len(rows)}] {m.model} @ {m.img_size}px")
+        m.features = features(m.model, m.img_size)[3]
+
+
+def fit_profile(rows: list[Measurement], *, name: str, description: str, runtime: str, formats: list[str],
+                precisions: list[str], source_text: str, data: dict, device_class: str = "cpu-interpreter"):
+    """(DeviceProfile, validation figures) fitted to ``rows`` (features attached)."""
+    from evit_export.validation.latency.profiles import DeviceProfile
+
+    names = fitted_features(device_class)
+    coef, figures = validate(rows, names)
+    models = sorted({m.model for m in rows})
+    profile = DeviceProfile(
+        name=name, description=description, device_class=device_class, runtime=runtime, formats=formats,
+        precisions=precisions,
+        coefficients={n: float(f"{c:.6g}") for n, c in zip(names, coef)},
+        source={"kind": "fitted", "text": f"fitted to {len(rows)} measurements of {len(models)} models "
+                f"({figures['transformer_rows']} transformers) {source_text}",
+                "fitted": now_utc(), "method": "nonnegative least squares on relative error (scipy nnls)",
+                "models": models, **data},
+        validation={k: v for k, v in figures.items() if k != "per_row"})
+    return profile, figures
+
+
+__all__ = ["Measurement", "read_measurements", "validate", "attach_features", "fit_profile", "nnls_relative", "flops_baseline", "fitted_features",
+           "leave_one_out", "file_digest", "now_utc", "FEATURES"]
