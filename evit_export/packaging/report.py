@@ -104,7 +104,7 @@ body { background: var(--bg); color: var(--fg); font: 14px/1.45 system-ui, -appl
        Roboto, sans-serif; margin: 0 auto; max-width: 1180px; padding: 24px; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
 .muted, figcaption { color: var(--muted); } figcaption { font-size: 12px; }
-.plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 16px; }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 16px; }
 figure { margin: 0; padding: 10px; background: var(--card); border: 1px solid var(--line); border-radius: 8px; }
 svg.chart { width: 100%; height: auto; display: block; color: var(--fg); }
 table { border-collapse: collapse; width: 100%; font-size: 12px; font-variant-numeric: tabular-nums; }

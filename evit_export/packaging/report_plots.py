@@ -57,7 +57,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _legend(ax, points: list[dict]) -> None:
+def _legend(ax, points: list[dict], front: bool) -> None:
     from matplotlib.lines import Line2D
 
     handles = []
@@ -71,7 +71,8 @@ def _legend(ax, points: list[dict]) -> None:
         handles.append(Line2D([], [], ls="", marker="o", color=FG, label="measured (filled)"))
     if False in kinds:
         handles.append(Line2D([], [], ls="", marker="o", color=FG, mfc="none", label="estimate (hollow)"))
-    handles.append(Line2D([], [], color=FG, lw=2, alpha=0.5, label="Pareto front"))
+    if front:
+        handles.append(Line2D([], [], color=FG, lw=2, alpha=0.5, label="Pareto front"))
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
 
 
@@ -82,7 +83,7 @@ def scatter_plot(points: list[dict], plot_key: str, xlabel: str, ylabel: str, ti
     estimate. Each marker is its own SVG group ``point--<plot_key>--<cell id>`` so the
     page (and its test) can count them."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    fig, ax = plt.subplots(figsize=(5.6, 3.5))
     for p in points:
         colour = TARGET_COLOURS.get(p["target"], OTHER_COLOUR)
         art = ax.scatter([p["x"]], [p["y"]], s=46, marker=PRECISION_MARKERS.get(p["precision"], "D"),
@@ -98,7 +99,7 @@ def scatter_plot(points: list[dict], plot_key: str, xlabel: str, ylabel: str, ti
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10, loc="left")
     if points:
-        _legend(ax, points)
+        _legend(ax, points, front and len(points) > 1)
     return to_svg(fig)
 
 

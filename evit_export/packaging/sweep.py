@@ -361,8 +361,10 @@ def run_sweep(config: SweepConfig, console=None) -> dict:
                 if stages == list(STAGES):
                     rec["started_at"] = None  # a fresh start
     skipped = sum(c["status"] == "skipped" for c in cells)
+    fresh = sum(stages == list(STAGES) for stages, _ in todo.values())
     console.print(f"sweep: {len(cells)} cells, {len(cells) - skipped - len(todo)} kept from the previous run, "
-                  f"{len(todo)} to run, {skipped} skipped; --jobs {config.jobs}; writing {out}")
+                  f"{len(todo) - fresh} resumed, {fresh} to run, {skipped} skipped; --jobs {config.jobs}; "
+                  f"writing {out}")
     run = SweepRun(config, cells, console.print)
     run.save()
     try:

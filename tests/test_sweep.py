@@ -1,0 +1,228 @@
+"""``evit-export sweep``: real exports, checks and timings in real worker processes;
+a failing cell, a sweep killed with SIGKILL and resumed, skipped cells, bad input."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import assert_one_line_error, run_cli
+from evit_export.core.jsonio import loads_strict
+
+
+@pytest.fixture(scope="module")
+def calibration_dir(tmp_path_factory):
+    from evit_export.data import write_digits_imagefolder
+
+    return write_digits_imagefolder(tmp_path_factory.mktemp("cal"), splits=("train",)) / "train"
+
+
+def results_of(out: Path) -> dict:
+    return loads_strict((out / "results.json").read_text())
+
+
+def sweep_process(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "evit_export", "sweep", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def cell_workers(out: Path) -> list[int]:
+    """pids of sweep_cell processes working for the sweep in ``out``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "evit_export.packaging.sweep_cell" in cmd and str(out) in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def kill_after_first_cell(args: list, out: Path, timeout: float = 900) -> dict:
+    """Start the sweep as a real process, SIGKILL it once at least one cell has finished
+    its export and check (and before all have); the results it left behind."""
+    proc = sweep_process(*args)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if (out / "results.json").exists():
+                cells = [c for c in results_of(out)["cells"] if c["status"] != "skipped"]
+                built = [c for c in cells if "build" in c["stages"] or c["status"] == "failed"]
+                if built:
+                    assert len(built) < len(cells), "the sweep finished before it could be killed"
+                    break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        else:
+            pytest.fail("no cell finished in time")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    for _ in range(50):  # the cell processes die with the sweep (PR_SET_PDEATHSIG)
+        if not cell_workers(out):
+            break
+        time.sleep(0.1)
+    assert not cell_workers(out), "a cell process outlived the killed sweep"
+    return results_of(out)
+
+
+def assert_resumed(before: dict, after: dict) -> None:
+    """Cells finished (or built) before the kill keep their start times; every cell now
+    has a verdict."""
+    old = {c["id"]: c for c in before["cells"]}
+    for cell in after["cells"]:
+        assert cell["status"] in ("done", "failed", "skipped"), cell
+        assert cell["verdict"] in ("pass", "fail", "error", "skipped"), cell
+        prev = old[cell["id"]]
+        if "build" in prev["stages"]:
+            assert cell["started_at"] == prev["started_at"]
+            assert cell["stages"]["build"] == prev["stages"]["build"]  # not rebuilt
+
+
+def verdicts(results: dict) -> dict:
+    return {c["id"]: c["verdict"] for c in results["cells"]}
+
+
+def test_failing_cell_is_recorded_and_a_rerun_keeps_everything(tmp_path, capsys):
+    bad = tmp_path / "m1_broken.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    out = tmp_path / "sweep"
+    args = ["sweep", "--variants", "m0,m1", "--targets", "onnx", "--precisions", "fp32", "--img-size", "32",
+            "--weights", f"m1={bad}", "--out", out]
+    code, stdout, err = run_cli(capsys, *args)
+    assert code == 0, err
+    res = results_of(out)
+    cells = {c["id"]: c for c in res["cells"]}
+    assert cells["m0-onnx-fp32"]["verdict"] == "pass" and cells["m0-onnx-fp32"]["latency"]["median_ms"] > 0
+    failed = cells["m1-onnx-fp32"]
+    assert failed["status"] == "failed" and failed["verdict"] == "error"
+    assert "\n" not in failed["reason"] and "m1_broken.pth" in failed["reason"]
+    assert str(tmp_path) not in json.dumps(res)  # no machine paths in the results
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["id"] for r in rows] == ["m0-onnx-fp32", "m1-onnx-fp32"]
+    assert rows[0]["verdict"] == "pass" and float(rows[0]["latency_median_ms"]) > 0
+    assert (out / "report.html").is_file() and (out / "artifacts" / "m0-onnx-fp32.onnx").is_file()
+
+    code, _, err = run_cli(capsys, *args)  # nothing changed: nothing runs again
+    assert code == 0, err
+    assert "2 kept from the previous run, 0 resumed, 0 to run" in err
+    again = results_of(out)
+    assert [(c["started_at"], c["verdict"]) for c in again["cells"]] == \
+        [(c["started_at"], c["verdict"]) for c in res["cells"]]
+
+    # A changed artifact no longer matches its recorded sha256: that cell runs again.
+    artifact = out / "artifacts" / "m0-onnx-fp32.onnx"
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0 and "1 kept from the previous run, 0 resumed, 1 to run" in err
+    redone = {c["id"]: c for c in results_of(out)["cells"]}
+    assert redone["m0-onnx-fp32"]["started_at"] != cells["m0-onnx-fp32"]["started_at"]
+    assert redone["m0-onnx-fp32"]["verdict"] == "pass"
+
+
+def test_sigkill_then_rerun_finishes_only_the_missing_cells(tmp_path):
+    args = ["--variants", "m0", "--targets", "onnx", "--precisions", "fp32,fp16", "--img-size", "32"]
+    killed = tmp_path / "killed"
+    before = kill_after_first_cell(args + ["--out", killed], killed)
+    rerun = subprocess.run([sys.executable, "-m", "evit_export", "sweep", *args, "--out", str(killed)],
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    # The export and check of m0-onnx-fp32 were done: it resumes at its latency.
+    assert "0 kept from the previous run, 1 resumed, 1 to run" in rerun.stderr
+    after = results_of(killed)
+    assert_resumed(before, after)
+    clean = tmp_path / "clean"
+    code = subprocess.run([sys.executable, "-m", "evit_export", "sweep", *args, "--out", str(clean)],
+                          capture_output=True, text=True, timeout=600)
+    assert code.returncode == 0, code.stderr
+    assert verdicts(after) == verdicts(results_of(clean)) == {"m0-onnx-fp32": "pass", "m0-onnx-fp16": "pass"}
+
+
+@pytest.mark.slow
+def test_acceptance_matrix_killed_and_resumed_equals_clean_run(tmp_path, calibration_dir):
+    """The issue's acceptance: m0,m1 × onnx,tflite × fp32,int8 with random weights and a
+    calibration folder; 8 cells each with a verdict; SIGKILL part-way and re-run."""
+    args = ["--variants", "m0,m1", "--targets", "onnx,tflite", "--precisions", "fp32,int8", "--img-size", "64",
+            "--calibration-data", calibration_dir, "--calibration-size", "32", "--jobs", "2"]
+    clean = tmp_path / "clean"
+    run = subprocess.run([sys.executable, "-m", "evit_export", "sweep", *map(str, args), "--out", str(clean)],
+                         capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr
+    res = results_of(clean)
+    assert len(res["cells"]) == 8 and all(c["verdict"] in ("pass", "fail") for c in res["cells"])
+    killed = tmp_path / "killed"
+    before = kill_after_first_cell(args + ["--out", killed], killed)
+    rerun = subprocess.run([sys.executable, "-m", "evit_export", "sweep", *map(str, args), "--out", str(killed)],
+                           capture_output=True, text=True, timeout=1800)
+    assert rerun.returncode == 0, rerun.stderr
+    after = results_of(killed)
+    assert_resumed(before, after)
+    assert verdicts(after) == verdicts(res)
+
+
+def test_impossible_cells_are_listed_as_skipped(tmp_path):
+    from dataclasses import dataclass
+
+    from evit_export.packaging.sweep import SweepConfig, plan_cells
+    from evit_export.targets import PrecisionNotApplicable, Target, TargetOptions, register_target
+    from evit_export.targets import unregister_target
+
+    @dataclass(frozen=True)
+    class Fp32Only(TargetOptions):
+        @classmethod
+        def for_precision(cls, precision, *, calibration_data=None, calibration_size=200, batch=1):
+            if precision != "fp32":
+                raise PrecisionNotApplicable(f"this format has no {precision} arithmetic")
+            return cls()
+
+        def precision_label(self):
+            return "fp32"
+
+    class Fp32Target(Target):
+        name, suffixes, precisions = "fp32only", (".fp32",), ("fp32", "int8")
+        memory_bound_ops, options_type = frozenset(), Fp32Only
+
+        def export(self, model, spec, out, options=None):
+            raise NotImplementedError
+
+        open = describe = inspect = embedded_spec_text = export
+
+    register_target(Fp32Target)
+    try:
+        config = SweepConfig(("m0",), ("onnx", "fp32only"), ("fp32", "fp16", "int8"), tmp_path).validated()
+        cells = {c["id"]: c for c in plan_cells(config)}
+    finally:
+        unregister_target("fp32only")
+    assert len(cells) == 6
+    assert cells["m0-fp32only-fp16"]["status"] == "skipped"
+    assert "does not export fp16" in cells["m0-fp32only-fp16"]["reason"]
+    assert cells["m0-fp32only-int8"]["reason"] == "this format has no int8 arithmetic"
+    assert cells["m0-fp32only-fp32"]["status"] == "pending"
+    assert cells["m0-onnx-int8"]["status"] == "pending" and cells["m0-onnx-int8"]["precision_label"].startswith("int8")
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--variants", "m9"], "m9"),
+    (["--variants", "m0", "--targets", "onnx,caffe"], "caffe"),
+    (["--variants", "m0", "--precisions", "fp8"], "fp8"),
+    (["--variants", "m0", "--simulate", "no-such-phone"], "no-such-phone"),
+    (["--variants", "m0", "--weights", "m0"], "VARIANT=CHECKPOINT"),
+    (["--variants", "m0", "--weights", "m1=x.pth"], "x.pth"),
+    (["--variants", "m0", "--data", "no/such/folder"], "--data"),
+    (["--variants", "m0", "--jobs", "0"], "--jobs"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, needle):
+    out = tmp_path / "sweep"
+    code, _, err = run_cli(capsys, "sweep", *extra, "--out", out)
+    assert needle in assert_one_line_error(code, err)
+    assert not out.exists()
