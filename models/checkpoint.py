@@ -84,7 +84,7 @@ def download(url: str, sha256: str | None = None, quiet: bool = False) -> Path:
     except OSError as e:
         raise UserError(f"cannot create the download cache {dest.parent} ({e.strerror}): set EVIT_EXPORT_CACHE "
                         "to a writable folder") from None
-    tmp = dest.with_name(dest.name + ".part")
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # processes may download side by side
     try:
         _fetch(clean, tmp, name, quiet)
         got = _sha256(tmp)
@@ -112,8 +112,6 @@ def _fetch(url: str, tmp: Path, name: str, quiet: bool) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     console = _stderr_console()
-    if not quiet and not console.is_terminal:  # no live bar in a log: one line instead
-        console.print(f"downloading {url}", highlight=False)
     try:
         with urllib.request.urlopen(url, timeout=30) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None

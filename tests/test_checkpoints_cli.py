@@ -66,6 +66,18 @@ def test_bad_checkpoints(capsys, m0_checkpoint, tmp_path):
     # pickled code is refused
     torch.save({"model": ref.state_dict(), "cfg": functools.partial(print)}, tmp_path / "code.pth")
     cases.append((tmp_path / "code.pth", "m0", "pickled code"))
+    # a photo, or a text file, passed as the checkpoint: named for what it is
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "IMG_0001.jpg")
+    cases.append((tmp_path / "IMG_0001.jpg", "m0", "is not a checkpoint (a JPEG image)"))
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "cat.png")
+    (tmp_path / "cat.pth").write_bytes((tmp_path / "cat.png").read_bytes())
+    cases.append((tmp_path / "cat.pth", "m0", "is not a checkpoint (a PNG image)"))
+    (tmp_path / "notes.pth").write_text("weights are elsewhere\n")
+    cases.append((tmp_path / "notes.pth", "m0", "is not a checkpoint (neither a PyTorch .pth file nor safetensors)"))
     for path, variant, needle in cases:
         code, _, err = run_cli(capsys, "fold", "--variant", variant, "--checkpoint", path, "--out", out)
         line = assert_one_line_error(code, err)

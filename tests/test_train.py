@@ -193,3 +193,54 @@ def test_ema_checkpoint_is_what_was_evaluated(tmp_path):
     assert meta["ema"] is True
     split = json.loads((tmp_path / "ema" / "split.json").read_text())
     assert len(split["train"]) == TINY["limit_train"] and len(split["val"]) == TINY["limit_val"]
+
+
+def test_small_dataset_uses_every_image_and_warns_at_chance_level(tmp_path):
+    """Batch 64 on 40 images: one step of all 40, not a dropped epoch; 1 epoch said as
+    such; a run that learned nothing says so, with what to try."""
+    import io
+
+    from rich.console import Console
+
+    text = io.StringIO()
+    result = train(TrainConfig(out=str(tmp_path / "run"), img_size=32, epochs=1, batch_size=64, limit_train=40,
+                               limit_val=20, progress=False, threads=1),
+                   console=Console(file=text, width=400, soft_wrap=True))
+    log = json.loads(result.log.read_text())
+    assert log["batching"] == {"batch": 40, "steps_per_epoch": 1, "images_per_epoch": 40}
+    assert log["epochs"][0]["train_images"] == 40
+    out = text.getvalue()
+    assert "1 epoch × 1 step, batch 40" in out and "1 thread" in out
+    assert result.val_top1 < 25  # 1 epoch on 40 images: at chance (10 %) on 20 val images
+    assert len(result.warnings) == 1 and "chance level" in result.warnings[0]
+    assert "--epochs" in result.warnings[0] and "--pretrained imagenet" in result.warnings[0]
+    assert f"warning: {result.warnings[0]}" in out.replace("\n", "")
+
+
+def test_batches_keep_the_last_one():
+    from evit_export.core.errors import UserError
+    from evit_export.training.dataset import plan_batches
+
+    # the issue's case: 124 images at batch 64 used to be "1 steps" and 60 images dropped
+    b = plan_batches(124, 64)
+    assert (b.batch, b.steps, b.drop_last, b.images) == (64, 2, False, 124)
+    b = plan_batches(129, 64)  # a last batch of one cannot train BatchNorm: that one image waits
+    assert (b.steps, b.drop_last, b.images) == (2, True, 128)
+    b = plan_batches(20, 64)
+    assert (b.batch, b.steps, b.images) == (20, 1, 20)
+    with pytest.raises(UserError, match="at least 2"):
+        plan_batches(1, 64)
+
+
+def test_chance_level_warning_thresholds():
+    from evit_export.training.evaluate import chance_warning
+
+    two = np.array([0] * 20 + [1] * 21)  # the issue's case: 48.78 % on 41 images of 2 classes
+    warning = chance_warning(48.78, two, 2, 30, pretrained=False)
+    assert warning and "chance level" in warning and "30 epochs" in warning
+    assert "--pretrained imagenet" not in chance_warning(48.78, two, 2, 1, pretrained=True)
+    assert "1 epoch;" in chance_warning(48.78, two, 2, 1, pretrained=True)
+    digits = np.repeat(np.arange(10), 35)
+    assert chance_warning(99.15, digits, 10, 8, pretrained=False) is None
+    assert chance_warning(25.0, digits, 10, 8, pretrained=False) is None  # clearly above 10 %
+    assert chance_warning(11.0, digits, 10, 8, pretrained=False) is not None

@@ -24,7 +24,7 @@ from evit_export.training.config import TrainConfig, resolve_config
 from evit_export.training.dataset import AugmentedSet, build_augmentation, load_data, plan_batches
 from evit_export.training.distributed import Distributed, place
 from evit_export.training.evaluate import chance_warning, evaluate
-from evit_export.training.model import build_model
+from evit_export.training.model import build_model, fetch_pretrained_first
 from evit_export.training.optim import lr_lambda, param_groups
 from evit_export.training.rundir import RunDir, resumed_config
 
@@ -128,6 +128,7 @@ class Trainer:
     # ------------------------------------------------------------ set-up
 
     def prepare(self, resume_state: dict | None) -> None:
+        fetch_pretrained_first(self.c, self.dist)
         self._prepare_data()
         self._prepare_model()
         self._prepare_optimizer()
@@ -207,6 +208,8 @@ class Trainer:
         self.log = {"config": self.c.to_dict(), "spec": self.spec.to_dict(), "dataset": {
             "train": self.train_set.source, "val": self.val_set.source, "train_images": len(self.train_set),
             "val_images": len(self.val_set), "classes": self.classes, "skipped_files": self.skipped},
+            "batching": {"batch": self.batching.batch * self.dist.world, "steps_per_epoch": self.batching.steps,
+                         "images_per_epoch": self.batching.images * self.dist.world},
             "world_size": self.dist.world, "device": str(self.device), "amp": self.amp,
             "threads": torch.get_num_threads(), "epochs": [], "finished": False}
 
@@ -310,6 +313,7 @@ class Trainer:
         record = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "train_top1": round(train_acc, 3),
                   "val_loss": round(m["loss"], 5), "val_top1": round(m["top1"], 4), "val_top5": round(m["top5"], 4),
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                  "train_images": seen * self.dist.world,
                   "images_per_second": round(seen * self.dist.world / max(seconds, 1e-9), 1)}
         finished = epoch + 1 == c.epochs
         self.log["epochs"].append(record)

@@ -39,6 +39,19 @@ def _load_pretrained(c: TrainConfig, num_classes: int, notes: list[str]) -> nn.M
     return model
 
 
+def fetch_pretrained_first(c: TrainConfig, dist) -> None:
+    """``--pretrained imagenet``: download the weights before reading the data (a network
+    problem shows at once), on rank 0 only; the other processes read the cache."""
+    from evit_export.models import canonical_variant
+    from evit_export.models.checkpoint import fetch_pretrained
+
+    if not is_imagenet(c.pretrained):
+        return
+    if dist.main:
+        fetch_pretrained(canonical_variant(c.variant))
+    dist.barrier()
+
+
 def build_model(c: TrainConfig, num_classes: int, notes: list[str]) -> tuple[nn.Module, str]:
     """(model in train mode, its canonical variant name); adds what was adapted to ``notes``."""
     from evit_export.models import EfficientViT, canonical_variant
