@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/bench_train.py [--out DIR] [extra `evit-export train` flags]
 
 Runs ``evit-export train`` as a process (so imports and data rendering count), then
-prints one JSON line: wall seconds, val top-1/top-5 of the saved checkpoint, training
-images/s, threads used and the machine's load average before and after (other
-programs on a shared machine slow training down; report the load with the figure).
+prints one JSON line: wall seconds, val top-1/top-5 of the saved checkpoint
+(``model.safetensors``: the best epoch) and of the last epoch, training images/s,
+threads used, the CPU's vector extensions and the machine's load average before and
+after (other programs on a shared machine slow training down; report the load with
+the figure).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    from evit_export.validation.latency.calibrate import cpu_flags
+
     out = None
     if "--out" in argv:
         i = argv.index("--out")
@@ -34,14 +38,18 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(proc.stderr)
         return proc.returncode
     log = json.loads((out / "log.json").read_text())
+    best = json.loads((out / "model.json").read_text())
     last = log["epochs"][-1]
     seconds = sum(e["seconds"] for e in log["epochs"])
-    images = log["dataset"]["train_images"] * len(log["epochs"])
+    images = sum(e.get("train_images", log["dataset"]["train_images"]) for e in log["epochs"])
     print(json.dumps({"wall_seconds": round(wall, 1), "train_seconds": round(seconds, 1),
-                      "val_top1": last["val_top1"], "val_top5": last["val_top5"], "epochs": len(log["epochs"]),
+                      "val_top1": best["metrics"]["val_top1"], "val_top5": best["metrics"]["val_top5"],
+                      "best_epoch": best["epoch"], "last_val_top1": last["val_top1"], "epochs": len(log["epochs"]),
                       "train_images_per_second": round(images / seconds, 1), "threads": log["threads"],
-                      "cpu_count": os.cpu_count(), "load_before": [round(v, 2) for v in load_before],
-                      "load_after": [round(v, 2) for v in os.getloadavg()], "checkpoint": str(out / "model.safetensors")}))
+                      "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(),
+                      "load_before": [round(v, 2) for v in load_before],
+                      "load_after": [round(v, 2) for v in os.getloadavg()],
+                      "checkpoint": str(out / "model.safetensors")}))
     return 0
 
 

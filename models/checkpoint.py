@@ -128,6 +128,7 @@ def _fetch(url: str, tmp: Path, name: str, quiet: bool) -> None:
 
 
 def _sha256(path: Path) -> str:
+    # hashlib.file_digest would do this from Python 3.11; the project supports 3.10
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
