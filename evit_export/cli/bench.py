@@ -1,7 +1,7 @@
-"""``bench``: measured latency on this machine's runtimes, estimates for devices it cannot reach."""
+"""``bench``: measured latency (on this machine, or on a device over SSH) and, kept
+apart, simulated estimates for devices neither can reach."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List
@@ -9,58 +9,98 @@ from typing import List
 import typer
 from rich.table import Table
 
-from evit_export.cli import app, console
+from evit_export.cli import Flag, JsonFlag, app, console, err_console
+from evit_export.core.jsonio import dumps_strict
 
 
 @app.command("bench")
-def bench_cmd(artifacts: List[Path] = typer.Argument(..., help="artifacts to time side by side"),
-              threads: int = typer.Option(1, "--threads"),
-              iterations: int = typer.Option(30, "--iterations"),
-              simulate: str = typer.Option("", "--simulate", help="comma-separated device profiles to "
-                                           "estimate (see --list-devices), e.g. a13-ane-fp16"),
-              list_devices: bool = typer.Option(False, "--list-devices"),
-              as_json: bool = typer.Option(False, "--json")):
-    """Measured latency of each artifact on this machine's runtimes; simulated
-    latency (labelled as an estimate) for mobile devices with --simulate."""
-    from evit_export.validation.latency.simulate import PROFILES
-
-    if list_devices:
-        for p in PROFILES.values():
-            console.print(f"{p.name}: {p.description} — {p.source}")
+def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...", help="Artifacts to time side by side."),
+              threads: int = typer.Option(1, "--threads", min=1, metavar="N"),
+              iterations: int = typer.Option(30, "--iterations", min=1, metavar="N"),
+              simulate: str = typer.Option("", "--simulate", metavar="DEVICES",
+                                           help="Comma-separated device profiles (names or PROFILE.json; 'all' = "
+                                           "every built-in one) to estimate; only those that run the artifact's "
+                                           "format and precision are used (evit-export devices list)."),
+              remote: str = typer.Option(None, "--remote", metavar="[USER@]HOST[:PORT]",
+                                         help="Measure on this device over SSH instead of here."),
+              identity: Path = typer.Option(None, "--identity", metavar="KEY", help="SSH private key."),
+              remote_python: str = typer.Option("python3", "--remote-python", metavar="PATH",
+                                                help="Python on the device (with its runtime installed)."),
+              accept_new_host_key: bool = Flag(False, "--accept-new-host-key",
+                                               help="Add an unknown host's key to known_hosts (a changed key is "
+                                               "always refused)."),
+              known_hosts: Path = typer.Option(None, "--known-hosts", metavar="FILE",
+                                               help="Default: ~/.ssh/known_hosts."),
+              as_json: bool = JsonFlag()):
+    """Measured latency of each artifact (here, or --remote on a device); estimates
+    (--simulate, labelled, with their provenance and validation error) kept apart."""
+    rows = []
+    for artifact in artifacts:
+        rows += _measure(artifact, threads, iterations, remote, identity, remote_python, accept_new_host_key,
+                         known_hosts)
+        rows += _estimates(artifact, simulate)
+    if as_json:
+        sys.stdout.write(dumps_strict(rows, indent=2) + "\n")
         return
-    from evit_export.core.errors import UserError
+    _print(rows, threads)
+
+
+def _measure(artifact, threads, iterations, remote, identity, remote_python, accept_new, known_hosts) -> list[dict]:
     from evit_export.targets import RunnerOptions, open_artifact
     from evit_export.validation.latency.measure import measure_latency
 
-    rows = []
-    for artifact in artifacts:
-        artifact, target, spec = open_artifact(artifact)
-        with target.open(artifact, spec=spec, options=RunnerOptions(threads=threads)) as runner:
-            lat = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=iterations)
-            if not runner.deployment_runtime:
-                lat.kind = "measured (checker, not a device runtime)"
-        rows.append({"artifact": str(artifact), **lat.to_dict()})
-        for device in [d.strip() for d in simulate.split(",") if d.strip()]:
-            if device not in PROFILES:
-                raise UserError(f"unknown device profile {device!r}: choose from {', '.join(PROFILES)}")
-            from evit_export.models.reference import reference_model
-            from evit_export.validation.latency.simulate import estimate_latency
+    artifact, target, spec = open_artifact(artifact)
+    if remote:
+        from evit_export.validation.latency.remote import RemoteHost, bench_remote
 
-            est = estimate_latency(reference_model(spec), spec.img_size, device, batch=spec.batch or 1)
-            rows.append({"artifact": str(artifact), "runtime": f"{device} (ESTIMATE)", "batch": est.batch,
-                         "median_ms": est.estimate_ms, "p90_ms": float("nan"),
-                         "images_per_s": round(est.batch / est.estimate_ms * 1e3, 1), "kind": "estimate",
-                         "machine": est.description, "assumptions": est.assumptions})
-    if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return
-    table = Table(title=f"latency, {threads} thread(s), measured on {rows[0]['machine']}")
-    for col in ("artifact", "runtime / device", "kind", "batch", "median ms", "p90 ms", "img/s"):
+        lat = bench_remote(artifact, RemoteHost.parse(remote), identity=identity, remote_python=remote_python,
+                           threads=threads, iterations=iterations, batch=spec.batch or 1,
+                           accept_new_host_key=accept_new, known_hosts=known_hosts)
+        return [{"artifact": artifact.name, **lat.to_dict()}]
+    with target.open(artifact, spec=spec, options=RunnerOptions(threads=threads)) as runner:
+        lat = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=iterations)
+        if not runner.deployment_runtime:
+            lat.kind = "measured (checker, not a device runtime)"
+    return [{"artifact": artifact.name, **lat.to_dict()}]
+
+
+def _estimates(artifact, simulate: str) -> list[dict]:
+    names = [d.strip() for d in simulate.split(",") if d.strip()]
+    if not names:
+        return []
+    from evit_export.targets import open_artifact
+    from evit_export.validation.latency import estimates_for
+    from evit_export.validation.latency.profiles import builtin_profiles, resolve_profile
+
+    artifact, target, spec = open_artifact(artifact)
+    precision = target.precision_family(spec)
+    named = [n for n in names if n != "all"]
+    for name in named:
+        profile = resolve_profile(name)
+        if not profile.fits(target.name, precision):
+            err_console.print(f"[yellow]note:[/] {profile.name} describes {'/'.join(profile.formats)} "
+                              f"{'/'.join(profile.precisions)} artifacts, not {target.name} {precision}: "
+                              f"no estimate for {artifact.name}", highlight=False)
+    devices = named + (list(builtin_profiles()) if "all" in names else [])
+    rows = estimates_for(spec, target.name, precision, list(dict.fromkeys(devices)))
+    return [{"artifact": artifact.name, **row} for row in rows]
+
+
+def _print(rows: list[dict], threads: int) -> None:
+    measured = [r for r in rows if r["kind"] != "estimate"]
+    table = Table(title=f"MEASURED latency, {threads} thread(s)")
+    for col in ("artifact", "runtime", "kind", "batch", "median ms", "p90 ms", "img/s", "machine"):
         table.add_column(col)
-    for r in rows:
+    for r in measured:
         table.add_row(r["artifact"], r["runtime"], r["kind"], str(r["batch"]), f"{r['median_ms']:.2f}",
-                      f"{r['p90_ms']:.2f}" if r["p90_ms"] == r["p90_ms"] else "-", f"{r['images_per_s']:.1f}")
+                      f"{r['p90_ms']:.2f}", f"{r['images_per_s']:.1f}", r["machine"])
     console.print(table)
-    if any(r["kind"] == "estimate" for r in rows):
-        console.print("estimates come from a per-op roofline on assumed device profiles "
-                      "(evit_export/validation/simulate.py), not from a device")
+    estimates = [r for r in rows if r["kind"] == "estimate"]
+    if not estimates:
+        return
+    table = Table(title="ESTIMATED latency (simulated from device profiles, not measured)")
+    for col in ("artifact", "device", "estimate ms", "rests on", "validation error"):
+        table.add_column(col)
+    for r in estimates:
+        table.add_row(r["artifact"], r["device"], f"{r['median_ms']:.2f}", r["provenance"], r["validation_error"])
+    console.print(table)

@@ -18,7 +18,7 @@ def estimates_for(spec, target_name: str, precision: str | None = None, devices:
     from evit_export.validation.latency.simulate import model_features
 
     precision = precision or spec.precision
-    profiles = [resolve_profile(d) for d in devices] if devices else list(builtin_profiles().values())
+    profiles = [resolve_profile(d) for d in devices] if devices is not None else list(builtin_profiles().values())
     profiles = [p for p in profiles if p.fits(target_name, precision)]
     if not profiles:
         return []
