@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apps_common import require_tool, syntax_errors, write_real_pngs
 from PIL import Image
 
-from apps_common import require_tool, syntax_errors, write_real_pngs
 from evit_export.core.preprocess import image_to_pixels, to_model_input
 
 HARNESS = r'''
@@ -54,8 +54,9 @@ fun main(args: Array<String>) {
 @pytest.fixture(scope="module")
 def android_package(tmp_path_factory):
     from evit_export.models.reference import deploy_for_export
-    from evit_export.packaging.package import build_package
     from evit_export.targets import get_target
+
+    from evit_export.packaging.package import build_package
 
     d = tmp_path_factory.mktemp("android")
     deployed, spec = deploy_for_export("m0", num_classes=10, img_size=64, seed=3, labels=[str(i) for i in range(10)])
@@ -76,14 +77,14 @@ def kotlin_harness(android_package, tmp_path_factory):
     (d / "Main.kt").write_text(HARNESS.replace("@@PACKAGE@@", package))
     jar = d / "harness.jar"
     proc = subprocess.run([kotlinc, str(source), str(d / "Main.kt"), "-include-runtime", "-d", str(jar)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, check=False, text=True, timeout=600)
     assert proc.returncode == 0 and jar.exists(), proc.stderr[-3000:]
     return jar
 
 
 def run_harness(jar: Path, jobs: list[list[str]], work: Path) -> None:
     (work / "jobs.tsv").write_text("\n".join("\t".join(job) for job in jobs) + "\n")
-    proc = subprocess.run(["java", "-cp", str(jar), "MainKt", str(work / "jobs.tsv")], capture_output=True,
+    proc = subprocess.run(["java", "-cp", str(jar), "MainKt", str(work / "jobs.tsv")], capture_output=True, check=False,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -162,12 +163,13 @@ def test_tflite_predict_py_matches_litert(android_package, tmp_path):
     what the tool's LiteRT runner gives on the tool's tensor."""
     import sys
 
-    from evit_export.packaging.runtime import open_runner
     from evit_export.targets import open_artifact
+
+    from evit_export.packaging.runtime import open_runner
 
     images = [android_package / "sample.png"] + write_real_pngs(tmp_path)[:3]
     proc = subprocess.run([sys.executable, "predict.py", "--json", *map(str, images)], cwd=android_package,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, check=False, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     path, target, spec = open_artifact(android_package / "m0_digits_u8.tflite")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apps_common import load_module, require_tool, write_real_pngs
 from PIL import Image
 
-from apps_common import load_module, require_tool, write_real_pngs
 from evit_export.core.preprocess import image_to_pixels
 from evit_export.core.spec import ModelSpec
 
@@ -66,7 +66,7 @@ for (const j of JSON.parse(fs.readFileSync('jobs.json'))) {{
   const rgb = new Uint8Array(fs.readFileSync(j.src));
   fs.writeFileSync(j.dst, P.preprocessPixels(rgb, j.w, j.h, j.size, j.crop, j.interp));
 }}"""
-    proc = subprocess.run([node, "-e", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([node, "-e", script], cwd=tmp_path, capture_output=True, check=False, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     images = random_images()
     for job in jobs:
@@ -79,8 +79,9 @@ for (const j of JSON.parse(fs.readFileSync('jobs.json'))) {{
 @pytest.fixture(scope="module")
 def onnx_package(tmp_path_factory):
     from evit_export.models.reference import deploy_for_export
-    from evit_export.packaging.package import build_package
     from evit_export.targets import get_target
+
+    from evit_export.packaging.package import build_package
 
     d = tmp_path_factory.mktemp("py")
     deployed, spec = deploy_for_export("m0", num_classes=10, img_size=64, seed=11,
@@ -91,14 +92,14 @@ def onnx_package(tmp_path_factory):
 
 def test_predict_py_matches_onnxruntime_on_the_tools_tensor(onnx_package, tmp_path):
     import onnxruntime as ort
+    from evit_export.targets import open_artifact
 
     from evit_export.core.preprocess import to_model_input
-    from evit_export.targets import open_artifact
 
     assert not (onnx_package / "web").exists()  # --app python writes only the script
     images = [onnx_package / "sample.png"] + write_real_pngs(tmp_path)
     proc = subprocess.run([sys.executable, "predict.py", "--json", *map(str, images)], cwd=onnx_package,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, check=False, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     path, _, spec = open_artifact(onnx_package / "m0.onnx")
@@ -117,6 +118,6 @@ def test_predict_py_matches_onnxruntime_on_the_tools_tensor(onnx_package, tmp_pa
 
 
 def test_predict_py_missing_image_is_one_line(onnx_package):
-    proc = subprocess.run([sys.executable, "predict.py", "nope.png"], cwd=onnx_package, capture_output=True,
+    proc = subprocess.run([sys.executable, "predict.py", "nope.png"], cwd=onnx_package, capture_output=True, check=False,
                           text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: nope.png does not exist"

@@ -13,18 +13,25 @@ import threading
 
 import numpy as np
 import pytest
+from apps_common import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    require_tool,
+    syntax_errors,
+    write_real_pngs,
+)
 from PIL import Image
 
-from apps_common import CHROMIUM, CHROMIUM_ARGS, require_tool, syntax_errors, write_real_pngs
 from evit_export.core.preprocess import image_to_pixels, to_model_input
 
 
 @pytest.fixture(scope="module")
 def web_package(tmp_path_factory):
     from evit_export.models.reference import deploy_for_export
+    from evit_export.targets import get_target
+
     from evit_export.packaging.package import build_package
     from evit_export.packaging.vendor import ort_web_dist
-    from evit_export.targets import get_target
 
     require_tool("npm")
     try:
@@ -61,7 +68,7 @@ def page(served):
     require_tool("chromium", CHROMIUM)
     from playwright.sync_api import sync_playwright
 
-    url, root, photos = served
+    url = served[0]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pg = browser.new_page()
@@ -78,7 +85,6 @@ def page(served):
 
 def python_top5(web_package, image_path):
     import onnxruntime as ort
-
     from evit_export.targets import open_artifact
 
     path, _, spec = open_artifact(web_package / "m0_digits.onnx")
@@ -109,12 +115,12 @@ def test_web_files_parse_and_pin_the_runtime(web_package):
 
 
 def test_browser_matches_onnxruntime_on_sample_and_photos(page, served, web_package):
-    url, root, photos = served
+    _, root, photos = served
     images = [root / "sample.png"] + photos
     measured = []
     for path in images:
         rel = path.relative_to(root).as_posix()
-        want, x, spec = python_top5(web_package, path)
+        want, x, _ = python_top5(web_package, path)
         got = page.evaluate("url => evitClassify(url)", rel)
         assert [g["label"] for g in got][:1] == [want[0][0]], rel
         assert len(got) == 5
@@ -129,7 +135,7 @@ def test_browser_matches_onnxruntime_on_sample_and_photos(page, served, web_pack
 
 
 def test_page_shows_top5_and_latency_without_errors(page, served, tmp_path):
-    url, root, _ = served
+    url = served[0]
     rows = page.locator("#results tr")
     assert rows.count() == 5
     first = page.evaluate("evitClassify('sample.png')")[0]
@@ -139,11 +145,11 @@ def test_page_shows_top5_and_latency_without_errors(page, served, tmp_path):
     page.screenshot(path=str(tmp_path / "web_page.png"))
     print("screenshot:", tmp_path / "web_page.png")
     assert [e for e in page.events if e[0] in ("error", "pageerror")] == []
-    assert all(r.startswith(url) or r.startswith("data:") or r.startswith("blob:") for r in page.requests)
+    assert all(r.startswith((url, "data:", "blob:")) for r in page.requests)
 
 
 def test_drag_and_drop_classifies_the_dropped_image(page, served):
-    url, root, photos = served
+    _, root, photos = served
     rel = photos[0].relative_to(root).as_posix()
     expected = page.evaluate("url => evitClassify(url)", rel)[0]["label"]
     page.evaluate("""async (url) => {

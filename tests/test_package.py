@@ -7,11 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from cli_helpers import assert_one_line_error, run_cli
 from evit_export.models.reference import deploy_for_export
 from evit_export.targets.onnx.exporter import export_onnx
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +55,9 @@ def test_package_contents_and_checksums(package):
 
 
 def test_sample_is_a_real_image_sized_so_resize_is_identity(package):
-    from evit_export.core.preprocess import image_to_pixels
     from evit_export.targets import open_artifact
+
+    from evit_export.core.preprocess import image_to_pixels
 
     _, _, spec = open_artifact(package / "m0.onnx")
     with Image.open(package / "sample.png") as im:
@@ -78,6 +78,7 @@ def test_nothing_shipped_carries_a_machine_path(tmp_path):
     text file name the weights by file name and sha256, never where they were."""
     from evit_export.models.checkpoint import save_project_checkpoint
     from evit_export.models.reference import prepare_model
+
     from evit_export.packaging.package import build_package
 
     model = prepare_model("m0", None, 10, 64, seed=2, labels=[f"c{i}" for i in range(10)])
@@ -96,9 +97,10 @@ def test_nothing_shipped_carries_a_machine_path(tmp_path):
 
 
 def test_reference_weights_by_checkpoint_or_sha256_in_cache(tmp_path, monkeypatch, capsys):
-    from evit_export.core.errors import UserError
     from evit_export.models.checkpoint import save_project_checkpoint
     from evit_export.models.reference import prepare_model
+
+    from evit_export.core.errors import UserError
     from evit_export.packaging.weights import resolve_checkpoint
 
     model = prepare_model("m0", None, 10, 64, seed=4)

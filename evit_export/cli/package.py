@@ -4,7 +4,6 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,8 +27,8 @@ def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="a
                 vendor_runtime: bool = typer.Option(False, "--vendor-runtime",
                                                     help="web: copy onnxruntime-web's files into the package "
                                                     "(npm at package time) so the page works offline"),
-                checkpoint: Optional[str] = CheckpointOpt,
-                images: Optional[Path] = typer.Option(None, "--images", help="also check on these images"),
+                checkpoint: str | None = CheckpointOpt,
+                images: Path | None = typer.Option(None, "--images", help="also check on these images"),
                 threads: int = typer.Option(1, "--threads", help="threads for the latency measurement"),
                 latency: bool = typer.Option(True, "--latency/--no-latency")):
     """Write an app-integration package: model, labels, exact preprocessing, sample image with expected outputs,

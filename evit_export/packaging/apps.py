@@ -14,10 +14,10 @@ from __future__ import annotations
 import importlib
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from evit_export.core.errors import UserError
 from evit_export.core.spec import ModelSpec
@@ -35,6 +35,7 @@ class AppContext:
     preprocessing: dict
     expected: dict
     vendor_runtime: bool = False
+    export_info: dict = field(default_factory=dict)  # the exporter's record (sidecar "info")
     log: Callable[[str], None] = field(default=lambda msg: None)
 
     @property
@@ -143,9 +144,10 @@ PYTHON_RUNTIMES = {"onnx": "onnxruntime>=1.18", "tflite": "ai-edge-litert>=1.0"}
 def write_python_app(ctx: AppContext, runtime: str) -> str:
     """predict.py + evit_preprocess.py at the package root, beside the model."""
     pkg = "evit_export.packaging"
-    write_template(pkg, "templates/python/predict.py", ctx.root / "predict.py", {"MODEL_FILE": ctx.model_file})
+    write_template(pkg, "templates/python/predict.py", ctx.root / "predict.py",
+                   {"MODEL_FILE": ctx.model_file}).chmod(0o755)
     write_template(pkg, "templates/python/evit_preprocess.py", ctx.root / "evit_preprocess.py")
     (ctx.root / "requirements.txt").write_text(f"numpy\npillow\n{PYTHON_RUNTIMES[runtime]}\n", encoding="utf-8")
-    return (f"```bash\npip install -r requirements.txt\npython predict.py sample.png        # top-5 per image; "
-            f"--json for machine-readable output\n```\n`evit_preprocess.py` restates the tool's preprocessing "
+    return ("```bash\npip install -r requirements.txt\npython predict.py sample.png        # top-5 per image; "
+            "--json for machine-readable output\n```\n`evit_preprocess.py` restates the tool's preprocessing "
             "exactly (same pixels), with numpy and Pillow only.\n")

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import copy
-import re
 import hashlib
+import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 MANIFEST = "manifest.json"

@@ -16,10 +16,17 @@ from pathlib import Path
 from evit_export.core.atomic import atomic_path
 from evit_export.core.jsonio import dumps_strict
 from evit_export.packaging.apps import AppContext, chosen_apps, generic_note, write_apps
-from evit_export.packaging.manifest import MANIFEST, file_entries, portable_spec, scrub_paths, weights_record
+from evit_export.packaging.manifest import (
+    MANIFEST,
+    file_entries,
+    portable_spec,
+    scrub_paths,
+    weights_record,
+)
 from evit_export.packaging.preprocessing import preprocessing_spec
 from evit_export.packaging.runtime import input_quantization, open_runner
 from evit_export.packaging.sample import EXPECTED, SAMPLE, expected_record, sample_image
+
 
 def simulated_latencies(target, spec, reference) -> list[dict]:
     """Estimates for the built-in device profiles that fit this artifact's format and
@@ -60,12 +67,14 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
                   measure: bool = True, app: str = "auto", vendor_runtime: bool = False,
                   log=lambda msg: None) -> Path:
     """Write the package for ``artifact`` into ``out`` (replaced atomically)."""
+    from evit_export.core.import_order import quiet_runtime_logs
     from evit_export.models.reference import reference_model
     from evit_export.packaging.weights import resolve_checkpoint
     from evit_export.targets import open_artifact
     from evit_export.targets.base import read_sidecar
     from evit_export.validation.check import check_artifact
 
+    quiet_runtime_logs()  # TensorFlow/coremltools import chatter is not for the user
     artifact, target, spec = open_artifact(artifact)
     apps = chosen_apps(target.name, app)  # bad --app fails before any work
     out = Path(out)
@@ -89,7 +98,9 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
         (tmp / "preprocessing.json").write_text(dumps_strict(pre, indent=2) + "\n", encoding="utf-8")
         image.save(tmp / SAMPLE)
         (tmp / EXPECTED).write_text(dumps_strict(expected, indent=2) + "\n", encoding="utf-8")
-        ctx = AppContext(tmp, artifact.name, spec, pre, expected, vendor_runtime=vendor_runtime, log=log)
+        export_info = (read_sidecar(artifact) or {}).get("info", {})
+        ctx = AppContext(tmp, artifact.name, spec, pre, expected, vendor_runtime=vendor_runtime,
+                         export_info=export_info, log=log)
         usage = write_apps(ctx, target.name, app)
         (tmp / "INTEGRATION.md").write_text(render_integration(artifact.name, target.name, usage), encoding="utf-8")
         manifest = {
@@ -107,7 +118,7 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
             "latency": latencies,
             # How the artifact was made (calibration, quantization, delegate verdicts), as
             # its exporter recorded it in the sidecar; absent for foreign artifacts.
-            "export": (read_sidecar(artifact) or {}).get("info", {}),
+            "export": export_info,
         }
         manifest = scrub_paths(manifest)
         (tmp / "REPORT.md").write_text(render_report(manifest), encoding="utf-8")
@@ -122,9 +133,9 @@ APP_TITLES = {"web": "Web page (onnxruntime-web, WebAssembly)", "python": "Pytho
 
 def render_integration(model_file: str, target_name: str, usage: dict[str, str]) -> str:
     lines = [f"# Using {model_file}", "",
-             "Every app below preprocesses exactly as `preprocessing.json` says (the checks used the same "
-             "pixels) and is tested against `sample.png` / `expected.json`. "
-             "`evit-export verify-package .` re-checks checksums, the embedded spec and the sample.", ""]
+             ("Every app below preprocesses exactly as `preprocessing.json` says (the checks used the same "
+              "pixels) and is tested against `sample.png` / `expected.json`. "
+              "`evit-export verify-package .` re-checks checksums, the embedded spec and the sample."), ""]
     if not usage:
         lines += [generic_note(target_name, model_file)]
     for kind, text in usage.items():
@@ -138,8 +149,8 @@ def render_report(manifest: dict) -> str:
     lines = [
         f"# {manifest['model']}: EfficientViT-{spec['variant'].upper()} for {manifest['target']}",
         "",
-        f"- classes: {spec['num_classes']} · input {spec['img_size']}×{spec['img_size']} "
-        f"({spec['input_layout']}, {spec['input_range']}, {spec['input_dtype']}) · precision {spec['precision']}",
+        (f"- classes: {spec['num_classes']} · input {spec['img_size']}×{spec['img_size']} "
+         f"({spec['input_layout']}, {spec['input_range']}, {spec['input_dtype']}) · precision {spec['precision']}"),
         f"- weights: {json.dumps(weights)}",
         f"- built {manifest['created']} with {', '.join(f'{k} {v}' for k, v in spec['toolchain'].items())}",
         f"- apps: {', '.join(manifest['apps']) or 'none (see INTEGRATION.md)'}",
@@ -166,8 +177,8 @@ def render_report(manifest: dict) -> str:
         f"| top-1 agreement | {100 * eq['top1_agreement']:.2f}% |",
         f"| top-5 agreement | {100 * eq['top5_agreement']:.2f}% |",
         "",
-        f"`sample.png`: PyTorch top-1 **{sample['top1']}**; the packaged model "
-        f"{'agrees' if sample['top1_agrees'] else '**disagrees**'} (see `expected.json`).",
+        (f"`sample.png`: PyTorch top-1 **{sample['top1']}**; the packaged model "
+         f"{'agrees' if sample['top1_agrees'] else '**disagrees**'} (see `expected.json`)."),
     ]
     if eq.get("failures"):
         lines += ["", "Failures: " + "; ".join(eq["failures"])]
@@ -181,7 +192,7 @@ def render_report(manifest: dict) -> str:
                          f"{lat['median_ms']} | {lat['p90_ms'] or '-'} | {lat['images_per_s']} | {lat['machine']} |")
     else:
         lines.append("Not measured (`--no-latency`).")
-    lines += ["", "## Files", "", "`manifest.json` lists every file with its sha256; `INTEGRATION.md` shows each "
-              "app; `preprocessing.json` is the exact preprocessing the checks used; `sample.png` + "
-              "`expected.json` are what every app test classifies.", ""]
+    lines += ["", "## Files", "", ("`manifest.json` lists every file with its sha256; `INTEGRATION.md` shows each "
+                                   "app; `preprocessing.json` is the exact preprocessing the checks used; "
+                                   "`sample.png` + `expected.json` are what every app test classifies."), ""]
     return "\n".join(lines)

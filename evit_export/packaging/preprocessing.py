@@ -20,7 +20,7 @@ CROP_RULES = ("centre crop img_size x img_size at offset int(round((resized - im
 
 
 def resize_short_side(spec: ModelSpec) -> int:
-    return int(math.floor(spec.img_size / spec.crop_pct))
+    return math.floor(spec.img_size / spec.crop_pct)
 
 
 def sample_side(spec: ModelSpec) -> int:

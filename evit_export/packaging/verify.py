@@ -108,6 +108,9 @@ def _sample_problem(root: Path, opened) -> str | None:
 
 
 def verify_package(root: str | Path) -> VerifyResult:
+    from evit_export.core.import_order import quiet_runtime_logs
+
+    quiet_runtime_logs()  # TensorFlow/coremltools import chatter is not for the user
     root = Path(root)
     if not (root / MANIFEST).is_file():
         raise UserError(f"{root} has no {MANIFEST}: pass a folder written by evit-export package")

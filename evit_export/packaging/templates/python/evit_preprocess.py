@@ -42,7 +42,7 @@ def resize_weights(in_size: int, out_size: int, interpolation: str):
     filt, interp_size = FILTERS[interpolation]
     scale = in_size / out_size
     support = interp_size * 0.5 * scale if scale >= 1.0 else interp_size * 0.5
-    max_taps = int(math.ceil(support)) * 2 + 1
+    max_taps = math.ceil(support) * 2 + 1
     invscale = 1.0 / scale if scale >= 1.0 else 1.0
     starts, rows, wmax = [], [], 0.0
     for i in range(out_size):
@@ -90,7 +90,7 @@ def crop_offset(size: int, crop: int) -> int:
     """int(round((size - crop) / 2.0)) with round-half-to-even; negative = zero padding."""
     if size < crop:
         return -((crop - size) // 2)
-    return int(round((size - crop) / 2.0))
+    return round((size - crop) / 2.0)  # Python 3 round: half to even
 
 
 def preprocess_pixels(rgb: np.ndarray, img_size: int, crop_pct: float, interpolation: str = "bicubic") -> np.ndarray:
@@ -98,7 +98,7 @@ def preprocess_pixels(rgb: np.ndarray, img_size: int, crop_pct: float, interpola
     if interpolation not in FILTERS:
         raise ValueError(f"interpolation {interpolation!r} is not supported here (bicubic, bilinear)")
     height, width = rgb.shape[:2]
-    new_w, new_h = resized_size(width, height, int(math.floor(img_size / crop_pct)))
+    new_w, new_h = resized_size(width, height, math.floor(img_size / crop_pct))
     img = rgb
     if new_w != width:
         img = _resize_axis(img, new_w, 1, interpolation)

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from evit_preprocess import load_rgb, model_input, preprocess_pixels
 
 HERE = Path(__file__).resolve().parent
