@@ -20,7 +20,8 @@ def _env(**extra):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["exprot"], "No such command 'exprot'"),
+    (["exprot"], "No such command 'exprot'. Did you mean one of the export commands: onnx, coreml, tflite?"),
+    (["zzz"], "No such command 'zzz'."),
     (["chek", "m0.onnx"], "Did you mean 'check'?"),
     (["onnx", "--precison", "fp16"], "--precision"),
     (["check"], "Missing argument 'ARTIFACT'"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import re
 import sys
+from difflib import get_close_matches
 from typing import Any, Optional
 
 import typer
@@ -41,7 +42,16 @@ class _PlainHelpFlag:
 
 
 class _Group(_PlainHelpFlag, TyperGroup):
-    pass
+    def resolve_command(self, ctx, args):
+        """typer suggests commands close to a typo; ``export`` (and ``exprot``) is not a
+        command here, exports are one command per format, so say which."""
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as e:  # typer's UsageError; its class is not public API
+            message = getattr(e, "message", None)
+            if message and "Did you mean" not in message and args and get_close_matches(args[0], ["export"]):
+                e.message = f"{message.rstrip('.')}. Did you mean one of the export commands: onnx, coreml, tflite?"
+            raise
 
 
 class _Command(_PlainHelpFlag, TyperCommand):
