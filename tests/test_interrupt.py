@@ -114,3 +114,19 @@ def test_real_process_exits_130_with_one_line(tmp_path):
     assert proc.returncode == 130, err
     assert err.strip() == "interrupted: export of out.bin stopped; nothing was written"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_inner_block_takes_back_a_replaced_handler(tmp_path):
+    """A library that installs its own SIGINT handler (here: one that ignores it) while
+    imported inside the command: the exporter's own block, entered after the import,
+    takes Ctrl-C back, and the outer handler is restored afterwards."""
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Cancelled, match="^conversion stopped"):
+        with cancellable("command"):
+            outer = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the library's import
+            with cancellable("conversion"):
+                with atomic_path(tmp_path / "out.bin") as tmp:
+                    _swallowing_converter(tmp)
+    assert signal.getsignal(signal.SIGINT) is before and outer is not before
+    assert list(tmp_path.iterdir()) == []

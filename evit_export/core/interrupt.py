@@ -72,10 +72,12 @@ def cancellable(what: str, detail: str | Callable[[], str] = "nothing was writte
     """Run a block so that Ctrl-C ends it with ``Cancelled(what, detail)``; ``detail``
     may be a function, asked when the interrupt arrives (what is left at that moment).
 
-    Enter it after heavy imports (a library that installs its own SIGINT handler at
-    import time would replace ours). Outside the main thread it only checks the flag.
+    A library that installs its own SIGINT handler when imported replaces ours: enter
+    (another) block after such imports. Outside the main thread it only checks the flag.
     """
-    install = _in_main_thread() and _state.depth == 0
+    # Install at the outermost block, and again in an inner one when a library imported
+    # in between has put its own handler in place (ours comes back when it ends).
+    install = _in_main_thread() and signal.getsignal(signal.SIGINT) is not _on_sigint
     previous = signal.signal(signal.SIGINT, _on_sigint) if install else None
     if _state.depth == 0:
         _state.requested = _state.pending = False
