@@ -106,3 +106,14 @@ def test_json_output_is_strict(args, onnx_artifact, capsys):
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     assert loads_strict(out), args
+
+
+def test_python_parameter_names_become_the_commands_flags():
+    from evit_export.cli import _register_commands, cli_message
+
+    _register_commands()
+    message = "not m1: leave variant= out; pass images=DIR or checkpoint= with the weights; n=0; copy=2"
+    assert cli_message(message, ["check", "-c", "ck.pth", "a.onnx"]) == (
+        "not m1: leave --variant out; pass --images DIR or --checkpoint with the weights; -n 0; copy=2")
+    assert cli_message("data=DIR", ["parity", "a.onnx"]) == "--data DIR"
+    assert cli_message("data=DIR", ["check", "a.onnx"]) == "data=DIR"  # not a check option: left as written

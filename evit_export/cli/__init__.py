@@ -166,11 +166,14 @@ def _register_commands() -> None:
 def _flags_of(argv: list[str]) -> dict[str, str]:
     """Python parameter name -> how the command given in ``argv`` spells it
     (``checkpoint`` -> ``--checkpoint``, ``artifact`` -> ``ARTIFACT``)."""
-    group = typer.main.get_command(app)
-    name = next((a for a in argv if not a.startswith("-")), None)
-    command = getattr(group, "commands", {}).get(name)
+    command = typer.main.get_command(app)
+    for token in argv:  # descend through command groups (e.g. ``devices list``)
+        sub = getattr(command, "commands", {}).get(token)
+        if sub is None and not token.startswith("-"):
+            break
+        command = sub or command
     flags = {}
-    for param in getattr(command, "params", []):
+    for param in command.params:
         if param.param_type_name == "argument":
             flags[param.name] = param.metavar or param.name.upper()
         else:
@@ -188,7 +191,7 @@ def cli_message(message: str, argv: list[str]) -> str:
         name, rest = match.group(1), match.group(2)
         if name not in flags:
             return match.group(0)
-        return flags[name] + (" " + rest if rest and not rest.isspace() else rest)
+        return flags[name] + (" " + rest if rest else "")
 
     return re.sub(r"\b([a-z_][a-z0-9_]*)=(\S?)", spell, message)
 
