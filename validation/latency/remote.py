@@ -3,7 +3,7 @@
 The artifact and a self-contained script (remote_bench_script.py) are copied to a
 temporary folder on the device, the script runs there with the device's own Python and
 runtime, and the folder is removed. SSH is paramiko's (a kept library: host-key
-policy, key auth and SFTP in one place, no parsing of ssh's messages).
+policy and key auth in one place, no parsing of ssh's messages).
 
 Host keys are checked against a known_hosts file (~/.ssh/known_hosts by default): an
 unknown host is refused unless ``accept_new_host_key``, which appends its key; a
@@ -104,14 +104,23 @@ def _run(client, command: str, timeout: float) -> tuple[int, str, str]:
     return stdout.channel.recv_exit_status(), out, err
 
 
-def _put(sftp, local: Path, remote: str) -> None:
-    """Copy a file or a folder (an .mlpackage is a folder)."""
-    if local.is_dir():
-        sftp.mkdir(remote)
-        for child in sorted(local.iterdir()):
-            _put(sftp, child, f"{remote}/{child.name}")
-    else:
-        sftp.put(str(local), remote)
+def _upload(client, folder: str, paths: list[Path], timeout: float) -> None:
+    """Copy files and folders (an .mlpackage is a folder) into ``folder`` as one tar
+    stream into the device's ``tar``: no SFTP subsystem needed (many devices lack it)."""
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryFile() as buf:
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for path in paths:
+                tar.add(str(path), arcname=path.name)
+        buf.seek(0)
+        stdin, stdout, stderr = client.exec_command(f"tar -xf - -C {shlex.quote(folder)}", timeout=timeout)
+        while chunk := buf.read(1 << 20):
+            stdin.write(chunk)
+        stdin.channel.shutdown_write()
+        if stdout.channel.recv_exit_status():
+            raise UserError(f"copying to the device failed: {stderr.read().decode(errors='replace').strip()}")
 
 
 def bench_remote(artifact: Path, target: RemoteHost, *, identity: Path | None = None,
@@ -127,9 +136,7 @@ def bench_remote(artifact: Path, target: RemoteHost, *, identity: Path | None = 
         if code or not folder:
             raise UserError(f"cannot create a temporary folder on {target.host}: {err.strip() or 'mktemp failed'}")
         try:
-            with client.open_sftp() as sftp:
-                sftp.put(str(SCRIPT), f"{folder}/{SCRIPT.name}")
-                _put(sftp, Path(artifact), f"{folder}/{Path(artifact).name}")
+            _upload(client, folder, [SCRIPT, Path(artifact)], timeout)
             command = " ".join(shlex.quote(a) for a in (
                 remote_python, f"{folder}/{SCRIPT.name}", f"{folder}/{Path(artifact).name}",
                 "--threads", str(threads or 0), "--iterations", str(iterations), "--batch", str(batch)))
@@ -138,6 +145,8 @@ def bench_remote(artifact: Path, target: RemoteHost, *, identity: Path | None = 
             _run(client, f"rm -rf {shlex.quote(folder)}", 30)
     except socket.timeout:
         raise UserError(f"the measurement on {target.host} took longer than {timeout:.0f} s") from None
+    except (OSError, _paramiko().SSHException) as e:
+        raise UserError(f"the connection to {target.host} broke off: {str(e) or type(e).__name__}") from None
     finally:
         client.close()
     return _parse_result(code, out, err, target, remote_python)

@@ -1,0 +1,136 @@
+"""bench --remote against a real OpenSSH server on 127.0.0.1, started by the test from a
+temporary config (host key, authorized key, pid file all in a temp folder)."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import assert_one_line_error, run_cli, run_cli_process
+
+SSHD = "/usr/sbin/sshd"
+pytestmark = [
+    pytest.mark.skipif(not Path(SSHD).exists(), reason="OpenSSH sshd is not installed (apt-get install openssh-server)"),
+    pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                       reason="sshd on loopback from a temporary config needs root (CI runs as root)"),
+]
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc, log: Path, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited: {log.read_text() if log.exists() else ''}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail("sshd did not start listening")
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sshd")
+    host_key, client_key, other_key = _keygen(d / "host_key"), _keygen(d / "client_key"), _keygen(d / "other_key")
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    port = _free_port()
+    config = d / "sshd_config"
+    config.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+                      f"AuthorizedKeysFile {d / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
+                      f"PidFile {d / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                      "PermitRootLogin prohibit-password\n")
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    log = d / "sshd.log"
+    proc = subprocess.Popen([SSHD, "-D", "-f", str(config), "-E", str(log)])
+    try:
+        _wait_for_port(port, proc, log)
+        yield {"port": port, "key": client_key, "other_key": other_key, "host_pub": d / "host_key.pub", "dir": d}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def m0_onnx(tmp_path_factory):
+    from evit_export.models.reference import deploy_for_export
+    from evit_export.targets.onnx.exporter import export_onnx
+
+    deployed, spec = deploy_for_export("m0", seed=0)
+    return export_onnx(deployed, spec, tmp_path_factory.mktemp("remote") / "m0.onnx").path
+
+
+def _bench(capsys, artifact, sshd, known_hosts, *extra, key=None, python=sys.executable):
+    return run_cli(capsys, "bench", artifact, "--remote", f"root@127.0.0.1:{sshd['port']}", "--identity",
+                   key or sshd["key"], "--remote-python", python, "--known-hosts", known_hosts, *extra)
+
+
+def test_remote_measurement_matches_local(capsys, sshd, m0_onnx, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    code, _, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--iterations", "3")
+    assert "--accept-new-host-key" in assert_one_line_error(code, err)  # unknown host refused by default
+    assert not known_hosts.exists()
+
+    code, out, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--accept-new-host-key", "--iterations", "30",
+                            "--json")
+    assert code == 0, err
+    (remote,) = json.loads(out)
+    assert remote["kind"] == "measured" and "remote 127.0.0.1" in remote["machine"]
+    assert "onnxruntime" in remote["runtime"]
+    assert f"[127.0.0.1]:{sshd['port']}" in known_hosts.read_text()
+
+    # Locally in a process of its own, as a user runs it (this test process's torch threads
+    # would compete with onnxruntime's).
+    proc = run_cli_process("bench", m0_onnx, "--iterations", "30", "--json")
+    assert proc.returncode == 0, proc.stderr
+    local = json.loads(proc.stdout)[0]["median_ms"]
+    assert 0.5 <= remote["median_ms"] / local <= 2.0, (remote["median_ms"], local)
+
+    # The key is now known: no flag needed, and the file is not appended again.
+    code, _, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--iterations", "3", "--json")
+    assert code == 0, err
+    assert known_hosts.read_text().count("127.0.0.1") == 1
+
+
+def test_wrong_key_and_changed_host_key_are_one_line_errors(capsys, sshd, m0_onnx, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    code, _, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--accept-new-host-key", key=sshd["other_key"])
+    assert "authentication" in assert_one_line_error(code, err)
+
+    # A different key recorded for this host: refused even with --accept-new-host-key.
+    other_pub = (sshd["other_key"].with_suffix(".pub")).read_text().split()
+    known_hosts.write_text(f"[127.0.0.1]:{sshd['port']} {other_pub[0]} {other_pub[1]}\n")
+    code, _, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--accept-new-host-key")
+    assert "CHANGED" in assert_one_line_error(code, err)
+    assert known_hosts.read_text().count("127.0.0.1") == 1
+
+
+def test_unreachable_and_missing_runtime(capsys, sshd, m0_onnx, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    code, _, err = run_cli(capsys, "bench", m0_onnx, "--remote", f"root@127.0.0.1:{_free_port()}",
+                           "--identity", sshd["key"], "--known-hosts", known_hosts)
+    assert "cannot reach" in assert_one_line_error(code, err)
+
+    bare_python = shutil.which("python3", path="/usr/bin")
+    probe = subprocess.run([bare_python or "/nonexistent", "-c", "import onnxruntime"], capture_output=True) \
+        if bare_python else None
+    if probe is not None and probe.returncode != 0:
+        code, _, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--accept-new-host-key", python=bare_python)
+        assert "pip install onnxruntime" in assert_one_line_error(code, err)
+
+    code, _, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--accept-new-host-key", python="/nonexistent/python")
+    assert "--remote-python" in assert_one_line_error(code, err)
