@@ -133,8 +133,22 @@ def _swap_dirs(tmp: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _disk_full(e: OSError, dest: Path) -> UserError:
-    return UserError(f"no space left while writing {dest} ({e.strerror}): free some space or choose another "
+# How writers that are not Python file objects (safetensors' Rust, C++ converters)
+# report the same errnos: only their message carries it.
+_FULL_TEXT = ("No space left on device", "File too large", "Disk quota exceeded", "os error 28", "os error 27",
+              "os error 122")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True for the errors a full disk (or RLIMIT_FSIZE) produces, whatever raised them."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e.errno in _FULL
+    return isinstance(e, Exception) and any(t in str(e) for t in _FULL_TEXT)
+
+
+def _disk_full(e: BaseException, dest: Path) -> UserError:
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else "disk full or file-size limit reached"
+    return UserError(f"no space left while writing {dest} ({reason}): free some space or choose another "
                      "--out; nothing was written")
 
 
@@ -171,7 +185,7 @@ def atomic_path(dest: str | os.PathLike, directory: bool = False) -> Iterator[Pa
             _swap_dirs(tmp, dest)
     except BaseException as e:
         _remove(tmp)
-        if isinstance(e, OSError) and e.errno in _FULL:
+        if is_disk_full(e):
             raise _disk_full(e, dest) from None
         raise
 
