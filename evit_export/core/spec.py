@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
+
+from evit_export.core.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,7 +57,7 @@ class ModelSpec:
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
 
-    def replace(self, **changes) -> "ModelSpec":
+    def replace(self, **changes) -> ModelSpec:
         data = asdict(self)
         data.update(changes)
         return ModelSpec(**data)
@@ -68,10 +71,84 @@ class ModelSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelSpec":
+    def from_dict(cls, data: dict, where: str = "spec") -> ModelSpec:
+        """A spec read from a file or an artifact's metadata: every field is checked
+        (``SpecError`` names the first bad one); unknown keys are ignored."""
+        if not isinstance(data, dict):
+            raise SpecError(f"{where} is a JSON {type(data).__name__}, not an object: re-export the artifact")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        _check_fields(values, where)
+        return cls(**values)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelSpec":
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, where: str = "spec") -> ModelSpec:
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            raise SpecError(f"{where} is not valid JSON: re-export the artifact") from None
+        return cls.from_dict(data, where)
+
+
+class SpecError(UserError, ValueError):
+    """A spec that does not describe a model (a ``ValueError`` too, for readers that
+    treat an unreadable spec as a missing one)."""
+
+
+INPUT_LAYOUTS = ("NCHW", "NHWC")
+INPUT_RANGES = ("normalized", "unit", "pixels")
+INPUT_DTYPES = ("float32", "float16", "uint8", "int8")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _field_problem(key: str, v) -> str | None:
+    """Why ``v`` cannot be field ``key`` of a spec, or None."""
+    if key == "variant":
+        return None if isinstance(v, str) and v.strip() else "must be a variant name such as m0"
+    if key in ("num_classes", "img_size"):
+        return None if _is_int(v) and 1 <= v <= 1_000_000 else "must be a positive integer"
+    if key == "batch":
+        return None if v is None or (_is_int(v) and 1 <= v <= 1_000_000) else "must be a positive integer or null"
+    if key in ("mean", "std"):
+        ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_number(x) for x in v)
+        if ok and key == "std" and not all(x > 0 for x in v):
+            return "must be three positive numbers"
+        return None if ok else "must be three finite numbers"
+    if key == "crop_pct":
+        return None if _is_number(v) and 0 < v <= 1 else "must be a number in (0, 1]"
+    choices = {"input_layout": INPUT_LAYOUTS, "input_range": INPUT_RANGES, "input_dtype": INPUT_DTYPES,
+               "interpolation": INTERPOLATIONS}.get(key)
+    if choices:
+        return None if v in choices else f"must be one of {', '.join(choices)}"
+    if key == "precision":
+        return None if isinstance(v, str) and v else "must be a precision name such as fp32"
+    if key in ("labels", "notes"):
+        return None if isinstance(v, list) and all(isinstance(x, str) for x in v) else "must be a list of strings"
+    if key == "toolchain":
+        ok = isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+        return None if ok else "must map names to version strings"
+    if key == "source":
+        return None if isinstance(v, dict) else "must be an object"
+    return None
+
+
+def _check_fields(values: dict, where: str) -> None:
+    if "variant" not in values:
+        raise SpecError(f"{where} names no variant: re-export the artifact")
+    for key, v in values.items():
+        problem = _field_problem(key, v)
+        if problem:
+            shown = json.dumps(v, default=str)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise SpecError(f"{where}: {key} = {shown} {problem}; re-export the artifact")
+    labels, classes = values.get("labels"), values.get("num_classes", 1000)
+    if labels and len(labels) != classes:
+        raise SpecError(f"{where}: {len(labels)} labels for {classes} classes; re-export the artifact")
