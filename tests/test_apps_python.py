@@ -1,17 +1,15 @@
 """Every restatement of the preprocessing gives the tool's own pixels (issue 15): the
 package's evit_preprocess.py (numpy) and preprocess.js (run by node), on non-square
-images of many sizes, both interpolations and several crop_pct; and predict.py (ONNX)
-gives onnxruntime's result on the tool's tensor."""
+images of many sizes, both interpolations and several crop_pct. (predict.py itself is
+tested in test_package.py, the Kotlin restatement in test_apps_android.py.)"""
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-from apps_common import load_module, require_tool, write_real_pngs
+from apps_common import load_module, require_tool
 from PIL import Image
 
 from evit_export.core.preprocess import image_to_pixels
@@ -74,50 +72,3 @@ for (const j of JSON.parse(fs.readFileSync('jobs.json'))) {{
         want = tool_pixels(rgb, job["size"], job["crop"], job["interp"])
         got = np.frombuffer((tmp_path / job["dst"]).read_bytes(), np.uint8).reshape(want.shape)
         assert np.array_equal(got, want), job
-
-
-@pytest.fixture(scope="module")
-def onnx_package(tmp_path_factory):
-    from evit_export.models.reference import deploy_for_export
-    from evit_export.targets import get_target
-
-    from evit_export.packaging.package import build_package
-
-    d = tmp_path_factory.mktemp("py")
-    deployed, spec = deploy_for_export("m0", num_classes=10, img_size=64, seed=11,
-                                       labels=[f"digit {i}" for i in range(10)])
-    artifact = get_target("onnx").export(deployed, spec, d / "m0.onnx").path
-    return build_package(artifact, d / "pkg", measure=False, app="python")
-
-
-def test_predict_py_matches_onnxruntime_on_the_tools_tensor(onnx_package, tmp_path):
-    import onnxruntime as ort
-    from evit_export.targets import open_artifact
-
-    from evit_export.core.preprocess import to_model_input
-
-    assert not (onnx_package / "web").exists()  # --app python writes only the script
-    images = [onnx_package / "sample.png"] + write_real_pngs(tmp_path)
-    proc = subprocess.run([sys.executable, "predict.py", "--json", *map(str, images)], cwd=onnx_package,
-                          capture_output=True, check=False, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout)
-    path, _, spec = open_artifact(onnx_package / "m0.onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for image in images:
-        with Image.open(image) as im:
-            x = to_model_input(image_to_pixels(im, spec)[None], spec)
-        logits = session.run(None, {session.get_inputs()[0].name: x})[0][0].astype(np.float64)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        got = results[str(image)]
-        assert [hit["label"] for hit in got] == [spec.labels[i] for i in np.argsort(-probs, kind="stable")[:5]]
-        assert max(abs(hit["score"] - probs[spec.labels.index(hit["label"])]) for hit in got) < 1e-6
-    expected = json.loads((onnx_package / "expected.json").read_text())
-    assert results[str(images[0])][0]["label"] == expected["artifact"]["top5"][0]["label"]
-
-
-def test_predict_py_missing_image_is_one_line(onnx_package):
-    proc = subprocess.run([sys.executable, "predict.py", "nope.png"], cwd=onnx_package, capture_output=True, check=False,
-                          text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: nope.png does not exist"

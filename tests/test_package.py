@@ -4,9 +4,12 @@ choices, reference weights by --checkpoint or by sha256 in the cache."""
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from apps_common import write_real_pngs
 from cli_helpers import assert_one_line_error, run_cli
 from evit_export.models.reference import deploy_for_export
 from evit_export.targets.onnx.exporter import export_onnx
@@ -73,19 +76,26 @@ def test_sample_is_a_real_image_sized_so_resize_is_identity(package):
     assert abs(sum(np.exp(expected["pytorch"]["logits"]) / np.exp(expected["pytorch"]["logits"]).sum()) - 1) < 1e-9
 
 
-def test_nothing_shipped_carries_a_machine_path(tmp_path):
-    """A model exported from a checkpoint at an absolute path: manifest, report and every
-    text file name the weights by file name and sha256, never where they were."""
+@pytest.fixture(scope="module")
+def checkpoint_artifact(tmp_path_factory):
+    """An ONNX exported from a project checkpoint at an absolute path."""
     from evit_export.models.checkpoint import save_project_checkpoint
     from evit_export.models.reference import prepare_model
 
+    d = tmp_path_factory.mktemp("ck")
+    model = prepare_model("m0", None, 10, 64, seed=2, labels=[f"c{i}" for i in range(10)])
+    ck = save_project_checkpoint(model, model.spec, d / "weights" / "mine.safetensors")
+    deployed, spec = deploy_for_export("m0", ck)
+    return export_onnx(deployed, spec, d / "mine.onnx").path, ck, spec
+
+
+def test_nothing_shipped_carries_a_machine_path(checkpoint_artifact, tmp_path):
+    """Manifest, report and every text file name the weights by file name and sha256,
+    never where they were."""
     from evit_export.packaging.package import build_package
 
-    model = prepare_model("m0", None, 10, 64, seed=2, labels=[f"c{i}" for i in range(10)])
-    ck = save_project_checkpoint(model, model.spec, tmp_path / "weights" / "mine.safetensors")
-    deployed, spec = deploy_for_export("m0", ck)
-    artifact = export_onnx(deployed, spec, tmp_path / "mine.onnx").path
-    pkg = build_package(artifact, tmp_path / "out" / "pkg", measure=False)
+    artifact, ck, _ = checkpoint_artifact
+    pkg = build_package(artifact, tmp_path / "out" / "pkg", measure=False, app="python")
     manifest = json.loads((pkg / "manifest.json").read_text())
     assert manifest["weights"] == {"file": "mine.safetensors",
                                    "sha256": hashlib.sha256(ck.read_bytes()).hexdigest()}
@@ -93,36 +103,33 @@ def test_nothing_shipped_carries_a_machine_path(tmp_path):
     for path in pkg.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".md", ".py", ".js", ".html", ".txt"):
             text = path.read_text()
-            assert str(tmp_path) not in text and "/weights/" not in text, path.name
+            assert str(ck.parent.parent) not in text and "/weights/" not in text, path.name
 
 
-def test_reference_weights_by_checkpoint_or_sha256_in_cache(tmp_path, monkeypatch, capsys):
-    from evit_export.models.checkpoint import save_project_checkpoint
-    from evit_export.models.reference import prepare_model
-
+def test_reference_weights_by_checkpoint_or_sha256_in_cache(checkpoint_artifact, tmp_path, monkeypatch, capsys):
     from evit_export.core.errors import UserError
     from evit_export.packaging.weights import resolve_checkpoint
 
-    model = prepare_model("m0", None, 10, 64, seed=4)
-    ck = save_project_checkpoint(model, model.spec, tmp_path / "a" / "w.safetensors")
-    deployed, spec = deploy_for_export("m0", ck)
-    artifact = export_onnx(deployed, spec, tmp_path / "w.onnx").path
-    moved = tmp_path / "elsewhere" / "w.safetensors"
+    artifact, ck, spec = checkpoint_artifact
+    moved = tmp_path / "elsewhere" / "mine.safetensors"
     moved.parent.mkdir()
     shutil.move(ck, moved)
     shutil.move(ck.with_suffix(".json"), moved.with_suffix(".json"))
-    code, _, err = run_cli(capsys, "package", artifact, "--out", tmp_path / "p1", "--no-latency")
-    assert "pass --checkpoint" in assert_one_line_error(code, err) and not (tmp_path / "p1").exists()
-    code, _, err = run_cli(capsys, "package", artifact, "--out", tmp_path / "p2", "--no-latency",
-                           "--checkpoint", moved)
-    assert code == 0, err
-    # A spec that records the sha256 finds the weights in the tool's cache.
-    monkeypatch.setenv("EVIT_EXPORT_CACHE", str(tmp_path / "elsewhere"))
-    sha = hashlib.sha256(moved.read_bytes()).hexdigest()
-    recorded = spec.replace(source={"checkpoint": str(ck), "sha256": sha})
-    assert resolve_checkpoint(recorded) == moved
-    with pytest.raises(UserError, match="pass --checkpoint"):
-        resolve_checkpoint(spec.replace(source={"checkpoint": str(ck), "sha256": "0" * 64}))
+    try:
+        code, _, err = run_cli(capsys, "package", artifact, "--out", tmp_path / "p1", "--no-latency")
+        assert "pass --checkpoint" in assert_one_line_error(code, err) and not (tmp_path / "p1").exists()
+        code, _, err = run_cli(capsys, "package", artifact, "--out", tmp_path / "p2", "--no-latency",
+                               "--app", "python", "--checkpoint", moved)
+        assert code == 0, err
+        # A spec that records the sha256 finds the weights in the tool's cache.
+        monkeypatch.setenv("EVIT_EXPORT_CACHE", str(tmp_path / "elsewhere"))
+        sha = hashlib.sha256(moved.read_bytes()).hexdigest()
+        assert resolve_checkpoint(spec.replace(source={"checkpoint": str(ck), "sha256": sha})) == moved
+        with pytest.raises(UserError, match="pass --checkpoint"):
+            resolve_checkpoint(spec.replace(source={"checkpoint": str(ck), "sha256": "0" * 64}))
+    finally:
+        shutil.move(moved, ck)
+        shutil.move(moved.with_suffix(".json"), ck.with_suffix(".json"))
 
 
 def _verify(capsys, folder):
@@ -204,3 +211,35 @@ def test_bench_json(capsys, onnx_artifact):
     assert code == 0, err
     row = json.loads(out)[0]
     assert row["runtime"] == "onnxruntime" and row["threads"] == 1 and row["median_ms"] > 0
+
+
+def test_predict_py_matches_onnxruntime_on_the_tools_tensor(package, tmp_path):
+    import onnxruntime as ort
+    from evit_export.targets import open_artifact
+
+    from evit_export.core.preprocess import image_to_pixels, to_model_input
+
+    images = [package / "sample.png"] + write_real_pngs(tmp_path)
+    proc = subprocess.run([sys.executable, "predict.py", "--json", *map(str, images)], cwd=package,
+                          capture_output=True, check=False, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    path, _, spec = open_artifact(package / "m0.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for image in images:
+        with Image.open(image) as im:
+            x = to_model_input(image_to_pixels(im, spec)[None], spec)
+        logits = session.run(None, {session.get_inputs()[0].name: x})[0][0].astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        got = results[str(image)]
+        assert [hit["label"] for hit in got] == [spec.labels[i] for i in np.argsort(-probs, kind="stable")[:5]]
+        assert max(abs(hit["score"] - probs[spec.labels.index(hit["label"])]) for hit in got) < 1e-6
+    expected = json.loads((package / "expected.json").read_text())
+    assert results[str(images[0])][0]["label"] == expected["artifact"]["top5"][0]["label"]
+
+
+def test_predict_py_missing_image_is_one_line(package):
+    proc = subprocess.run([sys.executable, "predict.py", "nope.png"], cwd=package, capture_output=True, check=False,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: nope.png does not exist"
