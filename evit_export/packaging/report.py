@@ -46,7 +46,8 @@ def device_plots(results: dict) -> list[dict]:
                         "points": [_point(c, c["latency"]["median_ms"], True, with_data) for c in measured]})
     for device in results["config"].get("simulate") or []:
         hits = [c for c in cells if (c.get("estimates") or {}).get(device)]
-        provenance = next((c["estimates"][device].get("provenance") for c in hits), None)
+        first = hits[0]["estimates"][device] if hits else {}
+        provenance = "; ".join(str(first[k]) for k in ("provenance", "error") if first.get(k)) or None
         devices.append({"key": device, "title": f"{device}, simulated (estimate)", "provenance": provenance,
                         "points": [_point(c, c["estimates"][device]["estimate_ms"], False, with_data)
                                    for c in hits]})
@@ -184,7 +185,8 @@ def _device_section(results: dict) -> str:
     ylabel = _y_label(results)
     figures = []
     for d in device_plots(results):
-        svg = plots.scatter_plot(d["points"], d["key"], "latency per image, ms (batch 1)", ylabel, d["title"])
+        svg = plots.scatter_plot(d["points"], d["key"], "latency per image, ms (batch 1)", ylabel, d["title"],
+                                 percent=bool(results["config"].get("data")))
         caption = ("measured with the runtime on this machine" if d["key"] == THIS_MACHINE else
                    f"ESTIMATE from a device profile, not a measurement. Profile: {d.get('provenance') or '?'}")
         attrs = (f" class=\"plot pareto\" data-device=\"{escape(d['key'])}\" data-points=\"{len(d['points'])}\"")

@@ -77,7 +77,7 @@ def _legend(ax, points: list[dict], front: bool) -> None:
 
 
 def scatter_plot(points: list[dict], plot_key: str, xlabel: str, ylabel: str, title: str,
-                 front: bool = True) -> str:
+                 front: bool = True, percent: bool = False) -> str:
     """One marker per point (``x``, ``y``, ``target``, ``precision``, ``measured``,
     ``label``, ``id``): colour = target, shape = precision, filled = measured, hollow =
     estimate. Each marker is its own SVG group ``point--<plot_key>--<cell id>`` so the
@@ -95,6 +95,9 @@ def scatter_plot(points: list[dict], plot_key: str, xlabel: str, ylabel: str, ti
         xs, ys = [points[i]["x"] for i in idx], [points[i]["y"] for i in idx]
         ax.plot(xs, ys, color=FG, lw=2, alpha=0.5, drawstyle="steps-post", zorder=2)
         ax.scatter(xs, ys, s=150, facecolors="none", edgecolors=FG, linewidths=1, alpha=0.6, zorder=2)
+    if percent and points:  # an accuracy axis stays within 0..100 however close the points are
+        ys = [p["y"] for p in points]
+        ax.set_ylim(max(0.0, min(ys) - 2.0), min(100.0, max(ys) + 2.0))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10, loc="left")

@@ -409,14 +409,14 @@ def _run_phases(run: SweepRun, todo: dict, progress) -> None:
             finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             for fut in finished:
                 rec = run.record(fut.result(), futures[fut])
-                if rec["status"] != "pending" or "measure" not in todo[rec["id"]][0]:
+                if rec["status"] != "pending":
                     report(rec)
                 progress.advance(task)
             describe("export+check")  # also refreshes the running count while cells work
     # Latency: one cell at a time, nothing else of the sweep running.
     for cell in measured:
         rec = run.by_id[cell]
-        if rec["status"] == "failed":
+        if rec["status"] == "failed" or "measure" in rec["stages"]:  # failed, or no runtime here
             progress.advance(task)
             continue
         describe(f"latency {cell}")

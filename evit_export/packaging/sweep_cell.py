@@ -94,7 +94,8 @@ def estimate_on_device(deployed, spec, device: str) -> dict:
         return {"estimate_ms": est["estimate_ms"], "kind": "estimate", "device_class": est.get("device_class"),
                 "description": getattr(_profile(device), "description", device),
                 "runtime": getattr(_profile(device), "runtime", None),
-                "provenance": est.get("provenance"), "validation": est.get("validation")}
+                "provenance": est.get("provenance"), "validation": est.get("validation"),
+                "error": getattr(_profile(device), "error_summary", lambda: None)()}
     except ImportError:  # the roofline simulator before issue 11
         from evit_export.validation.latency.simulate import estimate_latency
 
@@ -149,6 +150,20 @@ def stage_build(ctx: CellContext) -> None:
     rec["memory_bound_ops"], rec["total_ops"] = graph.memory_bound_ops, graph.total_ops
     if ctx.config.get("data"):
         rec["parity"] = _parity(ctx, path)
+    return _latency_not_measurable(ctx, target, path)
+
+
+def _latency_not_measurable(ctx: CellContext, target, path: Path) -> list[str]:
+    """Decide here, in parallel with other cells, whether this machine has a device
+    runtime for the artifact; when it has none (e.g. CoreML's MIL interpreter on Linux)
+    the measure stage is finished at once and the sweep's serial timing phase skips it."""
+    from evit_export.targets import RunnerOptions
+
+    with target.open(path, options=RunnerOptions(threads=1)) as runner:
+        if runner.deployment_runtime:
+            return []
+        ctx.record["latency"] = {"skipped": CHECKER_NOT_DEVICE.format(runtime=runner.name), "runtime": runner.name}
+    return ["measure"]
 
 
 def _check(ctx: CellContext, path: Path, target) -> dict:
@@ -245,14 +260,17 @@ def run_stages(record: dict, stages: list[str], config: dict, out_dir: Path, fin
     ctx = CellContext(record, config, out_dir)
     for stage in stages:
         t0, started = time.perf_counter(), utc_now()
+        if stage in record["stages"]:  # finished by an earlier stage
+            continue
         try:
-            STAGE_FUNCTIONS[stage](ctx)
+            also_done = STAGE_FUNCTIONS[stage](ctx) or []
         except Exception as e:  # one failing cell must never stop the sweep: record why
             record["status"], record["reason"] = "failed", f"{stage}: {one_line(e)}"
             return record
-        record["stages"][stage] = {"started_at": started, "finished_at": utc_now(),
-                                   "seconds": round(time.perf_counter() - t0, 3),
-                                   "fingerprint": fingerprints[stage]}
+        for name in [stage, *also_done]:
+            record["stages"][name] = {"started_at": started, "finished_at": utc_now(),
+                                      "seconds": round(time.perf_counter() - t0, 3) if name == stage else 0.0,
+                                      "fingerprint": fingerprints[name]}
     return record
 
 
