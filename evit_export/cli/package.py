@@ -4,10 +4,11 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from evit_export.cli import CheckpointOpt, app, console, err_console
+from evit_export.cli import CheckpointOpt, Flag, app, console, err_console
 
 
 class AppKind(str, enum.Enum):
@@ -19,20 +20,24 @@ class AppKind(str, enum.Enum):
 
 
 @app.command("package")
-def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="an artifact exported by evit-export"),
-                out: Path = typer.Option(..., "--out", "-o", help="package folder to create (replaced atomically)"),
-                app_kind: AppKind = typer.Option(AppKind.auto, "--app",
-                                                 help="app project to write; auto: .onnx -> web + python, "
-                                                 ".tflite -> android + python, .mlpackage -> ios"),
-                vendor_runtime: bool = typer.Option(False, "--vendor-runtime",
-                                                    help="web: copy onnxruntime-web's files into the package "
-                                                    "(npm at package time) so the page works offline"),
-                checkpoint: str | None = CheckpointOpt,
-                images: Path | None = typer.Option(None, "--images", help="also check on these images"),
-                threads: int = typer.Option(1, "--threads", help="threads for the latency measurement"),
-                latency: bool = typer.Option(True, "--latency/--no-latency")):
-    """Write an app-integration package: model, labels, exact preprocessing, sample image with expected outputs,
-    app projects, manifest with checksums, report."""
+def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An artifact exported by evit-export."),
+                out: Path = typer.Option(..., "--out", "-o", metavar="DIR",
+                                         help="Package folder to create (replaced atomically)."),
+                app_kind: AppKind = typer.Option(AppKind.auto, "--app", metavar="APP",
+                                                 help="App project to write: auto, ios, android, web or python. "
+                                                 "auto: .onnx gets web + python, .tflite android + python, "
+                                                 ".mlpackage ios."),
+                vendor_runtime: bool = Flag(False, "--vendor-runtime",
+                                            help="Web: copy onnxruntime-web's WebAssembly files into the package "
+                                            "(npm at package time) so the page works offline."),
+                checkpoint: Optional[str] = CheckpointOpt,
+                images: Optional[Path] = typer.Option(None, "--images", metavar="DIR",
+                                                      help="Also check on these images."),
+                threads: int = typer.Option(1, "--threads", metavar="N",
+                                            help="Threads for the latency measurement."),
+                latency: bool = Flag(True, "--latency/--no-latency", help="Measure latency on this machine.")):
+    """Write an app-integration package: model, labels, exact preprocessing, a sample image with its expected
+    outputs, app projects, a manifest with checksums and a report."""
     from evit_export.packaging.package import build_package
 
     path = build_package(artifact, out, checkpoint=checkpoint, images=images, threads=threads,
@@ -41,7 +46,8 @@ def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="a
     manifest = json.loads((path / "manifest.json").read_text())
     eq = manifest["equivalence"]
     apps = ", ".join(manifest["apps"]) or "no app template (see INTEGRATION.md)"
-    console.print(f"wrote {path}/ ({len(manifest['files'])} files; apps: {apps}); equivalence "
+    files = len(manifest["files"])
+    console.print(f"wrote {path}/ ({files} file{'s' if files != 1 else ''}; apps: {apps}); equivalence "
                   f"{'PASS' if eq['passed'] else 'FAIL'}: max abs {eq['max_abs']:.2e}, "
                   f"top-1 agreement {100 * eq['top1_agreement']:.1f}%")
     for lat in manifest["latency"]:
@@ -49,6 +55,7 @@ def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="a
             console.print(f"latency ESTIMATE for {lat['runtime']}, batch {lat['batch']}: {lat['median_ms']} ms "
                           "(simulated, not measured)")
         else:
-            console.print(f"latency (measured, {lat['runtime']}, batch {lat['batch']}, {lat['threads']} thread): "
-                          f"median {lat['median_ms']} ms, p90 {lat['p90_ms']} ms")
+            n = lat["threads"]
+            console.print(f"latency (measured, {lat['runtime']}, batch {lat['batch']}, {n} thread"
+                          f"{'s' if n != 1 else ''}): median {lat['median_ms']} ms, p90 {lat['p90_ms']} ms")
     raise typer.Exit(0 if eq["passed"] else 1)

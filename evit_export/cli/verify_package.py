@@ -5,12 +5,12 @@ from pathlib import Path
 
 import typer
 
-from evit_export.cli import app, console
+from evit_export.cli import JsonFlag, app, console
 
 
 @app.command("verify-package")
-def verify_package_cmd(package: Path = typer.Argument(..., metavar="DIR", help="a folder written by package"),
-                       as_json: bool = typer.Option(False, "--json", help="print the result as JSON")):
+def verify_package_cmd(package: Path = typer.Argument(..., metavar="DIR", help="A folder written by package."),
+                       as_json: bool = JsonFlag()):
     """Check a package: every file against manifest.json, the model's embedded spec, and the model re-run on
     sample.png against expected.json. Exit 1 with the reason on any mismatch."""
     from evit_export.core.jsonio import dumps_strict
