@@ -1,32 +1,129 @@
-"""Simulated latency: labelled as an estimate, consistent with model size."""
+"""Simulated latency: op classes counted from a real forward pass, MACs counted once,
+the two cost structures, and estimates labelled with what they rest on."""
 import json
 
+import pytest
+import torch
 from cli_helpers import assert_one_line_error, run_cli
+from evit_export.core.jsonio import loads_strict
+from evit_export.models.profile import count_macs, op_records
 from evit_export.models.reference import deploy_for_export
-from evit_export.validation.latency.simulate import PROFILES, estimate_latency, graph_ops
+from evit_export.validation.latency import estimates_for
+from evit_export.validation.latency.profiles import DeviceProfile, builtin_profiles
+from evit_export.validation.latency.simulate import FEATURES, MAC_CLASSES, estimate, features_of, model_features
 
 
-def test_estimates_scale_with_model_and_are_labelled():
-    small, spec = deploy_for_export("m0", seed=0)
-    big, _ = deploy_for_export("m5", seed=0)
-    macs = sum(m for _, _, m, _ in graph_ops(small, 224))
-    assert abs(macs / 1e6 - 79) < 2  # the captured graph has the model's real work
-    for device in PROFILES:
-        a, b = estimate_latency(small, 224, device), estimate_latency(big, 224, device)
-        assert a.kind == "estimate" and a.assumptions
-        assert 0 < a.estimate_ms < b.estimate_ms
-        assert abs(a.compute_bound_ms + a.memory_bound_ms + a.overhead_ms - a.estimate_ms) < 0.01
+class Mixed(torch.nn.Module):
+    """One op of each class, with shapes chosen so every count is known by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)  # 16x16 -> 8x16x16, 3*9 MACs each
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)        # 9 MACs per output
+        self.pw = torch.nn.Conv2d(8, 16, 1)                              # 8 MACs per output
+        self.grouped = torch.nn.Conv2d(16, 16, 3, padding=1, groups=4)   # 4*9 MACs per output
+        self.pool = torch.nn.AvgPool2d(3, stride=1, padding=1)           # 9 taps per output
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))  # BN folds and ReLU fuses into the conv
+        x = self.pw(self.dw(x))
+        x = self.pool(torch.nn.functional.gelu(self.grouped(x)))
+        return self.fc(x.mean((2, 3)))
 
 
-def test_bench_simulate_cli(capsys, tmp_path):
+def test_op_classes_from_a_forward_pass():
+    feats = model_features(Mixed().eval(), 16)
+    n = 16 * 16
+    assert feats.macs == {"conv": 8 * n * 27, "depthwise": 8 * n * 9 + 16 * n * 9, "pointwise": 16 * n * 8,
+                          "grouped": 16 * n * 36, "matmul": 160}
+    assert feats.total_macs == 8 * n * 27 + 8 * n * 9 + 16 * n * 8 + 16 * n * 36 + 160  # pools have no MACs
+    # conv, dw, pw, grouped, gelu, pool, mean, linear: BN and ReLU removed, views free.
+    assert feats.ops == 8
+    assert feats.elements["elementwise"] == 2 * 16 * n + (16 * n + 16)  # gelu in+out, mean in+out
+
+
+def test_macs_counted_once_match_the_paper():
+    deployed, _ = deploy_for_export("m0", seed=0)
+    records = op_records(deployed, 224)
+    feats = features_of(records)
+    assert feats.total_macs == count_macs(deployed, 224) == sum(r.macs for r in records)
+    assert abs(feats.total_macs / 1e6 - 79) < 2
+    assert sum(feats.macs[c] for c in MAC_CLASSES) == feats.total_macs  # no windowed pools in M0
+
+
+def _profile(device_class, **coefficients):
+    return DeviceProfile(name=f"test-{device_class}", description="test", device_class=device_class,
+                         runtime="test", formats=["onnx"], precisions=["fp32"], coefficients=coefficients,
+                         source={"kind": "assumption", "text": "test prices"})
+
+
+def test_cost_structures_differ_by_device_class():
+    feats = model_features(Mixed().eval(), 16)
+    values = feats.vector()
+    prices = {"conv": 100.0, "elementwise": 1.0, "dispatch": 0.01, "constant": 0.5}
+    cpu = estimate(feats, _profile("cpu-interpreter", **prices))
+    expected = sum(values[k] * v for k, v in prices.items())
+    assert cpu.estimate_ms == pytest.approx(expected, abs=1e-3) and cpu.kind == "estimate"
+    accel = estimate(feats, _profile("graph-accelerator", **prices))
+    compute, memory = values["conv"] * 100.0, values["elementwise"] * 1.0
+    assert accel.estimate_ms == pytest.approx(0.5 + max(compute, memory), abs=1e-3)  # no per-op cost
+    assert "dispatch" not in FEATURES or accel.estimate_ms < cpu.estimate_ms
+
+
+def test_simulate_cli_json(capsys):
+    code, out, err = run_cli(capsys, "simulate", "m0", "m5", "timm:mobilenetv3_small_050", "--device",
+                             "pixel4-cpu1-fp32", "--device", "a13-ane-fp16", "--json")
+    assert code == 0, err
+    rows = loads_strict(out)
+    assert [(r["model"], r["device"]) for r in rows][:2] == [("m0", "pixel4-cpu1-fp32"), ("m0", "a13-ane-fp16")]
+    for r in rows:
+        assert r["kind"] == "estimate" and r["img_size"] == 224 and r["batch"] == 1
+        assert r["estimate_ms"] > 0 and r["provenance"] and r["breakdown_ms"]
+    pixel = {r["model"]: r for r in rows if r["device"] == "pixel4-cpu1-fp32"}
+    assert pixel["m0"]["estimate_ms"] < pixel["m5"]["estimate_ms"]
+    assert sum(pixel["m5"]["breakdown_ms"].values()) == pytest.approx(pixel["m5"]["estimate_ms"], rel=1e-3)
+    assert pixel["m0"]["validation"]["loo_median_error"] < pixel["m0"]["validation"]["flops_proportional"][
+        "loo_median_error"]
+
+    code, _, err = run_cli(capsys, "simulate", "m9", "--device", "pixel4-cpu1-fp32")
+    assert "unknown model" in assert_one_line_error(code, err)
+    code, _, err = run_cli(capsys, "simulate", "timm:no_such_net", "--device", "pixel4-cpu1-fp32")
+    assert "timm has no model" in assert_one_line_error(code, err)
+    code, _, err = run_cli(capsys, "simulate", "m0", "--device", "pixel-99")
+    assert "unknown device profile" in assert_one_line_error(code, err)
+
+
+def test_estimates_only_for_profiles_that_fit_the_artifact():
+    _, spec = deploy_for_export("m0", img_size=64, num_classes=10, seed=0)
+    coreml = estimates_for(spec, "coreml", "fp32")
+    assert {r["device"] for r in coreml} == {"a13-ane-fp16", "a13-gpu-fp16", "a13-cpu1-fp32"}
+    tflite = estimates_for(spec, "tflite", "fp32")
+    assert {r["device"] for r in tflite} >= {"pixel4-cpu1-fp32", "iphonexs-cpu1-fp32", "s10-cpu1-fp32"}
+    assert estimates_for(spec, "tflite", "int8") == []  # no profile was fitted to int8 measurements
+    for r in coreml + tflite:
+        assert r["kind"] == "estimate" and r["provenance"] and r["validation_error"]
+        json.dumps(r, allow_nan=False)
+    ane = next(r for r in coreml if r["device"] == "a13-ane-fp16")
+    assert "dispatch" not in ane["breakdown_ms"]  # a whole-graph accelerator pays no per-op cost
+    assert builtin_profiles()["a13-cpu1-fp32"].source["kind"] == "derived"
+
+
+def test_bench_simulate_keeps_estimates_apart(capsys, tmp_path):
     from evit_export.targets.onnx.exporter import export_onnx
 
-    deployed, spec = deploy_for_export("m0", img_size=128, seed=1)
+    deployed, spec = deploy_for_export("m0", img_size=64, seed=1)
     path = export_onnx(deployed, spec, tmp_path / "m0.onnx").path
-    code, out, err = run_cli(capsys, "bench", path, "--iterations", "3", "--simulate", "a13-ane-fp16", "--json")
+    host = _profile("cpu-interpreter", conv=50.0, pointwise=50.0, depthwise=100.0, matmul=50.0, elementwise=0.5,
+                    dispatch=0.002)
+    host.save(tmp_path / "host.json")
+    code, out, err = run_cli(capsys, "bench", path, "--iterations", "3", "--simulate",
+                             f"{tmp_path / 'host.json'},pixel4-cpu1-fp32", "--json")
     assert code == 0, err
-    rows = json.loads(out)
+    rows = loads_strict(out)
     assert [r["kind"] for r in rows] == ["measured", "estimate"]
-    assert "ESTIMATE" in rows[1]["runtime"]
+    assert rows[1]["device"] == "test-cpu-interpreter" and rows[1]["p90_ms"] is None
+    assert "pixel4-cpu1-fp32 describes tflite" in err  # an Android profile says nothing about an .onnx file
     code, _, err = run_cli(capsys, "bench", path, "--simulate", "pixel-99")
     assert "unknown device profile" in assert_one_line_error(code, err)

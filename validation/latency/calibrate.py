@@ -69,7 +69,8 @@ def export_reference_onnx(model, img_size: int, out: Path) -> None:
 
 
 def time_onnx(path: Path, img_size: int, threads: int, min_seconds: float = 1.0, min_runs: int = 10) -> float:
-    """Median ms of batch-1 runs on onnxruntime's CPU provider (the project's session options)."""
+    """Median ms of batch-1 runs on onnxruntime's CPU provider (the project's session
+    options): thread CPU time with one thread, wall time otherwise."""
     import onnxruntime as ort
 
     from evit_export.targets.onnx.runner import session_options
@@ -79,11 +80,15 @@ def time_onnx(path: Path, img_size: int, threads: int, min_seconds: float = 1.0,
         (1, 3, img_size, img_size)).astype(np.float32)}
     for _ in range(3):
         session.run(None, feed)
+    # One intra-op thread runs every kernel on this (the calling) thread, so its CPU time
+    # is the latency the model would have alone on the machine, even while other
+    # processes share the cores (wall time then measures the contention, not the model).
+    clock = time.thread_time if threads == 1 else time.perf_counter
     times, start = [], time.perf_counter()
     while len(times) < min_runs or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
+        t0 = clock()
         session.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((clock() - t0) * 1e3)
     return statistics.median(times)
 
 
