@@ -32,8 +32,8 @@ _classes: dict[str, type[Target]] | None = None  # name -> class, filled on firs
 
 
 def _load(class_path: str) -> type[Target] | None:
-    """The class, or None when its sub-package (or the class in it) is absent from this
-    install; any other import failure inside a target is a bug and propagates."""
+    """The class, or None when its sub-package is absent from this install; any other
+    import failure inside a target (or a class the line misnames) is a bug and propagates."""
     module, cls = class_path.split(":")
     try:
         mod = importlib.import_module(module)
@@ -41,7 +41,9 @@ def _load(class_path: str) -> type[Target] | None:
         if not module.startswith(e.name or "\0"):
             raise
         return None
-    return getattr(mod, cls, None)
+    if not hasattr(mod, cls):
+        raise ImportError(f"TARGET_CLASSES names {class_path}, but {module} defines no {cls}")
+    return getattr(mod, cls)
 
 
 def _registry() -> dict[str, type[Target]]:
