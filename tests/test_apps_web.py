@@ -161,3 +161,40 @@ def test_drag_and_drop_classifies_the_dropped_image(page, served):
     page.wait_for_function("document.getElementById('latency').textContent.startsWith('dropped.png')",
                            timeout=30000)
     assert page.locator("#results tr").nth(0).inner_text().split("\t")[0].strip() == expected
+
+
+CANVAS_RESIZE = """async ([url, short, size]) => {
+  const bitmap = await createImageBitmap(await (await fetch(url)).blob(), {colorSpaceConversion: 'none'});
+  const [w, h] = EvitPreprocess.resizedSize(bitmap.width, bitmap.height, short);
+  const canvas = document.createElement('canvas');
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext('2d');
+  ctx.imageSmoothingQuality = 'high';
+  ctx.drawImage(bitmap, 0, 0, w, h);
+  const data = ctx.getImageData(EvitPreprocess.cropOffset(w, size), EvitPreprocess.cropOffset(h, size), size, size).data;
+  const rgb = [];
+  for (let i = 0; i < data.length; i += 4) rgb.push(data[i], data[i + 1], data[i + 2]);
+  return rgb;
+}"""
+
+
+def test_why_not_the_canvas_resize(page, served, web_package):
+    """What the page would feed the model had it let the canvas resize (imageSmoothingQuality
+    'high'), against the tool's pixels, on photos that need resizing; the page's own
+    restatement is exact (test above), the canvas is not."""
+    from evit_export.targets import open_artifact
+
+    _, root, photos = served
+    _, _, spec = open_artifact(web_package / "m0_digits.onnx")
+    short = json.loads((web_package / "preprocessing.json").read_text())["resize"]["shorter_side"]
+    worst = 0.0
+    for path in photos:
+        with Image.open(path) as im:
+            want = image_to_pixels(im, spec).transpose(1, 2, 0).reshape(-1)
+        got = np.asarray(page.evaluate(CANVAS_RESIZE, [path.relative_to(root).as_posix(), short, spec.img_size]))
+        diff = np.abs(got - want)
+        print(f"canvas resize vs tool on {path.name}: mean abs {diff.mean():.2f}, max abs {diff.max():.0f} (of 255)")
+        worst = max(worst, float(diff.mean()))
+    assert worst > 0.5  # the canvas's filter is not torchvision's: why preprocess.js resizes by hand
+
