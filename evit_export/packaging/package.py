@@ -78,7 +78,7 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
     artifact, target, spec = open_artifact(artifact)
     apps = chosen_apps(target.name, app)  # bad --app fails before any work
     out = Path(out)
-    checkpoint = resolve_checkpoint(spec, checkpoint)
+    checkpoint = resolve_checkpoint(spec, checkpoint, artifact)
     log(f"checking {artifact} against PyTorch")
     report = check_artifact(artifact, checkpoint=checkpoint, images=images)
     reference = reference_model(spec, checkpoint)

@@ -23,9 +23,10 @@ def find_in_cache(sha256: str, cache: Path | None = None) -> Path | None:
     return None
 
 
-def resolve_checkpoint(spec, checkpoint=None):
+def resolve_checkpoint(spec, checkpoint=None, artifact: Path | None = None):
     """Checkpoint for ``reference_model``: None where the spec alone rebuilds the model
-    (seeded random weights, a URL the cache serves)."""
+    (seeded random weights, a URL the cache serves). With a recorded sha256, a file is
+    used only when its sha256 matches: a same-named file elsewhere is not the weights."""
     from evit_export.models.checkpoint import is_url
 
     source = spec.source or {}
@@ -36,8 +37,12 @@ def resolve_checkpoint(spec, checkpoint=None):
     if "seed" in source or is_url(str(source.get("checkpoint", ""))):
         return None
     location, sha = source.get("checkpoint"), source.get("sha256")
-    if location and Path(location).is_file():
-        return Path(location)
+    candidates = [Path(location)] if location else []
+    if location and artifact is not None:
+        candidates.append(Path(artifact).parent / Path(location).name)  # shipped beside the artifact
+    for path in candidates:
+        if path.is_file() and (sha is None or sha256_file(path) == sha.lower()):
+            return path
     found = find_in_cache(sha) if sha else None
     if found is not None:
         return found
