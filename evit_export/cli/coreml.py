@@ -60,16 +60,10 @@ def coreml_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
     if out is not None:
         check_out(out, options)
     deployed, spec = deploy_for_export(variant, checkpoint, num_classes, img_size, seed=seed)
-    print_spec_notes(spec)
     out = out or Path("out") / f"{spec.variant}{fmt.suffix}"
-    info = export(deployed, "coreml", options, out=out).info
-    console.print(f"wrote {out} ({info['file_size'] / 1e6:.2f} MB, {fmt}, {options.precision_label()}, "
-                  f"iOS {info['min_ios']}+, {input_kind} input, {output} output, batch {batch}, converted in "
-                  f"{info['convert_seconds']:.1f} s)")
-    if compress != Compression.NONE:
-        before, after = info["size_before_compression"], info["size_after_compression"]
-        console.print(f"weight compression {compress}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB "
-                      f"({100 * after / before:.0f}%)")
+    info = export(deployed, "coreml", options, out=out).info  # checks the labels against the model first
+    print_spec_notes(spec)
+    _print_summary(out, info, options)
     if not check:
         return
     if fmt == ModelFormat.NEURALNETWORK and not (native_available() if native is None else native):
@@ -77,3 +71,13 @@ def coreml_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
                           "evaluated by CoreML itself (macOS); the MIL interpreter runs ML Programs")
         return
     check_after_export(out, n=n, runner_options=runner_options)
+
+
+def _print_summary(out: Path, info: dict, options) -> None:
+    console.print(f"wrote {out} ({info['file_size'] / 1e6:.2f} MB, {options.format}, {options.precision_label()}, "
+                  f"iOS {info['min_ios']}+, {options.input} input, {options.output} output, batch {options.batch}, "
+                  f"converted in {info['convert_seconds']:.1f} s)")
+    if options.compress != Compression.NONE:
+        before, after = info["size_before_compression"], info["size_after_compression"]
+        console.print(f"weight compression {options.compress}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB "
+                      f"({100 * after / before:.0f}%)")

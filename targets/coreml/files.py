@@ -23,8 +23,12 @@ def coremltools():
 
 
 def model_file_of(path: Path) -> Path:
-    """The spec file inside an .mlpackage (the root model its manifest names, through
-    coremltools' ModelPackage), or the .mlmodel itself."""
+    """The spec file inside an .mlpackage (the root model its Manifest.json names), or
+    the .mlmodel itself.
+
+    Read by hand: coremltools' ModelPackage creates a package at a path that holds no
+    valid one, and rejects a package with a missing weight file as a whole, so its
+    errors could not say which part is missing."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist: check the artifact path")
@@ -32,23 +36,18 @@ def model_file_of(path: Path) -> Path:
         if not path.is_file():
             raise UserError(f"{path} is not a file: a .mlmodel is a single protobuf file")
         return path
-    not_a_package = (f"{path} is not an mlpackage (no readable Manifest.json naming the model): pass the "
-                     ".mlpackage folder that coremltools or evit-export wrote")
     if not path.is_dir():
         raise UserError(f"{path} is not an mlpackage (not a folder): pass the .mlpackage folder that "
                         "coremltools or evit-export wrote")
-    coremltools()
-    from coremltools.libmodelpackage import ModelPackage
-
-    # isValid first: ModelPackage(path) itself creates a package where none is valid.
-    if not ModelPackage.isValid(str(path)):
-        raise UserError(not_a_package)
     try:
-        model_file = Path(ModelPackage(str(path)).getRootModel().path())
-    except RuntimeError:
-        raise UserError(not_a_package) from None
+        manifest = json.loads((path / "Manifest.json").read_text())
+        root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is not an mlpackage (no readable Manifest.json naming the model): pass the "
+                        ".mlpackage folder that coremltools or evit-export wrote") from None
+    model_file = path / "Data" / root
     if not model_file.is_file():
-        raise UserError(f"{path} is not a complete mlpackage ({model_file.name} is missing): re-export it")
+        raise UserError(f"{path} is not a complete mlpackage ({root} is missing): re-export it")
     return model_file
 
 

@@ -7,7 +7,10 @@ interpreter then stores each output in the dtype the program declares for it:
 that is where fp16 rounding happens, op by op, as CoreML's fp16 execution does.
 
 Semantics follow the MIL op definitions shipped with coremltools
-(``coremltools/converters/mil/mil/ops/defs``).
+(``coremltools/converters/mil/mil/ops/defs``). They are written out here because
+coremltools has no numpy evaluator for ops on variable inputs (its value inference
+runs on constants only). Compressed weights (``constexpr_*``) need no code here: the
+interpreter expands them with coremltools' own ``decompress``.
 """
 from __future__ import annotations
 
