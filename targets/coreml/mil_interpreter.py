@@ -17,6 +17,7 @@ definitions) and evaluates the ``main`` function op by op:
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class UnsupportedOpError(UserError):
 _TUPLE_INPUTS = {("concat", "values"), ("stack", "values"), ("classify", "classes")}
 
 
+@functools.cache
 def mil_types():
     """coremltools' MIL type system (imported on first use, after the import-order guard)."""
     coremltools()
@@ -53,7 +55,7 @@ def tensor_type(value_type):
         return None, None
     t = value_type.tensorType
     dims = [int(d.constant.size) if d.WhichOneof("dimension") == "constant" else None for d in t.dimensions]
-    return mil_types().PROTO_TO_BUILTIN_TYPE[t.dataType], dims
+    return mil_types().PROTO_TO_BUILTIN_TYPE.get(t.dataType), dims  # None: a type this coremltools lacks
 
 
 def storage_dtype(builtin) -> type | None:
