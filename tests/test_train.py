@@ -160,6 +160,10 @@ def test_run_dir_misuse_is_one_line_error(tiny_run, tmp_path, capsys):
     assert "nothing to resume" in assert_one_line_error(code, err)
     code, _, err = run_cli(capsys, "train", "--out", tmp_path / "x", "--img-size", 16)
     assert "at least 32" in assert_one_line_error(code, err)
+    # choices are typed: typer names the allowed values, nothing is trained or written
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path / "y", "--augment", "sideways")
+    assert code == 2 and "sideways" in err and "affine" in err and "Traceback" not in err
+    assert not (tmp_path / "y").exists()
 
 
 @pytest.mark.slow

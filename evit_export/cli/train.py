@@ -23,6 +23,7 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+# Long only by its signature: typer reads the options from it; the body is a dozen lines.
 @app.command("train")
 def train_cmd(
         variant: Optional[str] = typer.Option(None, "--variant", "-v", help="m0..m5 (default m0, or the "
