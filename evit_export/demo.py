@@ -1,7 +1,7 @@
 """The default pipeline, end to end: train (or reuse) EfficientViT-M0 on the
 embedded digits, fold it, export every target, check each artifact against
-PyTorch, measure accuracy parity on the held-out digits, and write an app package
-per artifact."""
+PyTorch, measure accuracy parity on the held-out digits, write an app package
+per artifact, and a report.html over the artifacts (the sweep's report)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ class DemoResult:
     val_top1: float | None
     artifacts: list[dict] = field(default_factory=list)
     parity: object = None
+    report: Path | None = None
 
 
 def run_demo(out: Path, targets: list[str], run_dir: Path = Path("runs/default"), log=print,
@@ -55,7 +56,8 @@ def run_demo(out: Path, targets: list[str], run_dir: Path = Path("runs/default")
             continue
         path = out / filename
         log(f"exporting {target_name} {options or ''} → {path}")
-        get_target(target_name).export(deployed, spec, path, **options)
+        target = get_target(target_name)
+        target.export(deployed, spec, path, target.options_type(**options))
         report = check_artifact(path)
         entry = {"target": target_name, "path": path, "size": artifact_size(path), "report": report}
         if package:
@@ -64,4 +66,53 @@ def run_demo(out: Path, targets: list[str], run_dir: Path = Path("runs/default")
     if result.artifacts:
         log("accuracy parity on the held-out digits")
         result.parity = check_parity([a["path"] for a in result.artifacts])
+        log("latency on this machine and simulated devices → report.html")
+        result.report = write_demo_report(out, result, deployed, spec)
     return result
+
+
+def write_demo_report(out: Path, result: DemoResult, deployed, spec) -> Path:
+    """report.html over the demo's artifacts, in the sweep's record schema: check and
+    parity figures from the demo, latency measured here (one artifact at a time) and
+    estimated on every device profile that runs the artifact."""
+    from evit_export.packaging.report import write_report
+    from evit_export.packaging.results import new_record, utc_now
+    from evit_export.packaging.sweep import cpu_flags
+    from evit_export.packaging.sweep_cell import (CellContext, device_info, equivalence_fields, known_devices,
+                                                  parity_fields, record_artifact, stage_estimate, stage_measure)
+    from evit_export.targets import get_target
+    from evit_export.validation.latency.measure import machine_description
+
+    devices = known_devices()
+    config = {"weights": {spec.variant: str(result.checkpoint)}, "simulate": devices, "threads": 1}
+    rows = {Path(r.name).name: r for r in result.parity.artifacts}
+    cells = []
+    for entry in result.artifacts:
+        target = get_target(entry["target"])
+        path = Path(entry["path"])
+        artifact_spec = target.read_spec(path)
+        rec = new_record(spec.variant, entry["target"], target.precision_family(artifact_spec))
+        rec.update(precision_label=artifact_spec.precision, artifact=path.name, started_at=utc_now(),
+                   status="done")
+        ctx = CellContext(rec, config, out)
+        ctx._deployed = (deployed, spec)
+        record_artifact(ctx, target, path)
+        rec["equivalence"] = equivalence_fields(entry["report"], ctx)
+        rec["parity"] = parity_fields(result.parity, rows[path.name], "embedded digits, val split")
+        stage_estimate(ctx)
+        stage_measure(ctx)
+        rec["finished_at"] = utc_now()
+        rec["verdict"] = "pass" if rec["equivalence"]["passed"] and rec["parity"]["passed"] else "fail"
+        cells.append(rec)
+    devices = [d for d in devices if any(d in c["estimates"] for c in cells)]  # plots with points only
+    results = {"schema": 1, "tool": "evit-export demo",
+               "config": {"variants": [spec.variant], "targets": sorted({c["target"] for c in cells}),
+                          "precisions": sorted({c["precision"] for c in cells}),
+                          "weights": {spec.variant: Path(result.checkpoint).name},
+                          "data": "embedded digits (val split)", "calibration_data": "embedded digits (train split)",
+                          "simulate": devices, "img_size": spec.img_size, "threads": 1},
+               "title": f"EfficientViT-{spec.variant.upper()} demo: its artifacts side by side",
+               "machine": {"description": machine_description(), "cpu_flags": cpu_flags()},
+               "devices": {d: device_info(d) for d in devices},
+               "started_at": cells[0]["started_at"], "updated_at": utc_now(), "complete": True, "cells": cells}
+    return write_report(out, results)

@@ -47,4 +47,6 @@ def demo_cmd(out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="out
     for a in result.artifacts:
         if "package" in a:
             console.print(f"app package: {a['package']}/ (REPORT.md, INTEGRATION.md, manifest.json)")
+    if result.report is not None:
+        console.print(f"report: {result.report} (open it in a browser)")
     raise typer.Exit(1 if failed else 0)

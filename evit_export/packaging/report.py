@@ -46,8 +46,8 @@ def device_plots(results: dict) -> list[dict]:
                         "points": [_point(c, c["latency"]["median_ms"], True, with_data) for c in measured]})
     for device in results["config"].get("simulate") or []:
         hits = [c for c in cells if (c.get("estimates") or {}).get(device)]
-        first = hits[0]["estimates"][device] if hits else {}
-        provenance = "; ".join(str(first[k]) for k in ("provenance", "error") if first.get(k)) or None
+        about = (results.get("devices") or {}).get(device) or (hits[0]["estimates"][device] if hits else {})
+        provenance = "; ".join(str(about[k]) for k in ("description", "provenance", "error") if about.get(k))
         devices.append({"key": device, "title": f"{device}, simulated (estimate)", "provenance": provenance,
                         "points": [_point(c, c["estimates"][device]["estimate_ms"], False, with_data)
                                    for c in hits]})
@@ -166,14 +166,17 @@ def _header(results: dict) -> str:
         + (f", {counts['pending']} not finished" if counts["pending"] else "")),
         (f"variants {', '.join(cfg['variants'])} · targets {', '.join(cfg['targets'])} · precisions "
         f"{', '.join(cfg['precisions'])} · image size {cfg.get('img_size') or 'default'}"),
-        (f"weights: {weights} (variants without weights use seeded random weights, seed {cfg.get('seed', 0)}: "
-        "structure, speed and equivalence only) · accuracy data: "
+        (f"weights: {weights}"
+         + (f" (other variants: seeded random weights, seed {cfg.get('seed', 0)}: structure, speed and "
+            "equivalence only)" if set(cfg["variants"]) - set(cfg.get("weights") or {}) else "")
+         + " · accuracy data: "
         f"{cfg.get('data') or 'none (plots use MACs)'} · int8 calibration: {cfg.get('calibration_data') or 'default'}"),
         (f"measured on: {machine.get('description', '?')}; CPU flags: {' '.join(machine.get('cpu_flags') or []) or '?'}"
         f"; latency threads: {cfg.get('threads', 1)}"),
         f"sweep started {results.get('started_at', '?')}, last updated {results.get('updated_at', '?')}",
     ]
-    return ("<h1>EfficientViT export sweep</h1>"
+    title = results.get("title") or "EfficientViT export sweep"
+    return (f"<h1>{escape(title)}</h1>"
             + "".join(f"<p class=\"muted\">{escape(strip_paths(t))}</p>" for t in lines))
 
 

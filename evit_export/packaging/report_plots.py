@@ -95,6 +95,8 @@ def scatter_plot(points: list[dict], plot_key: str, xlabel: str, ylabel: str, ti
         xs, ys = [points[i]["x"] for i in idx], [points[i]["y"] for i in idx]
         ax.plot(xs, ys, color=FG, lw=2, alpha=0.5, drawstyle="steps-post", zorder=2)
         ax.scatter(xs, ys, s=150, facecolors="none", edgecolors=FG, linewidths=1, alpha=0.6, zorder=2)
+    if not points:
+        ax.text(0.5, 0.5, "no cell of this sweep runs on this device", transform=ax.transAxes, ha="center")
     if percent and points:  # an accuracy axis stays within 0..100 however close the points are
         ys = [p["y"] for p in points]
         ax.set_ylim(max(0.0, min(ys) - 2.0), min(100.0, max(ys) + 2.0))

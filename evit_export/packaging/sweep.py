@@ -233,6 +233,7 @@ class SweepRun:
     """The cells of one sweep, their worker processes and the results files."""
 
     def __init__(self, config: SweepConfig, cells: list[dict], log):
+        from evit_export.packaging.sweep_cell import device_info
         from evit_export.validation.latency.measure import machine_description
 
         self.config, self.cells, self.log = config, cells, log
@@ -241,6 +242,7 @@ class SweepRun:
         self.running: dict[str, subprocess.Popen] = {}
         self.results = {"schema": 1, "tool": "evit-export sweep", "config": config.public(),
                         "machine": {"description": machine_description(), "cpu_flags": cpu_flags()},
+                        "devices": {d: device_info(d) for d in config.simulate},
                         "started_at": utc_now(), "updated_at": None, "complete": False, "cells": cells}
 
     def save(self) -> None:

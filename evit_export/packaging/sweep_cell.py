@@ -69,6 +69,17 @@ def check_device(device: str) -> None:
                         f"{', '.join(known_devices())}") from None
 
 
+def device_info(device: str) -> dict:
+    """What a device profile is and rests on, for results.json and the report."""
+    profile = _profile(device)
+    provenance = profile.provenance() if callable(getattr(profile, "provenance", None)) else \
+        getattr(profile, "source", None)
+    error = profile.error_summary() if hasattr(profile, "error_summary") else None
+    return {"description": getattr(profile, "description", device), "runtime": getattr(profile, "runtime", None),
+            "formats": getattr(profile, "formats", None), "precisions": getattr(profile, "precisions", None),
+            "provenance": provenance, "error": error}
+
+
 # Before issue 11 profiles did not say which runtime they describe: read it from their words.
 _RUNTIME_WORDS = {"coreml": ("coreml",), "tflite": ("tflite", "litert", "xnnpack"), "onnx": ("onnxruntime",)}
 
@@ -130,10 +141,9 @@ class CellContext:
         return self.out_dir / self.record["artifact"]
 
 
-def stage_build(ctx: CellContext) -> None:
-    from evit_export.models.profile import count_macs, count_params
-    from evit_export.packaging.results import artifact_size, sha256_artifact
+def stage_build(ctx: CellContext) -> list[str]:
     from evit_export.targets import get_target
+    from evit_export.validation.check import check_artifact
 
     rec = ctx.record
     target = get_target(rec["target"])
@@ -143,14 +153,43 @@ def stage_build(ctx: CellContext) -> None:
     rec["artifact"] = f"artifacts/{rec['id']}{target.suffixes[0]}"
     path = ctx.artifact_path()
     target.export(deployed, spec, path, options)
-    rec.update(sha256=sha256_artifact(path), file_size=artifact_size(path), img_size=spec.img_size,
-               num_classes=spec.num_classes, params=count_params(deployed), macs=count_macs(deployed, spec.img_size))
-    rec["equivalence"] = _check(ctx, path, target)
-    graph = target.inspect(path)
-    rec["memory_bound_ops"], rec["total_ops"] = graph.memory_bound_ops, graph.total_ops
+    record_artifact(ctx, target, path)
+    images = _int8_check_images(ctx) if target.precision_family(target.read_spec(path)) == "int8" else None
+    rec["equivalence"] = equivalence_fields(check_artifact(path, checkpoint=ctx.checkpoint, images=images), ctx)
     if ctx.config.get("data"):
-        rec["parity"] = _parity(ctx, path)
+        from evit_export.validation.parity import check_parity
+
+        report = check_parity([path], data=ctx.config["data"], checkpoint=ctx.checkpoint)
+        rec["parity"] = parity_fields(report, report.artifacts[0], Path(ctx.config["data"]).name)
     return _latency_not_measurable(ctx, target, path)
+
+
+def record_artifact(ctx: CellContext, target, path: Path) -> None:
+    """File, model and graph figures of an exported artifact (sweep and demo)."""
+    from evit_export.models.profile import count_macs, count_params
+    from evit_export.packaging.results import artifact_size, sha256_artifact
+
+    deployed, spec = ctx.deployed()
+    graph = target.inspect(path)
+    ctx.record.update(sha256=sha256_artifact(path), file_size=artifact_size(path), img_size=spec.img_size,
+                      num_classes=spec.num_classes, params=count_params(deployed),
+                      macs=count_macs(deployed, spec.img_size), memory_bound_ops=graph.memory_bound_ops,
+                      total_ops=graph.total_ops)
+
+
+def equivalence_fields(report, ctx: CellContext) -> dict:
+    data = report.to_dict()
+    keep = ("runtime", "precision", "n", "max_abs", "mean_abs", "max_rel", "cosine_min", "cosine_mean",
+            "top1_agreement", "top5_agreement", "tolerance", "passed", "failures")
+    out = {k: data.get(k) for k in keep}
+    out["inputs"] = _no_paths(data.get("inputs", ""), ctx)
+    return out
+
+
+def parity_fields(report, row, data_name: str) -> dict:
+    return {"data": data_name, "images": report.images, "top1": row.top1, "top5": row.top5,
+            "reference_top1": report.reference.top1, "delta_top1": row.delta_top1, "agreement": row.agreement,
+            "tolerance": row.tolerance, "passed": row.passed, "runtime": row.runtime}
 
 
 def _latency_not_measurable(ctx: CellContext, target, path: Path) -> list[str]:
@@ -164,20 +203,6 @@ def _latency_not_measurable(ctx: CellContext, target, path: Path) -> list[str]:
             return []
         ctx.record["latency"] = {"skipped": CHECKER_NOT_DEVICE.format(runtime=runner.name), "runtime": runner.name}
     return ["measure"]
-
-
-def _check(ctx: CellContext, path: Path, target) -> dict:
-    from evit_export.validation.check import check_artifact
-
-    images = None
-    if target.precision_family(target.read_spec(path)) == "int8":
-        images = _int8_check_images(ctx)
-    report = check_artifact(path, checkpoint=ctx.checkpoint, images=images).to_dict()
-    keep = ("runtime", "precision", "n", "max_abs", "mean_abs", "max_rel", "cosine_min", "cosine_mean",
-            "top1_agreement", "top5_agreement", "tolerance", "passed", "failures")
-    out = {k: report.get(k) for k in keep}
-    out["inputs"] = _no_paths(report.get("inputs", ""), ctx)
-    return out
 
 
 def _int8_check_images(ctx: CellContext):
@@ -194,16 +219,6 @@ def _int8_check_images(ctx: CellContext):
         ctx.record["notes"].append("int8 equivalence judged on the calibration images (no --data given)")
         return cal
     return None
-
-
-def _parity(ctx: CellContext, path: Path) -> dict:
-    from evit_export.validation.parity import check_parity
-
-    report = check_parity([path], data=ctx.config["data"], checkpoint=ctx.checkpoint)
-    row = report.artifacts[0]
-    return {"data": Path(ctx.config["data"]).name, "images": report.images, "top1": row.top1, "top5": row.top5,
-            "reference_top1": report.reference.top1, "delta_top1": row.delta_top1, "agreement": row.agreement,
-            "tolerance": row.tolerance, "passed": row.passed, "runtime": row.runtime}
 
 
 def stage_estimate(ctx: CellContext) -> None:
