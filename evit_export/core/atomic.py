@@ -121,7 +121,7 @@ def _swap_dirs(tmp: Path, dest: Path) -> None:
         os.replace(tmp, dest)
         return
     if _exchange(tmp, dest):  # one atomic step: dest is the new folder, tmp the old one
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)  # a symlink that was there goes, never what it pointed to
         return
     # Two steps: a kill between them leaves the old folder at .NAME.old (kept by
     # remove_stale_temps while dest is missing).
@@ -130,7 +130,7 @@ def _swap_dirs(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old)
     os.replace(dest, old)
     os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
 
 
 # How writers that are not Python file objects (safetensors' Rust, C++ converters)
