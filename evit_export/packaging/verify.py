@@ -43,11 +43,29 @@ class VerifyResult:
         return {"package": self.package, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
 
 
+def _inside(root: Path, rel) -> Path | None:
+    """``root / rel`` for a plain relative POSIX path that stays inside ``root``; else None
+    (a manifest must not make the verifier read elsewhere)."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
+        return None
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    return root.joinpath(*parts)
+
+
 def _file_problems(root: Path, manifest: dict) -> str | None:
-    listed = {e["path"]: e for e in manifest.get("files", [])}
-    problems = []
-    for rel, entry in listed.items():
-        path = root / rel
+    entries = manifest.get("files")
+    if not isinstance(entries, list) or not entries:
+        return "manifest.json lists no files"
+    problems, listed = [], set()
+    for entry in entries:
+        path = _inside(root, entry.get("path")) if isinstance(entry, dict) else None
+        if path is None or not isinstance(entry.get("bytes"), int) or not isinstance(entry.get("sha256"), str):
+            problems.append(f"manifest.json has an invalid entry {str(entry)[:60]!r}")
+            continue
+        rel = entry["path"]
+        listed.add(rel)
         if not path.is_file():
             problems.append(f"{rel} is missing")
         elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
@@ -65,7 +83,9 @@ def _spec_problems(root: Path, manifest: dict) -> tuple[str | None, object]:
     from evit_export.packaging.runtime import input_quantization
     from evit_export.targets import open_artifact
 
-    model = root / manifest["model"]
+    model = _inside(root, manifest.get("model"))
+    if model is None or "/" in manifest["model"]:
+        return "manifest.json does not name the model file", None
     if not model.exists():
         return f"{manifest['model']} is missing", None
     try:
@@ -98,13 +118,17 @@ def _sample_problem(root: Path, opened) -> str | None:
     path, target, spec = opened
     try:
         expected = json.loads((root / EXPECTED).read_text(encoding="utf-8"))
+        recorded = expected["artifact"]
         with Image.open(root / SAMPLE) as im:
             pixels = image_to_pixels(im, spec)[None]
-    except (OSError, ValueError) as e:
-        return f"cannot read {SAMPLE} / {EXPECTED}: {e}"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"cannot read {SAMPLE} / {EXPECTED}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     with open_runner(target, path, spec, threads=1) as runner:
         outputs = runner.run(pixels)
-    return compare_outputs(expected["artifact"], outputs)
+    try:
+        return compare_outputs(recorded, outputs)
+    except (KeyError, TypeError, ValueError):
+        return f"{EXPECTED} does not record the model's outputs: re-create the package"
 
 
 def verify_package(root: str | Path) -> VerifyResult:
@@ -116,11 +140,12 @@ def verify_package(root: str | Path) -> VerifyResult:
         raise UserError(f"{root} has no {MANIFEST}: pass a folder written by evit-export package")
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        manifest["model"]
-    except (ValueError, KeyError):
-        raise UserError(f"{root / MANIFEST} is not a package manifest: re-create the package") from None
+    except (ValueError, OSError):
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{root / MANIFEST} is not a package manifest: re-create the package")
     result = VerifyResult(str(root))
-    result.add("files", _file_problems(root, manifest), f"{len(manifest.get('files', []))} files match manifest.json")
+    result.add("files", _file_problems(root, manifest), "every file matches manifest.json")
     problem, opened = _spec_problems(root, manifest)
     result.add("spec", problem, "embedded spec, labels.txt and preprocessing.json agree with manifest.json")
     if opened is None:
