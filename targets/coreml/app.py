@@ -24,6 +24,7 @@ def write_ios_app(ctx: AppContext) -> str:
               "VARIANT": spec.variant.upper(), "NUM_CLASSES": spec.num_classes, "IMG_SIZE": spec.img_size,
               "CROP_PCT": repr(float(spec.crop_pct)), "RESIZE_TO": resize_short_side(spec),
               "INTERPOLATION": spec.interpolation, "IOS_MAJOR": ios_major, "MACOS_MAJOR": ios_major - 3,
+              "MEAN": ", ".join(repr(float(v)) for v in spec.mean), "STD": ", ".join(repr(float(v)) for v in spec.std),
               "EXPECTED_LABEL": swift_string(top["label"])}
     root = ctx.root / "ios"
     write_template(TEMPLATES, "templates/ios/Package.swift", root / "Package.swift", values)
@@ -40,7 +41,8 @@ def write_ios_app(ctx: AppContext) -> str:
             f"or .vision\nlet top5 = try await classifier.classify(cgImage)   // [Prediction(label, confidence)]\n"
             f"```\n`.exact` feeds the model the pixels the checks used (Preprocessing.swift restates the tool's "
             f"resize and crop); `.vision` lets Vision scale the same centre region (crop_pct {spec.crop_pct}) with "
-            f"its own filter: faster on camera frames, pixels differ slightly. `swift test` (macOS) classifies "
+            f"its own filter: faster on camera frames, pixels differ slightly (a model exported with `--input tensor` "
+            f"always takes the exact path, as a normalised MLMultiArray). `swift test` (macOS) classifies "
             f"`sample.png` and expects `{top['label']}`.\n")
 
 

@@ -24,24 +24,31 @@ public enum ResizeMode {
 public enum ClassifierError: Error {
     case modelMissing
     case labelsMissing
-    case unreadableImage
     case noResults
 }
 
 /// @@MODEL_FILE@@ (EfficientViT-@@VARIANT@@, @@NUM_CLASSES@@ classes) over Vision + CoreML.
+///
+/// A model with an image input (evit-export's default) runs through Vision; one exported
+/// with `--input tensor` gets the normalised MLMultiArray built here and runs on CoreML.
 public final class @@NAME@@Classifier {
     public static let imageSize = @@IMG_SIZE@@
     public static let cropPct = @@CROP_PCT@@
     public static let interpolation = "@@INTERPOLATION@@"
+    /// Tensor inputs only: x = (pixel / 255 - mean) / std per channel, NCHW float32.
+    public static let mean: [Float] = [@@MEAN@@]
+    public static let std: [Float] = [@@STD@@]
 
     public let labels: [String]
     public let resizeMode: ResizeMode
-    private let model: VNCoreMLModel
+    private let model: MLModel
+    private let visionModel: VNCoreMLModel?
 
     public init(configuration: MLModelConfiguration = MLModelConfiguration(),
                 resizeMode: ResizeMode = .exact) throws {
-        let mlModel = try MLModel(contentsOf: try Self.compiledModelURL(), configuration: configuration)
-        model = try VNCoreMLModel(for: mlModel)
+        model = try MLModel(contentsOf: try Self.compiledModelURL(), configuration: configuration)
+        let input = model.modelDescription.inputDescriptionsByName.values.first
+        visionModel = input?.type == .image ? try VNCoreMLModel(for: model) : nil
         guard let labelsURL = Bundle.module.url(forResource: "labels", withExtension: "txt") else {
             throw ClassifierError.labelsMissing
         }
@@ -64,7 +71,10 @@ public final class @@NAME@@Classifier {
 
     /// Top-`k` classes of `image` with their probabilities.
     public func classify(_ image: CGImage, topK k: Int = 5) async throws -> [Prediction] {
-        let request = VNCoreMLRequest(model: model)
+        guard let visionModel = visionModel else {
+            return try classifyTensor(image, topK: k)
+        }
+        let request = VNCoreMLRequest(model: visionModel)
         let handler: VNImageRequestHandler
         switch resizeMode {
         case .exact:
@@ -92,6 +102,49 @@ public final class @@NAME@@Classifier {
         return try Self.predictions(from: results, labels: labels, topK: k)
     }
 
+    /// The exact preprocessing into a normalised (1, 3, S, S) float32 array, run on CoreML.
+    private func classifyTensor(_ image: CGImage, topK k: Int) throws -> [Prediction] {
+        let size = Self.imageSize
+        let rgb = try Preprocessing.resizeAndCrop(rgb: try Preprocessing.rgbBytes(of: image), width: image.width,
+                                                  height: image.height, imageSize: size, cropPct: Self.cropPct,
+                                                  interpolation: Self.interpolation)
+        let shape = [1, 3, size, size].map { NSNumber(value: $0) }
+        let array = try MLMultiArray(shape: shape, dataType: .float32)
+        let values = array.dataPointer.bindMemory(to: Float.self, capacity: array.count)
+        for i in 0..<(size * size) {
+            for c in 0..<3 {
+                values[c * size * size + i] = (Float(rgb[i * 3 + c]) / 255 - Self.mean[c]) / Self.std[c]
+            }
+        }
+        guard let inputName = model.modelDescription.inputDescriptionsByName.keys.first else {
+            throw ClassifierError.noResults
+        }
+        let features = try MLDictionaryFeatureProvider(dictionary: [inputName: MLFeatureValue(multiArray: array)])
+        let output = try model.prediction(from: features)
+        for name in output.featureNames {
+            guard let value = output.featureValue(for: name) else { continue }
+            if value.type == .dictionary {  // a classifier: label -> probability
+                return value.dictionaryValue.compactMap { key, probability -> Prediction? in
+                    guard let label = key as? String else { return nil }
+                    return Prediction(label: label, confidence: probability.floatValue)
+                }.sorted { $0.confidence > $1.confidence }.prefix(k).map { $0 }
+            }
+            if let logits = value.multiArrayValue {
+                return Self.softmaxTop(logits, labels: labels, topK: k)
+            }
+        }
+        throw ClassifierError.noResults
+    }
+
+    static func softmaxTop(_ array: MLMultiArray, labels: [String], topK k: Int) -> [Prediction] {
+        let logits = (0..<array.count).map { array[$0].doubleValue }
+        let maxLogit = logits.max() ?? 0
+        let exps = logits.map { Foundation.exp($0 - maxLogit) }
+        let sum = exps.reduce(0, +)
+        return exps.enumerated().sorted { $0.element > $1.element }.prefix(k)
+            .map { Prediction(label: labels[$0.offset], confidence: Float($0.element / sum)) }
+    }
+
     /// A classifier model gives VNClassificationObservations; a logits model a multi-array.
     static func predictions(from results: [VNObservation], labels: [String], topK k: Int) throws -> [Prediction] {
         if let classes = results as? [VNClassificationObservation], !classes.isEmpty {
@@ -101,11 +154,6 @@ public final class @@NAME@@Classifier {
         guard let array = (results.first as? VNCoreMLFeatureValueObservation)?.featureValue.multiArrayValue else {
             throw ClassifierError.noResults
         }
-        let logits = (0..<array.count).map { array[$0].doubleValue }
-        let maxLogit = logits.max() ?? 0
-        let exps = logits.map { Foundation.exp($0 - maxLogit) }
-        let sum = exps.reduce(0, +)
-        return exps.enumerated().sorted { $0.element > $1.element }.prefix(k)
-            .map { Prediction(label: labels[$0.offset], confidence: Float($0.element / sum)) }
+        return softmaxTop(array, labels: labels, topK: k)
     }
 }
