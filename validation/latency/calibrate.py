@@ -4,9 +4,11 @@ fit a profile to the measurements (fit.py), cache it under ~/.cache/evit-export/
 The reference set is CNNs and vision transformers built with random weights (latency
 does not depend on the values) and never EfficientViT, so the variants this tool
 exports stay out of the sample their host estimate is judged on. It spans the op
-classes the simulator prices: dense, pointwise and depthwise convolutions, linear
-layers and attention, elementwise-heavy and layout-heavy graphs, small models (where
-dispatch dominates) and large ones, two resolutions.
+classes the simulator prices: dense, pointwise, depthwise and grouped convolutions,
+linear layers and attention, elementwise- and layout-heavy graphs, tiny models (where
+dispatch dominates) and large ones, two resolutions, and small-width hybrids with many
+ops per MAC (LeViT, EfficientFormerV2, MobileViTv2, TinyViT), the regime of
+EfficientViT-M.
 
 Only onnxruntime is calibrated here: the project's TFLite converter is EfficientViT-only
 and litert-torch lives in its own environment, so timm models cannot become .tflite
@@ -29,14 +31,14 @@ from evit_export.validation.latency.fit import Measurement, attach_features, fit
 from evit_export.validation.latency.measure import machine_description
 from evit_export.validation.latency.profiles import user_profile_dir
 
-# name[@img_size]; ~3 minutes of export and timing on one thread of a 2-core machine.
+# name[@img_size]; about 5 minutes of export and timing on a busy 2-core machine.
 REFERENCE_SET = (
-    "timm:resnet18", "timm:resnet18@160", "timm:mobilenetv2_050", "timm:mobilenetv2_100",
+    "timm:resnet18", "timm:mobilenetv2_050", "timm:mobilenetv2_100", "timm:mobilenetv3_small_050",
     "timm:mobilenetv3_small_100", "timm:mobilenetv3_large_100", "timm:mobilenetv3_large_100@160",
-    "timm:efficientnet_b0", "timm:mnasnet_100", "timm:ghostnet_100", "timm:regnetx_002", "timm:regnety_004",
-    "timm:densenet121", "timm:deit_tiny_patch16_224", "timm:levit_128s", "timm:levit_192",
-    "timm:mobilevit_xxs", "timm:mobilevit_xs", "timm:efficientformer_l1", "timm:tiny_vit_5m_224",
-    "timm:edgenext_xx_small",
+    "timm:lcnet_050", "timm:efficientnet_b0", "timm:mnasnet_100", "timm:ghostnet_100", "timm:regnetx_002",
+    "timm:regnety_004", "timm:deit_tiny_patch16_224", "timm:levit_128s", "timm:levit_192", "timm:mobilevit_xxs",
+    "timm:mobilevit_xs", "timm:mobilevitv2_050", "timm:efficientformer_l1", "timm:efficientformerv2_s0",
+    "timm:tiny_vit_5m_224", "timm:edgenext_xx_small",
 )
 
 
