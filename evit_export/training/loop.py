@@ -131,7 +131,7 @@ class Trainer:
         fetch_pretrained_first(self.c, self.dist)
         self._prepare_data()
         self._prepare_model()
-        self._prepare_optimizer()
+        self._prepare_optimization()
         self._start_log()
         # Which files are train and which are val (a seeded split is only reproducible with
         # this list); written with the first epoch, so an early Ctrl-C leaves nothing behind.
@@ -180,7 +180,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.core, device_ids=ids)
 
-    def _prepare_optimizer(self) -> None:
+    def _prepare_optimization(self) -> None:
         from torch.utils.data import DistributedSampler
 
         c, dist = self.c, self.dist

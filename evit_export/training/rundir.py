@@ -83,6 +83,8 @@ class RunDir:
     def interrupted_detail(self) -> str:
         """What a Ctrl-C leaves: the last completed epoch, or nothing."""
         if not self.last.exists():
+            if self.best.exists():  # a run written before last.safetensors existed
+                return f"{self.best} holds the last completed epoch; continue with --resume"
             return "no epoch had completed, nothing was written"
         try:
             epoch = json.loads(self.last.with_suffix(".json").read_text()).get("epoch")
