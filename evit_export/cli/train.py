@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from evit_export.cli import app, console, err_console
+from evit_export.cli import Flag, app, console, err_console
 
 
 class Augment(str, Enum):
@@ -26,44 +26,50 @@ class Device(str, Enum):
 # Long only by its signature: typer reads the options from it; the body is a dozen lines.
 @app.command("train")
 def train_cmd(
-        variant: Optional[str] = typer.Option(None, "--variant", "-v", help="m0..m5 (default m0, or the "
-                                              "--pretrained checkpoint's)"),
-        data: Optional[Path] = typer.Option(None, "--data", metavar="DIR", help="ImageFolder DIR "
-                                            "(DIR/train/<class>/*, optional DIR/val/<class>/*); default: the "
-                                            "embedded scikit-learn digits"),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="default 8 (digits) / 30 (--data)"),
-        img_size: Optional[int] = typer.Option(None, "--img-size", help="default 64 (digits) / 128 (--data) / the "
-                                             "--pretrained checkpoint's (--data, fine-tuning)"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="global batch, split over torchrun "
-                                                 "processes (default 64; shrinks to a smaller dataset)"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="peak AdamW learning rate (default 2e-3, 5e-4 "
-                                           "fine-tuning; × sqrt(batch/64))"),
-        pretrained: Optional[str] = typer.Option(None, "--pretrained", metavar="CHECKPOINT",
-                                                 help="fine-tune from 'imagenet' (the official ImageNet weights, "
-                                                 "downloaded once and cached) or any checkpoint load_model "
-                                                 "accepts; the head is re-initialised when the class count "
-                                                 "differs"),
-        out: Path = typer.Option(Path("runs/default"), "--out", metavar="RUN_DIR", help="run directory"),
-        resume: bool = typer.Option(False, "--resume", help="continue the run in --out exactly (from its "
-                                    "last epoch)"),
-        seed: int = typer.Option(0, "--seed"),
-        workers: int = typer.Option(0, "--workers", help="data-loader worker processes"),
-        weight_decay: float = typer.Option(0.05, "--weight-decay"),
-        warmup_epochs: float = typer.Option(1.0, "--warmup-epochs"),
-        label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
-        drop_path: float = typer.Option(0.0, "--drop-path"),
-        ema: bool = typer.Option(False, "--ema/--no-ema", help="keep and save an exponential moving average"),
-        ema_decay: float = typer.Option(0.998, "--ema-decay"),
-        crop_pct: float = typer.Option(1.0, "--crop-pct", help="evaluation centre-crop fraction (1.0: none)"),
-        val_fraction: float = typer.Option(0.2, "--val-fraction", help="seeded split when DIR/val is missing"),
-        augment: Augment = typer.Option(Augment.auto, "--augment", help="auto: affine for the digits, crop for "
-                                        "--data"),
-        device: Optional[Device] = typer.Option(None, "--device", help="default: cuda when present"),
-        threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per process (default: idle "
-                                              "cores)"),
-        limit_train: Optional[int] = typer.Option(None, "--limit-train", help="use only N training images"),
-        limit_val: Optional[int] = typer.Option(None, "--limit-val", help="use only N validation images"),
-        progress: bool = typer.Option(True, "--progress/--no-progress")):
+        variant: Optional[str] = typer.Option(None, "--variant", "-v", metavar="VARIANT",
+                                              help="m0 to m5; default m0, or the --pretrained checkpoint's."),
+        data: Optional[Path] = typer.Option(None, "--data", metavar="DIR",
+                                            help="ImageFolder DIR (DIR/train/<class>/*, optional DIR/val/<class>/*); "
+                                            "default: the embedded scikit-learn digits."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N",
+                                             help="Default 8 (digits) or 30 (--data)."),
+        img_size: Optional[int] = typer.Option(None, "--img-size", metavar="PIXELS",
+                                               help="Default 64 (digits), 128 (--data), or the --pretrained "
+                                               "checkpoint's when fine-tuning on --data."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N",
+                                                 help="Global batch, split over torchrun processes; default 64, "
+                                                 "shrinks to a smaller dataset."),
+        lr: Optional[float] = typer.Option(None, "--lr", metavar="LR",
+                                           help="Peak AdamW learning rate; default 2e-3 (5e-4 fine-tuning) × "
+                                           "sqrt(batch/64)."),
+        pretrained: Optional[str] = typer.Option(None, "--pretrained", metavar="imagenet|CHECKPOINT",
+                                                 help="Fine-tune from the official ImageNet weights (downloaded "
+                                                 "once, then cached) or any checkpoint load_model accepts; the "
+                                                 "head is re-initialised when the class count differs."),
+        out: Path = typer.Option(Path("runs/default"), "--out", metavar="RUN_DIR", help="Run directory."),
+        resume: bool = Flag(False, "--resume", help="Continue the run in --out exactly, from its last epoch."),
+        seed: int = typer.Option(0, "--seed", metavar="SEED"),
+        workers: int = typer.Option(0, "--workers", metavar="N", help="Data-loader worker processes."),
+        weight_decay: float = typer.Option(0.05, "--weight-decay", metavar="WD"),
+        warmup_epochs: float = typer.Option(1.0, "--warmup-epochs", metavar="EPOCHS"),
+        label_smoothing: float = typer.Option(0.1, "--label-smoothing", metavar="EPS"),
+        drop_path: float = typer.Option(0.0, "--drop-path", metavar="RATE"),
+        ema: bool = Flag(False, "--ema/--no-ema", help="Keep, evaluate and save an exponential moving average."),
+        ema_decay: float = typer.Option(0.998, "--ema-decay", metavar="DECAY"),
+        crop_pct: float = typer.Option(1.0, "--crop-pct", metavar="FRACTION",
+                                       help="Evaluation centre-crop fraction (1.0: none)."),
+        val_fraction: float = typer.Option(0.2, "--val-fraction", metavar="FRACTION",
+                                           help="Seeded split when DIR/val is missing."),
+        augment: Augment = typer.Option(Augment.auto, "--augment",
+                                        help="auto: affine for the digits, crop for --data."),
+        device: Optional[Device] = typer.Option(None, "--device", help="Default: cuda when present."),
+        threads: Optional[int] = typer.Option(None, "--threads", metavar="N",
+                                              help="CPU threads per process; default: the idle cores."),
+        limit_train: Optional[int] = typer.Option(None, "--limit-train", metavar="N",
+                                                  help="Use only N training images."),
+        limit_val: Optional[int] = typer.Option(None, "--limit-val", metavar="N",
+                                                help="Use only N validation images."),
+        progress: bool = Flag(True, "--progress/--no-progress", help="Progress bar per epoch.")):
     """Train or fine-tune EfficientViT (default: M0 on the embedded handwritten digits).
 
     Runs under torchrun too (DistributedDataParallel: gloo on CPU, nccl on GPU). After
