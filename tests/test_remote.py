@@ -14,7 +14,8 @@ from cli_helpers import assert_one_line_error, run_cli, run_cli_process
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = [
-    pytest.mark.skipif(not Path(SSHD).exists(), reason="OpenSSH sshd is not installed (apt-get install openssh-server)"),
+    pytest.mark.skipif(not Path(SSHD).exists(),
+                       reason="OpenSSH sshd is not installed (apt-get install openssh-server)"),
     pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
                        reason="sshd on loopback from a temporary config needs root (CI runs as root)"),
 ]

@@ -14,7 +14,8 @@ from evit_export.core.jsonio import dumps_strict
 
 
 @app.command("bench")
-def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...", help="Artifacts to time side by side."),
+def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
+                                                     help="Artifacts to time side by side."),
               threads: int = typer.Option(1, "--threads", min=1, metavar="N"),
               iterations: int = typer.Option(30, "--iterations", min=1, metavar="N"),
               simulate: str = typer.Option("", "--simulate", metavar="DEVICES",

@@ -189,5 +189,5 @@ def fit_profile(rows: list[Measurement], *, name: str, description: str, runtime
     return profile, figures
 
 
-__all__ = ["Measurement", "read_measurements", "validate", "attach_features", "fit_profile", "nnls_relative", "flops_baseline", "fitted_features",
-           "leave_one_out", "file_digest", "now_utc", "FEATURES"]
+__all__ = ["Measurement", "read_measurements", "validate", "attach_features", "fit_profile", "nnls_relative",
+           "flops_baseline", "fitted_features", "leave_one_out", "file_digest", "now_utc", "FEATURES"]
