@@ -53,18 +53,23 @@ def read_measurements(csv_path: Path, device: str) -> list[Measurement]:
             rows = [r for r in reader if r["device"] == device]
     except OSError as e:
         raise UserError(f"cannot read {csv_path}: {e.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{csv_path} is not a UTF-8 CSV file ({type(e).__name__}): export it as CSV") from None
     if not rows:
         raise UserError(f"{csv_path} has no rows for device {device!r}: check --device")
-    out = []
-    for i, r in enumerate(rows, start=2):
-        try:
-            out.append(Measurement(r["model"].strip(), int(r["img_size"]), float(r["ms"])))
-        except ValueError:
-            raise UserError(f"{csv_path}: a {device} row has a non-numeric img_size or ms "
-                            f"({r['img_size']!r}, {r['ms']!r})") from None
-        if not out[-1].ms > 0:
-            raise UserError(f"{csv_path}: latency {r['ms']} of {r['model']} is not positive")
-    return out
+    return [_measurement(csv_path, device, r) for r in rows]
+
+
+def _measurement(csv_path: Path, device: str, row: dict) -> Measurement:
+    model, size, ms = (str(row.get(k) or "").strip() for k in ("model", "img_size", "ms"))
+    try:
+        m = Measurement(model, int(size), float(ms))
+    except ValueError:
+        raise UserError(f"{csv_path}: a {device} row has a non-numeric img_size or ms ({size!r}, {ms!r})") from None
+    if not model or not 1 <= m.img_size <= 4096 or not (0 < m.ms < float("inf")):
+        raise UserError(f"{csv_path}: the {device} row {model!r}, {size!r}, {ms!r} needs a model, an image "
+                        "size of 1 to 4096 and a positive finite latency in ms")
+    return m
 
 
 def design(rows: list[Measurement], names: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -79,10 +79,15 @@ def resolve(ref: str, checkpoint=None, img_size: int | None = None, batch: int |
 
 
 def _cache_file(key: str) -> Path:
-    import timm
+    import importlib.metadata
+
     import torch
 
-    versions = f"torch{torch.__version__}-timm{timm.__version__}-f{FEATURES_VERSION}"
+    try:
+        timm_version = importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:
+        timm_version = "none"
+    versions = f"torch{torch.__version__}-timm{timm_version}-f{FEATURES_VERSION}"
     digest = hashlib.sha256(f"{key}|{versions}".encode()).hexdigest()[:20]
     return cache_dir() / "features" / f"{digest}.json"
 
