@@ -1,10 +1,11 @@
 """Calibration images for static int8 quantization, shared by every target that
 calibrates (TFLite full-integer, ONNX QLinear/QDQ).
 
-Source, in order of preference: a folder the user names (ImageFolder or flat), the
-embedded digits' training split (the default model's own data), and random pixels only
-when asked for explicitly (``"random"``) or when nothing else exists, always with
-``RANDOM_CALIBRATION_WARNING`` in the artifact's spec.
+Source: a folder the user names (ImageFolder or flat); for the digits model only, the
+embedded digits' training split by default (its own data); random pixels only when asked
+for explicitly (``"random"``), always with ``RANDOM_CALIBRATION_WARNING`` in the
+artifact's spec. Any other model without a source is refused: digit scans would give an
+ImageNet model wrong activation ranges without a word.
 """
 from __future__ import annotations
 
@@ -53,15 +54,17 @@ def calibration_pixels(spec: ModelSpec, source: str | Path | None, size: int) ->
         check_calibration_source(source, quantized=True)
         root = Path(source)
         pixels, _, used, skipped = load_images(root, spec, limit=size)
-        desc = f"{len(used)} images from {root}" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
+        # The folder's name only: the record ships inside artifacts and packages.
+        desc = f"{len(used)} images from {root.name}/" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
         return pixels, desc, False
-    try:
-        from evit_export.data import default_calibration_images
+    from evit_export.data import default_calibration_images, is_digits_model
 
-        pixels = np.asarray(default_calibration_images(spec, size), np.float32)
-        return pixels, f"{len(pixels)} images of the embedded digits dataset (training split)", False
-    except ImportError:
-        return _random_pixels(spec, size), f"{size} random images", True
+    if not is_digits_model(spec):
+        raise UserError(f"int8 calibration of EfficientViT-{spec.variant.upper()} ({spec.num_classes} classes) needs "
+                        "images of its own domain: pass calibration_data=DIR, or calibration_data='random' "
+                        "(the artifact then carries a warning)")
+    pixels = np.asarray(default_calibration_images(spec, size), np.float32)
+    return pixels, f"{len(pixels)} images of the embedded digits dataset (training split)", False
 
 
 def calibration_record(spec: ModelSpec, source, size: int) -> tuple[np.ndarray, dict]:

@@ -96,6 +96,14 @@ def _artifact_and_spec(artifact, checkpoint, variant):
     return path, target, spec
 
 
+def real_images_required(spec, family: str) -> bool:
+    """Whether judging this artifact needs images from the user: quantised models are
+    judged on real images, and the embedded ones fit only the digits model."""
+    from evit_export.data import is_digits_model
+
+    return family == "int8" and not is_digits_model(spec)
+
+
 def comparison_inputs(spec, family: str, *, images=None, n: int = 32, seed: int = 0) -> tuple[np.ndarray, str]:
     """(pixels, description) an artifact of precision ``family`` is compared on.
 
@@ -107,9 +115,9 @@ def comparison_inputs(spec, family: str, *, images=None, n: int = 32, seed: int 
     if family == "int8":
         if images is not None:
             return _folder_pixels(images, spec)
-        from evit_export.data import DIGITS_LABELS, heldout_images
+        from evit_export.data import heldout_images
 
-        if list(spec.labels) != DIGITS_LABELS:
+        if real_images_required(spec, family):
             raise UserError(f"an int8 {spec.variant.upper()} with {spec.num_classes} classes is judged on real "
                             "images: pass images=DIR with images of its classes (the embedded digits fit "
                             "only a digits model)")
@@ -130,5 +138,5 @@ def comparison_inputs(spec, family: str, *, images=None, n: int = 32, seed: int 
 
 def _folder_pixels(images, spec) -> tuple[np.ndarray, str]:
     real, _, used, skipped = load_images(Path(images), spec)
-    text = f"{len(used)} images from {images}" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
+    text = f"{len(used)} images from {Path(images).name}/" + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
     return real, text

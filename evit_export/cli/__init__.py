@@ -131,8 +131,9 @@ ImgSizeOpt = typer.Option(None, "--img-size", metavar="PIXELS",
                           help="Input size; default: from the checkpoint, else 224.")
 ThreadsOpt = typer.Option(None, "--threads", metavar="N", help="Runtime threads; default: the runtime's own.")
 CalibrationDataOpt = typer.Option(None, "--calibration-data", metavar="DIR",
-                                  help="int8: folder of images (ImageFolder or flat); default: the embedded "
-                                  "digits' training split; 'random' calibrates on random data (warned).")
+                                  help="int8: folder of images of the model's own domain (ImageFolder or flat), "
+                                  "required except for the embedded digits model; 'random' calibrates on "
+                                  "random data (the artifact carries the warning).")
 CalibrationSizeOpt = typer.Option(200, "--calibration-size", metavar="N", help="int8: calibration images used.")
 
 

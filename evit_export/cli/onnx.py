@@ -47,7 +47,6 @@ def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
     if out is not None:
         check_writable(out)
     deployed, spec = deploy_for_export(variant, checkpoint, num_classes, img_size, seed=seed)
-    print_spec_notes(spec)
     suffix = "" if options.precision == OnnxPrecision.FP32 else f"_{options.precision}"
     out = out or Path("out") / f"{spec.variant}{suffix}.onnx"
     info = export(deployed, "onnx", options, out=out).info
@@ -58,6 +57,7 @@ def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
         verdict = info["ort"]["mobile_usability"]
         console.print(f"wrote {info['ort']['path']} ({info['ort']['size'] / 1e6:.2f} MB); mobile usability "
                       f"check exit {verdict['returncode']}, details in {out}.evit.json")
+    print_spec_notes(spec)  # after the export: a bad input stays a one-line error
     report_calibration(info)
     if check:
-        check_after_export(out)
+        check_after_export(out, images=calibration_data)

@@ -64,4 +64,4 @@ def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = 
                   f"{info['export_seconds']:.1f} s); labels in {info['labels']}; {gpu_text}")
     report_calibration(info)
     if check:
-        check_after_export(out, runner_options=runner_options)
+        check_after_export(out, images=calibration_data, runner_options=runner_options)

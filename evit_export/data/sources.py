@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from evit_export.core.spec import ModelSpec
-from evit_export.data.digits import digits_pixels, load_digits_split
+from evit_export.data.digits import DIGITS_LABELS, digits_pixels, load_digits_split
+
+
+def is_digits_model(spec: ModelSpec) -> bool:
+    """Whether ``spec`` is a model of the embedded digits (its labels are the ten digits),
+    the only model the embedded images may calibrate or judge by default."""
+    return list(spec.labels) == DIGITS_LABELS
 
 
 def heldout_images(spec: ModelSpec, count: int = 200) -> tuple[np.ndarray, np.ndarray, str]:
