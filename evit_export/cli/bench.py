@@ -33,8 +33,10 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
               known_hosts: Path = typer.Option(None, "--known-hosts", metavar="FILE",
                                                help="Default: ~/.ssh/known_hosts."),
               as_json: bool = JsonFlag()):
-    """Measured latency of each artifact (here, or --remote on a device); estimates
-    (--simulate, labelled, with their provenance and validation error) kept apart."""
+    """Measured latency of each artifact, here or --remote on a device over SSH.
+
+    --simulate adds estimates, kept apart, each with its profile's provenance and validation error.
+    """
     rows = []
     for artifact in artifacts:
         rows += _measure(artifact, threads, iterations, remote, identity, remote_python, accept_new_host_key,

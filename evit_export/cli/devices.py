@@ -81,8 +81,10 @@ def fit_cmd(csv_path: Path = typer.Argument(..., metavar="MEASUREMENTS.csv",
                                                help="Artifact format that runtime runs."),
             precision: Precision = typer.Option(Precision.fp32, "--precision"),
             as_json: bool = JsonFlag()):
-    """Fit a CPU profile to measured latencies; prints its in-sample and leave-one-out
-    error beside the MACs-proportional baseline."""
+    """Fit a CPU profile to measured latencies.
+
+    Prints in-sample and leave-one-out error beside the MACs-proportional baseline.
+    """
     from evit_export.validation.latency.fit import attach_features, file_digest, fit_profile, read_measurements
 
     rows = read_measurements(csv_path, device)
@@ -107,8 +109,10 @@ def calibrate_cmd(runtime: CalibrationRuntime = typer.Option(CalibrationRuntime.
                   models: str = typer.Option("", "--models", help="Comma-separated timm:<name> reference set "
                                              "(default: the built-in one)."),
                   as_json: bool = JsonFlag()):
-    """Measure a reference set of timm models (never EfficientViT) on this machine and
-    fit a profile to it; cached in ~/.cache/evit-export/devices/."""
+    """Measure reference timm models here (never EfficientViT) and fit a profile.
+
+    The profile is cached in ~/.cache/evit-export/devices/.
+    """
     from evit_export.validation.latency.calibrate import REFERENCE_SET, calibrate
 
     reference = [m.strip() for m in models.split(",") if m.strip()] or list(REFERENCE_SET)

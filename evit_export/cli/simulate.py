@@ -23,8 +23,10 @@ def simulate_cmd(models: List[str] = typer.Argument(..., metavar="MODEL...",
                  batch: int = typer.Option(None, "--batch", min=1, metavar="N", help="Default: 1 (artifact: its own)."),
                  checkpoint: Path = CheckpointOpt,
                  as_json: bool = JsonFlag()):
-    """Estimate latency per device profile, with a per-op-class breakdown, the profile's
-    provenance and its validation error."""
+    """Estimate latency on device profiles (never a measurement).
+
+    Each estimate has a per-op-class breakdown, the profile's provenance and its validation error.
+    """
     from evit_export.validation.latency.profiles import resolve_profile
     from evit_export.validation.latency.simulate import estimate
     from evit_export.validation.latency.workloads import features
