@@ -94,8 +94,7 @@ def write_demo_report(out: Path, result: DemoResult, deployed, spec) -> Path:
         rec = new_record(spec.variant, entry["target"], target.precision_family(artifact_spec))
         rec.update(precision_label=artifact_spec.precision, artifact=path.name, started_at=utc_now(),
                    status="done")
-        ctx = CellContext(rec, config, out)
-        ctx._deployed = (deployed, spec)
+        ctx = CellContext(rec, config, out, deployed=(deployed, spec))
         record_artifact(ctx, target, path)
         rec["equivalence"] = equivalence_fields(entry["report"], ctx)
         rec["parity"] = parity_fields(result.parity, rows[path.name], "embedded digits, val split")

@@ -147,3 +147,28 @@ def test_results_csv_and_json_are_strict(sweep):
 def test_pareto_front_keeps_only_undominated_points():
     points = [(1.0, 60.0), (2.0, 70.0), (1.5, 55.0), (3.0, 69.0), (0.5, 40.0), (2.5, 75.0)]
     assert pareto_front(points) == [4, 0, 1, 5]
+
+
+def test_demo_report_over_real_artifacts(tmp_path):
+    """The demo's report.html: its own artifacts (a digits model exported to ONNX),
+    checked, parity on the held-out digits, latency measured here."""
+    from evit_export.data import DIGITS_LABELS
+    from evit_export.demo import DemoResult, artifact_size, write_demo_report
+    from evit_export.models.reference import deploy_for_export
+    from evit_export.targets import get_target
+    from evit_export.validation.check import check_artifact
+    from evit_export.validation.parity import check_parity
+
+    deployed, spec = deploy_for_export("m0", None, 10, 32, seed=0, labels=DIGITS_LABELS)
+    path = tmp_path / "m0_digits.onnx"
+    get_target("onnx").export(deployed, spec, path)
+    result = DemoResult(tmp_path / "model.safetensors", None)
+    result.artifacts.append({"target": "onnx", "path": path, "size": artifact_size(path),
+                             "report": check_artifact(path)})
+    result.parity = check_parity([path])
+    report = write_demo_report(tmp_path, result, deployed, spec)
+    html = report.read_text()
+    assert report == tmp_path / "report.html" and str(tmp_path) not in html
+    assert html.count("<tr data-cell=") == 1 and 'data-device="this-machine" data-points="1"' in html
+    assert 'id="point--this-machine--m0-onnx-fp32"' in html
+    assert "embedded digits" in html and "demo" in html

@@ -159,16 +159,13 @@ def _header(results: dict) -> str:
     counts = {s: sum(c["status"] == s for c in cells) for s in ("done", "failed", "skipped", "pending")}
     verdicts = {v: sum(c.get("verdict") == v for c in cells) for v in ("pass", "fail")}
     machine = results.get("machine", {})
-    weights = ", ".join(f"{v}: {n}" for v, n in (cfg.get("weights") or {}).items()) or "none"
     lines = [
         (f"{len(cells)} cells: {counts['done']} done ({verdicts['pass']} pass, {verdicts['fail']} fail), "
         f"{counts['failed']} failed, {counts['skipped']} skipped"
         + (f", {counts['pending']} not finished" if counts["pending"] else "")),
         (f"variants {', '.join(cfg['variants'])} · targets {', '.join(cfg['targets'])} · precisions "
         f"{', '.join(cfg['precisions'])} · image size {cfg.get('img_size') or 'default'}"),
-        (f"weights: {weights}"
-         + (f" (other variants: seeded random weights, seed {cfg.get('seed', 0)}: structure, speed and "
-            "equivalence only)" if set(cfg["variants"]) - set(cfg.get("weights") or {}) else "")
+        (_weights_line(cfg)
          + " · accuracy data: "
         f"{cfg.get('data') or 'none (plots use MACs)'} · int8 calibration: {cfg.get('calibration_data') or 'default'}"),
         (f"measured on: {machine.get('description', '?')}; CPU flags: {' '.join(machine.get('cpu_flags') or []) or '?'}"
@@ -178,6 +175,15 @@ def _header(results: dict) -> str:
     title = results.get("title") or "EfficientViT export sweep"
     return (f"<h1>{escape(title)}</h1>"
             + "".join(f"<p class=\"muted\">{escape(strip_paths(t))}</p>" for t in lines))
+
+
+def _weights_line(cfg: dict) -> str:
+    given = cfg.get("weights") or {}
+    random = f"seeded random weights (seed {cfg.get('seed', 0)}: structure, speed and equivalence only)"
+    if not given:
+        return f"weights: {random}"
+    named = ", ".join(f"{v}: {n}" for v, n in given.items())
+    return f"weights: {named}" + (f"; other variants: {random}" if set(cfg["variants"]) - set(given) else "")
 
 
 def _figure(svg: str, caption: str, attrs: str = "") -> str:

@@ -407,14 +407,19 @@ def _run_phases(run: SweepRun, todo: dict, progress) -> None:
             steps = [s for s in stages if s in BUILD_STAGES]
             futures[pool.submit(run.run_cell, cell, steps, fps, workers)] = fps
         pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                rec = run.record(fut.result(), futures[fut])
-                if rec["status"] != "pending":
-                    report(rec)
-                progress.advance(task)
-            describe("export+check")  # also refreshes the running count while cells work
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    rec = run.record(fut.result(), futures[fut])
+                    if rec["status"] != "pending":
+                        report(rec)
+                    progress.advance(task)
+                describe("export+check")  # also refreshes the running count while cells work
+        except BaseException:  # Ctrl-C: stop the cell processes now, not after they finish
+            pool.shutdown(wait=False, cancel_futures=True)
+            run.stop()
+            raise
     # Latency: one cell at a time, nothing else of the sweep running.
     for cell in measured:
         rec = run.by_id[cell]

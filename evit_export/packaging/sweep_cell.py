@@ -23,7 +23,7 @@ from evit_export.core.errors import UserError
 
 PARENT_ENV = "EVIT_SWEEP_PARENT"
 CHECKER_NOT_DEVICE = ("not measured: {runtime} is a numerical checker, not a device runtime "
-                      "(see the simulated estimates)")
+                      "(--simulate gives device estimates)")
 
 
 # --- the calls into targets and validation, each in one place ---------------------------
@@ -120,9 +120,9 @@ def estimate_on_device(deployed, spec, device: str) -> dict:
 class CellContext:
     """What the stages of one cell share: config, paths, the deploy model (built once)."""
 
-    def __init__(self, record: dict, config: dict, out_dir: Path):
+    def __init__(self, record: dict, config: dict, out_dir: Path, deployed: tuple | None = None):
         self.record, self.config, self.out_dir = record, config, Path(out_dir)
-        self._deployed = None
+        self._deployed = deployed  # (deploy model, spec) when the caller has it already
 
     @property
     def checkpoint(self):
