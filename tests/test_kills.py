@@ -13,7 +13,8 @@ Full disk: the command runs in a child with RLIMIT_FSIZE and SIGXFSZ ignored, so
 write past the limit fails with EFBIG: exit 2, one line, old artifact intact, no
 temporary file left.
 
-Default: 2 kill points per workload; ``-m slow``: 20 per workload.
+Default: 6 kill points in all (ONNX 2, TFLite 1, package 1, training 2); ``-m slow``:
+20 per workload.
 """
 from __future__ import annotations
 
@@ -103,18 +104,49 @@ def _wait_for_orphans(seconds: float = 2.0) -> None:
     time.sleep(seconds)
 
 
+def _start(args, tmpdir: Path, cwd: Path):
+    return subprocess.Popen([sys.executable, "-m", "evit_export", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(tmpdir), cwd=cwd), time.monotonic()
+
+
+def _finish(started) -> float:
+    proc, t0 = started
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, f"{proc.args}: exit {proc.returncode}\n{err[-3000:]}"
+    return time.monotonic() - t0
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Two small models (M0, 64 px, 10 classes, seeds 0 and 1) and the seed-1 artifacts
-    that play the existing ones."""
+    """Two small models (M0, 64 px, 10 classes, seeds 0 and 1); the seed-1 ONNX plays the
+    existing artifact; clean runs of every killed command give the reference outputs
+    ("new") and the durations the kill points are spread over."""
     d = tmp_path_factory.mktemp("kill_models")
     tmpdir = d / "tmp"
     tmpdir.mkdir()
-    for seed in (0, 1):
-        _ok(["fold", "-v", "m0", "--seed", seed, "--img-size", 64, "--num-classes", 10,
-             "-o", d / f"m0_s{seed}.safetensors"], tmpdir, d)
-    _ok(["onnx", "-c", d / "m0_s1.safetensors", "-o", d / "old" / "m0.onnx", "--no-check"], tmpdir, d)
-    return d
+    folds = [_start(["fold", "-v", "m0", "--seed", seed, "--img-size", 64, "--num-classes", 10,
+                     "-o", d / f"m0_s{seed}.safetensors"], tmpdir, d) for seed in (0, 1)]
+    for f in folds:
+        _finish(f)
+    old = _start(["onnx", "-c", d / "m0_s1.safetensors", "-o", d / "old" / "m0.onnx", "--no-check"], tmpdir, d)
+    clean = {"onnx": _start(_onnx_args(d, d / "clean" / "m0.onnx"), tmpdir, d),
+             "tflite": _start(_tflite_args(d, d / "clean" / "m0.tflite"), tmpdir, d)}
+    _finish(old)
+    seconds = {name: _finish(started) for name, started in clean.items()}
+    seconds["package"] = _finish(_start(_package_args(d, d / "clean" / "pkg"), tmpdir, d))
+    return d, seconds
+
+
+def _onnx_args(d, out):
+    return ["onnx", "-c", d / "m0_s0.safetensors", "-o", out, "--no-check"]
+
+
+def _tflite_args(d, out):
+    return ["tflite", "-c", d / "m0_s0.safetensors", "-o", out, "--no-check"]
+
+
+def _package_args(d, out):
+    return ["package", d / "old" / "m0.onnx", "-o", out, "--no-latency"]
 
 
 def _sidecar_ok(artifact: Path) -> None:
@@ -123,78 +155,113 @@ def _sidecar_ok(artifact: Path) -> None:
         json.loads(side.read_text())  # never half-written
 
 
-def _kill_workload(args, out: Path, old, tmp_path: Path, points: int, check_new=None):
-    """Clean run (timed, its output is "new"), then ``points`` kills into a folder holding
-    ``old``, then a clean run there. Returns a summary for the report."""
+def _package_state(folder: Path, reference) -> str | None:
+    """A package is not byte-reproducible (it records when it was made): "new" when it
+    holds the clean run's files and verify-package passes."""
+    from evit_export.packaging.verify import verify_package
+
+    if not isinstance(reference, dict) or not folder.is_dir():
+        return None
+    if sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) != sorted(reference):
+        return None
+    return "new" if verify_package(folder).ok else None
+
+
+def _kill_workload(args, out: Path, old, new, seconds: float, tmp_path: Path, points: int):
+    """``points`` kills, spread over ``seconds``, into a folder holding ``old``; then a
+    clean run there. After each kill ``out`` is the old artifact or the complete new one."""
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
-    clean_dir = tmp_path / "clean"
-    clean_dir.mkdir()
-    clean_out = clean_dir / out.name
-    seconds = _ok([a if a != out else clean_out for a in args], tmpdir, tmp_path)
-    new = _tree_bytes(clean_out)
-    assert new is not None
     out.parent.mkdir(parents=True, exist_ok=True)
-    if old is not None:
-        if isinstance(old, Path) and old.is_dir():
-            shutil.copytree(old, out)
-        else:
-            shutil.copy2(old, out)
+    if old.is_dir():
+        shutil.copytree(old, out)
+    else:
+        shutil.copy2(old, out)
     old_bytes = _tree_bytes(out)
+
+    def state() -> str:
+        now = _tree_bytes(out)
+        if now == old_bytes:
+            return "old"
+        if now == new or (out.is_dir() and _package_state(out, new)):
+            return "new"
+        return "BROKEN"
+
     outcomes = []
     for delay in _kill_points(seconds, points):
         code = _kill_at(args, delay, tmpdir, tmp_path)
         _wait_for_orphans()
-        now = _tree_bytes(out)
-        state = "old" if now == old_bytes else "new" if now == new else "BROKEN"
-        if state == "new" and check_new is not None:
-            check_new(out)
-        assert state != "BROKEN", f"killed at {delay:.1f} s of {seconds:.1f} s: {out} is neither the old nor the new one"
+        got = state()
+        assert got != "BROKEN", f"killed at {delay:.1f} s of {seconds:.1f} s: {out} is neither the old nor the new one"
         if out.is_file():
             _sidecar_ok(out)
-        outcomes.append((round(delay, 1), code, state, _temps(out.parent, out.name)))
+        outcomes.append((round(delay, 1), code, got, _temps(out.parent, out.name)))
     # the next run finishes and leaves nothing behind
     _ok(args, tmpdir, tmp_path)
-    assert _tree_bytes(out) == new
+    assert state() == "new"
     assert _temps(out.parent, out.name) == [], _temps(out.parent, out.name)
     assert _scratch_left(tmpdir) == [], "scratch folders of killed runs were not swept"
-    return seconds, outcomes
+    return outcomes
 
 
-POINTS = [pytest.param(2, id="2-points"), pytest.param(20, id="20-points", marks=pytest.mark.slow)]
+def _points(default: int):
+    return [pytest.param(default, id=f"{default}-points"), pytest.param(20, id="20-points", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("points", POINTS)
+@pytest.mark.parametrize("points", _points(2))
 def test_kill_onnx_export(models, tmp_path, points):
+    d, seconds = models
     out = tmp_path / "out" / "m0.onnx"
-    args = ["onnx", "-c", models / "m0_s0.safetensors", "-o", out, "--no-check"]
-    _kill_workload(args, out, models / "old" / "m0.onnx", tmp_path, points)
+    _kill_workload(_onnx_args(d, out), out, d / "old" / "m0.onnx", _tree_bytes(d / "clean" / "m0.onnx"),
+                   seconds["onnx"], tmp_path, points)
 
 
-@pytest.mark.parametrize("points", POINTS)
+@pytest.mark.parametrize("points", _points(1))
 def test_kill_tflite_export(models, tmp_path, points):
+    d, seconds = models
     out = tmp_path / "out" / "m0.tflite"
-    args = ["tflite", "-c", models / "m0_s0.safetensors", "-o", out, "--no-check"]
     # the existing artifact: any file of that name must survive byte for byte
     old = tmp_path / "old.tflite"
-    old.write_bytes((models / "old" / "m0.onnx").read_bytes()[:100_000])
-    _kill_workload(args, out, old, tmp_path, points)
+    old.write_bytes((d / "old" / "m0.onnx").read_bytes()[:100_000])
+    _kill_workload(_tflite_args(d, out), out, old, _tree_bytes(d / "clean" / "m0.tflite"), seconds["tflite"],
+                   tmp_path, points)
 
 
-@pytest.mark.parametrize("points", POINTS)
+@pytest.mark.parametrize("points", _points(1))
 def test_kill_package(models, tmp_path, points):
+    d, seconds = models
     out = tmp_path / "out" / "pkg"
-    args = ["package", models / "old" / "m0.onnx", "-o", out, "--no-latency"]
     old = tmp_path / "old_pkg"
     old.mkdir()
     (old / "README.txt").write_text("an earlier package\n")
     (old / "model.onnx").write_bytes(b"earlier model")
-    _kill_workload(args, out, old, tmp_path, points)
+    _kill_workload(_package_args(d, out), out, old, _tree_bytes(d / "clean" / "pkg"), seconds["package"],
+                   tmp_path, points)
 
 
 def _train_args(run: Path, epochs: int):
-    return ["train", "--epochs", epochs, "--img-size", 32, "--limit-train", 96, "--limit-val", 48,
+    return ["train", "--epochs", epochs, "--img-size", 32, "--limit-train", 192, "--limit-val", 48,
             "--batch-size", 32, "--threads", 1, "--no-progress", "--out", run]
+
+
+def _timed_training(args, tmpdir: Path, cwd: Path) -> tuple[float, float, float]:
+    """A clean training run: (total seconds, when the first epoch started, when the
+    last one ended), from the time its epoch lines appear."""
+    proc = subprocess.Popen([sys.executable, "-m", "evit_export", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=_env(tmpdir), cwd=cwd)
+    t0 = time.monotonic()
+    first = last = None
+    for line in proc.stdout:
+        now = time.monotonic() - t0
+        if line.startswith("epoch "):
+            if first is None:  # "... · 0.6 s · best": the epoch began that long ago
+                seconds = [float(p.split()[0]) for p in line.split("·") if p.strip().endswith(" s")]
+                first = now - (seconds[0] if seconds else 0.0)
+            last = now
+    assert proc.wait() == 0
+    total = time.monotonic() - t0
+    assert first is not None and last is not None
+    return total, first, last
 
 
 def _run_state(run: Path) -> dict:
@@ -220,14 +287,18 @@ def _run_state(run: Path) -> dict:
     return info
 
 
-@pytest.mark.parametrize("points", POINTS)
+@pytest.mark.parametrize("points", _points(2))
 def test_kill_training_and_resume(tmp_path, points):
-    epochs = 4
+    """Kill points over the whole run under ``slow``; by default both land while epochs
+    run (where a kill can catch a checkpoint being written)."""
+    epochs = 5
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
-    seconds = _ok(_train_args(tmp_path / "clean", epochs), tmpdir, tmp_path)
+    total, first, last = _timed_training(_train_args(tmp_path / "clean", epochs), tmpdir, tmp_path)
+    delays = (_kill_points(total, points) if points >= 20
+              else [first + (last - first) * f for f in _kill_points(1.0, points)])
     resumed = 0
-    for i, delay in enumerate(_kill_points(seconds, points)):
+    for i, delay in enumerate(delays):
         run = tmp_path / f"run{i}"
         code = _kill_at(_train_args(run, epochs), delay, tmpdir, tmp_path)
         info = _run_state(run)
@@ -235,9 +306,6 @@ def test_kill_training_and_resume(tmp_path, points):
             continue  # finished before the kill, or killed before the first epoch ended
         done = info["state_epoch"]
         assert 1 <= done <= epochs
-        # only the default run resumes every kill; one resume is enough to prove it otherwise
-        if points < 20 and resumed:
-            continue
         proc, _ = _cli(_train_args(run, epochs) + ["--resume"], tmpdir, tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         if done < epochs:
@@ -247,6 +315,7 @@ def test_kill_training_and_resume(tmp_path, points):
         assert _run_state(run)["temps"] == []
         resumed += 1
     assert resumed, "no kill landed between the first and the last epoch: the kill points are off"
+    assert _scratch_left(tmpdir) == []
 
 
 # --------------------------------------------------------------------------- full disk
@@ -267,6 +336,7 @@ def _assert_one_line(proc, needle="space"):
 
 @pytest.mark.parametrize("command", ["onnx", "tflite", "package", "fold"])
 def test_full_disk_export(models, tmp_path, command):
+    models = models[0]
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
     out_dir = tmp_path / "out"
