@@ -3,8 +3,9 @@ MACs-proportional baseline:
 
 1. Host: the profile `devices calibrate --runtime onnxruntime --threads 1` fitted on timm
    models (never EfficientViT), asked for M0-M5 at 224 px batch 1, against onnxruntime
-   on the project's own ONNX exports measured here (one thread; thread CPU time, which is
-   the uncontended latency, and the wall-clock median beside it).
+   on the project's own ONNX exports measured here (one thread; the 20th percentile of
+   thread CPU time, as calibration measures, which is the latency uncontended by other
+   processes; the wall-clock median beside it).
 2. Phones: leave-one-out figures of the built-in profiles' fits on the shipped TFLite CSV
    (all rows, and the transformer rows alone).
 
@@ -55,7 +56,7 @@ def host_figures(variants: list[str], recalibrate: bool, console: Console) -> No
     profile = host_profile(recalibrate, console)
     per_gmac = profile.validation["flops_proportional"]["ms_per_gmac"]
     table = Table(title=f"host: {profile.name} ({profile.provenance()}) vs onnxruntime, 224 px, batch 1")
-    for col in ("variant", "measured CPU ms", "wall median ms", "estimate ms", "error", "MACs-prop. ms", "error"):
+    for col in ("variant", "measured CPU ms (p20)", "wall median ms", "estimate ms", "error", "MACs-prop. ms", "error"):
         table.add_column(col, justify="right")
     measured, estimated, flops = [], [], []
     with tempfile.TemporaryDirectory() as d:
