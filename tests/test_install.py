@@ -17,18 +17,20 @@ from cli_helpers import assert_one_line_error
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONAL = ("tensorflow", "coremltools", "ai_edge_litert", "sklearn", "timm")
 
-# Installed into a child interpreter through PYTHONPATH: the optional runtimes become
-# unimportable there, exactly as on a base install (the modules are on disk, so the
-# finder must refuse them rather than rely on their absence).
+# Installed into a child interpreter through PYTHONPATH: the path finder stops seeing
+# the optional runtimes, so `import x` and `importlib.util.find_spec(x)` behave exactly
+# as on a base install where they were never installed (the files stay on disk here).
 BLOCKER = f"""
-import importlib.abc, sys
+import importlib.machinery
 BLOCKED = {OPTIONAL!r}
-class _Absent(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+_find_spec = importlib.machinery.PathFinder.find_spec.__func__
+
+def _find_spec_without_optional(cls, fullname, path=None, target=None):
+    if fullname.split(".")[0] in BLOCKED:
         return None
-sys.meta_path.insert(0, _Absent())
+    return _find_spec(cls, fullname, path, target)
+
+importlib.machinery.PathFinder.find_spec = classmethod(_find_spec_without_optional)
 """
 
 

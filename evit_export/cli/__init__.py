@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from evit_export.core.errors import UserError
@@ -212,9 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="evit-export")  # standalone: typer reports usage errors itself
     except UserError as e:
-        err_console.print(f"[bold red]error:[/] {cli_message(str(e), argv)}", highlight=False, soft_wrap=True)
+        # escape: messages name extras such as evit-export[coreml], which rich would eat as markup
+        err_console.print(f"[bold red]error:[/] {escape(cli_message(str(e), argv))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(e.exit_code)
     except SystemExit as e:
         if _interrupted(e):
-            err_console.print("interrupted")
+            cause = str(e.__context__.__cause__).strip()  # e.g. "CoreML export of m0.mlpackage stopped"
+            err_console.print(escape(f"interrupted: {cause}" if cause else "interrupted"), highlight=False)
         raise

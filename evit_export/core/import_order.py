@@ -8,7 +8,12 @@ module that imports tensorflow, coremltools or LiteRT calls ``tf_safe()`` first.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import sys
+import tempfile
+from collections.abc import Iterator
 
 
 def quiet_runtime_logs() -> None:
@@ -29,5 +34,38 @@ def tf_safe() -> None:
     if "tensorflow" in sys.modules:
         # Too late to fix the order in this process; torch must not load triton now.
         return
-    import torch  # noqa: F401
-    import torch._dynamo  # noqa: F401
+    from evit_export.core.interrupt import protected
+
+    # Ctrl-C in the middle of these imports leaves native modules half initialised and
+    # the process segfaults on its way out: hold it until they are done.
+    with protected():
+        import torch  # noqa: F401
+        import torch._dynamo  # noqa: F401
+
+
+# Lines the native runtimes print straight to file descriptor 2 (absl / glog INFO and
+# WARNING lines, TensorFlow's oneDNN notice, LiteRT's delegate notice): not actionable
+# for a user, and Python's logging settings cannot reach them.
+_NATIVE_NOISE = re.compile(r"^([IW]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl::InitializeLog"
+                           r"|INFO: Created TensorFlow Lite|INFO: Initialized TensorFlow Lite)")
+
+
+@contextlib.contextmanager
+def native_logs_filtered() -> Iterator[None]:
+    """Run a block with fd 2 captured; afterwards pass on what it printed except the
+    native runtimes' INFO/WARNING noise (errors and Python warnings still show)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not _NATIVE_NOISE.match(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()

@@ -29,10 +29,11 @@ def _digits_raw():
     directly (importing scikit-learn costs ~3 s here); ``load_digits`` as the fallback."""
     import importlib.util
 
+    from evit_export.core.optional import missing_message
+
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
-        raise UserError("scikit-learn is not installed (it ships the default digits dataset): "
-                        "pip install scikit-learn, or pass --data DIR")
+        raise UserError(missing_message("sklearn") + ", or pass --data DIR")
     csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
     if csv.is_file():
         table = np.loadtxt(csv, delimiter=",")

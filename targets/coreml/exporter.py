@@ -24,6 +24,7 @@ import numpy as np
 
 from evit_export.core.atomic import atomic_path, check_writable
 from evit_export.core.errors import UserError
+from evit_export.core.interrupt import cancellable
 from evit_export.core.spec import ModelSpec
 
 from evit_export.targets.base import SPEC_KEY, Artifact, write_sidecar
@@ -54,24 +55,27 @@ def export_coreml(model, spec: ModelSpec, out: Path, options: CoreMLOptions | No
     options = options or CoreMLOptions()
     out = check_out(Path(out), options)
     check_labels(options.labels, spec)
-    ct = coremltools()
-    started = time.perf_counter()
-    spec = artifact_spec(spec, options, ct.__version__)
-    mlmodel = convert(ct, trace(model, spec, options), spec, options)
-    info = {"format": str(options.format), "precision": str(options.precision), "compress": str(options.compress),
-            "min_ios": options.deployment_ios, "input": str(options.input), "output": str(options.output),
-            "batch": options.batch, "convert_seconds": round(time.perf_counter() - started, 2)}
-    if options.compress != Compression.NONE:
-        # coremltools keeps a converted ML Program as a package on disk already: its size
-        # is the uncompressed size (without the metadata added below, a few kB).
-        info["size_before_compression"] = package_size(mlmodel.package_path)
-        mlmodel = quiet(lambda: compress_weights(mlmodel, options.compress))
-    describe_model(mlmodel, spec, options)
-    save(mlmodel, out, options.format)
-    info["file_size"] = package_size(out)
-    if options.compress != Compression.NONE:
-        info["size_after_compression"] = info["file_size"]
-    info["export_seconds"] = round(time.perf_counter() - started, 2)
+    ct = coremltools()  # heavy imports first: a library may install its own SIGINT handler
+    # coremltools' converter swallows KeyboardInterrupt and carries on; inside this block
+    # Ctrl-C still stops the export before anything is published (atomic_path checks).
+    with cancellable(f"CoreML export of {out.name}"):
+        started = time.perf_counter()
+        spec = artifact_spec(spec, options, ct.__version__)
+        mlmodel = convert(ct, trace(model, spec, options), spec, options)
+        info = {"format": str(options.format), "precision": str(options.precision), "compress": str(options.compress),
+                "min_ios": options.deployment_ios, "input": str(options.input), "output": str(options.output),
+                "batch": options.batch, "convert_seconds": round(time.perf_counter() - started, 2)}
+        if options.compress != Compression.NONE:
+            # coremltools keeps a converted ML Program as a package on disk already: its size
+            # is the uncompressed size (without the metadata added below, a few kB).
+            info["size_before_compression"] = package_size(mlmodel.package_path)
+            mlmodel = quiet(lambda: compress_weights(mlmodel, options.compress))
+        describe_model(mlmodel, spec, options)
+        save(mlmodel, out, options.format)
+        info["file_size"] = package_size(out)
+        if options.compress != Compression.NONE:
+            info["size_after_compression"] = info["file_size"]
+        info["export_seconds"] = round(time.perf_counter() - started, 2)
     write_sidecar(out, spec, info)
     return Artifact(out, "coreml", spec, info)
 

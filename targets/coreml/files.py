@@ -14,10 +14,16 @@ INTEGRITY_KEY = "evit_export.integrity"
 
 def coremltools():
     """The coremltools module, imported after the import-order guard (it imports TensorFlow)."""
-    from evit_export.core.import_order import tf_safe
+    from evit_export.core.import_order import native_logs_filtered, tf_safe
+    from evit_export.core.interrupt import protected
+    from evit_export.core.optional import require
 
+    require("coremltools")
     tf_safe()
-    import coremltools as ct
+    # An interrupted TensorFlow import segfaults at exit: finish it first. TensorFlow's
+    # C++ start-up notices go to fd 2, past any Python logging setting.
+    with protected(), native_logs_filtered():
+        import coremltools as ct
 
     return ct
 

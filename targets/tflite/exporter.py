@@ -20,6 +20,7 @@ import numpy as np
 
 from evit_export.core.atomic import atomic_path, check_writable, write_text_atomic
 from evit_export.core.errors import UserError
+from evit_export.core.optional import require
 from evit_export.core.spec import ModelSpec
 
 from evit_export.targets.base import SPEC_KEY, Artifact, write_sidecar
@@ -108,6 +109,7 @@ def export_tflite(model, spec: ModelSpec, out: Path, options: TFLiteOptions | No
     """Export the folded deploy ``model`` to ``out`` (.tflite), atomically, with
     ``<name>.labels.txt`` and the sidecar beside it (one labels file per artifact, so
     two exports into one folder never overwrite each other's)."""
+    require("tensorflow")  # the converter runs in a worker: fail here, before any work
     options = options or TFLiteOptions()
     out = check_out(out)
     started = time.perf_counter()

@@ -16,6 +16,9 @@ TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier at bytes 4..8
 
 
 def _fbu():
+    from evit_export.core.optional import require
+
+    require("ai_edge_litert")
     from ai_edge_litert.tools import flatbuffer_utils
 
     return flatbuffer_utils

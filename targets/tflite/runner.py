@@ -16,8 +16,10 @@ def interpreter(path: Path | None = None, threads: int | None = None, delegate: 
                 preserve: bool = False, content: bytes | None = None):
     """An allocated LiteRT Interpreter; ``delegate=False`` runs the builtin kernels only,
     ``preserve`` keeps every intermediate tensor readable (localisation)."""
-    from evit_export.core.import_order import tf_safe
+    from evit_export.core.import_order import native_logs_filtered, tf_safe
+    from evit_export.core.optional import require
 
+    require("ai_edge_litert")
     tf_safe()
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -27,8 +29,9 @@ def interpreter(path: Path | None = None, threads: int | None = None, delegate: 
     if preserve:
         kw["experimental_preserve_all_tensors"] = True
     source = {"model_content": content} if content is not None else {"model_path": str(path)}
-    it = Interpreter(num_threads=threads, **source, **kw)
-    it.allocate_tensors()
+    with native_logs_filtered():  # LiteRT announces its XNNPACK delegate on fd 2
+        it = Interpreter(num_threads=threads, **source, **kw)
+        it.allocate_tensors()
     return it
 
 
