@@ -16,7 +16,7 @@ from evit_export.core.preprocess import image_to_pixels
 from evit_export.core.spec import ModelSpec
 
 TEMPLATES = Path(__file__).resolve().parents[1]
-PY_PREPROCESS = TEMPLATES / "evit_export/packaging/templates/python/evit_preprocess.py"
+PY_PREPROCESS = TEMPLATES / "targets/templates/python/evit_preprocess.py"
 JS_PREPROCESS = TEMPLATES / "targets/onnx/templates/web/preprocess.js"
 # (width, height) of random-content images: odd, even, tall, wide, smaller and larger than the input.
 SIZES = [(1, 1), (7, 300), (300, 7), (63, 64), (64, 63), (73, 73), (74, 75), (129, 97), (333, 250), (1001, 18)]

@@ -31,7 +31,7 @@ def web_package(tmp_path_factory):
     from evit_export.targets import get_target
 
     from evit_export.packaging.package import build_package
-    from evit_export.packaging.vendor import ort_web_dist
+    from evit_export.targets.onnx.vendor import ort_web_dist
 
     require_tool("npm")
     try:
@@ -103,7 +103,7 @@ def test_web_files_parse_and_pin_the_runtime(web_package):
     for name in ("app.js", "preprocess.js"):
         assert syntax_errors(web / name) == [], name
     package = json.loads((web / "package.json").read_text())
-    from evit_export.packaging.vendor import ORT_WEB_VERSION
+    from evit_export.targets.onnx.vendor import ORT_WEB_VERSION
 
     assert package["dependencies"] == {"onnxruntime-web": ORT_WEB_VERSION}  # pinned, not a range
     assert sorted(p.name for p in (web / "vendor").iterdir()) == sorted(

@@ -54,6 +54,11 @@ def _interp(name: str):
             "nearest": InterpolationMode.NEAREST}[name]
 
 
+def resize_short_side(spec: ModelSpec) -> int:
+    """The shorter side after the resize step: floor(img_size / crop_pct)."""
+    return int(math.floor(spec.img_size / spec.crop_pct))
+
+
 def image_to_pixels(image, spec: ModelSpec) -> np.ndarray:
     """PIL image -> (3, S, S) float32 0..255: shorter side to S/crop_pct, centre crop S."""
     import torch
@@ -61,7 +66,7 @@ def image_to_pixels(image, spec: ModelSpec) -> np.ndarray:
 
     image = image.convert("RGB")
     size = spec.img_size
-    resize_to = int(math.floor(size / spec.crop_pct))
+    resize_to = resize_short_side(spec)
     t = TF.pil_to_tensor(image)
     t = TF.resize(t, resize_to, interpolation=_interp(spec.interpolation), antialias=True)
     t = TF.center_crop(t, [size, size])

@@ -1,90 +1,17 @@
-"""App templates, looked up by target name.
-
-Each target that has app templates keeps them beside itself in
-``evit_export/targets/<name>/app.py``, which defines
-
-    APPS: dict[str, writer]    # app kind -> writer(ctx: AppContext) -> markdown usage text
-    AUTO_APPS: tuple[str, ...] # what ``--app auto`` writes for this target
-
-A target without that module (a third-party or throwaway target) gets a generic
-integration note instead: never an error.
-"""
+"""Which apps a package gets. The templates themselves live with their targets
+(``evit_export.targets.apps`` and ``targets/<name>/app.py``); a target without any (a
+third-party or throwaway target) gets a generic integration note: never an error."""
 from __future__ import annotations
 
-import importlib
-import re
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-
 from evit_export.core.errors import UserError
-from evit_export.core.spec import ModelSpec
+from evit_export.targets.apps import AppContext, app_module, app_writers, auto_apps
+
+__all__ = ["APP_KINDS", "AppContext", "app_module", "app_writers", "auto_apps", "chosen_apps", "generic_note",
+           "write_apps"]
 
 APP_KINDS = ("auto", "ios", "android", "web", "python")
 # Which artifact an app kind needs, for the error when it is asked of another target.
 APP_NEEDS = {"ios": ".mlpackage (CoreML)", "android": ".tflite (LiteRT)", "web": ".onnx", "python": ".onnx or .tflite"}
-
-
-@dataclass
-class AppContext:
-    root: Path  # the package folder being written
-    model_file: str  # the artifact's name at the package root
-    spec: ModelSpec
-    preprocessing: dict
-    expected: dict
-    vendor_runtime: bool = False
-    export_info: dict = field(default_factory=dict)  # the exporter's record (sidecar "info")
-    log: Callable[[str], None] = field(default=lambda msg: None)
-
-    @property
-    def class_prefix(self) -> str:
-        """``m0_digits.tflite`` -> ``M0Digits``: a type-name stem for Swift and Kotlin."""
-        stem = self.model_file.split(".")[0]
-        words = [w for w in re.split(r"[^0-9A-Za-z]+", stem) if w]
-        name = "".join(w[:1].upper() + w[1:] for w in words) or "Model"
-        return name if name[0].isalpha() else "Model" + name
-
-    @property
-    def package_id(self) -> str:
-        """Lower-case identifier for a Java/Kotlin package segment."""
-        return re.sub(r"[^0-9a-z]", "", self.class_prefix.lower()) or "model"
-
-    def copy_model(self, dest_dir: Path) -> Path:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        src = self.root / self.model_file
-        dest = dest_dir / self.model_file
-        if src.is_dir():
-            shutil.copytree(src, dest)
-        else:
-            shutil.copy2(src, dest)
-        return dest
-
-    def copy_root_file(self, name: str, dest_dir: Path, new_name: str | None = None) -> Path:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        return Path(shutil.copy2(self.root / name, dest_dir / (new_name or name)))
-
-
-def _app_module(target_name: str):
-    try:
-        return importlib.import_module(f"evit_export.targets.{target_name}.app")
-    except ModuleNotFoundError as e:
-        if e.name and f"evit_export.targets.{target_name}".startswith(e.name):
-            return None
-        if e.name == f"evit_export.targets.{target_name}.app":
-            return None
-        raise
-
-
-def app_writers(target_name: str) -> dict[str, Callable[[AppContext], str]]:
-    module = _app_module(target_name)
-    return dict(getattr(module, "APPS", {})) if module else {}
-
-
-def auto_apps(target_name: str) -> tuple[str, ...]:
-    module = _app_module(target_name)
-    return tuple(getattr(module, "AUTO_APPS", ())) if module else ()
 
 
 def chosen_apps(target_name: str, app: str) -> tuple[str, ...]:
@@ -111,43 +38,3 @@ def generic_note(target_name: str, model_file: str) -> str:
             "with `expected.json`.\n")
 
 
-# --------------------------------------------------------------------------- templates
-
-def template_text(package: str, relative: str) -> str:
-    """A template file shipped beside ``package`` (e.g. ``evit_export.targets.onnx``)."""
-    return resources.files(package).joinpath(relative).read_text(encoding="utf-8")
-
-
-def render(text: str, values: dict[str, object]) -> str:
-    """Fill ``@@KEY@@`` placeholders (a marker no Kotlin/Swift/JS syntax uses)."""
-    def fill(match):
-        key = match.group(1)
-        if key not in values:
-            raise KeyError(f"template placeholder @@{key}@@ has no value")
-        return str(values[key])
-
-    return re.sub(r"@@([A-Z0-9_]+)@@", fill, text)
-
-
-def write_template(package: str, relative: str, dest: Path, values: dict[str, object] | None = None) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    text = template_text(package, relative)
-    dest.write_text(render(text, values or {}), encoding="utf-8")
-    return dest
-
-
-# --------------------------------------------------------------------------- python (shared)
-
-PYTHON_RUNTIMES = {"onnx": "onnxruntime>=1.18", "tflite": "ai-edge-litert>=1.0"}
-
-
-def write_python_app(ctx: AppContext, runtime: str) -> str:
-    """predict.py + evit_preprocess.py at the package root, beside the model."""
-    pkg = "evit_export.packaging"
-    write_template(pkg, "templates/python/predict.py", ctx.root / "predict.py",
-                   {"MODEL_FILE": ctx.model_file}).chmod(0o755)
-    write_template(pkg, "templates/python/evit_preprocess.py", ctx.root / "evit_preprocess.py")
-    (ctx.root / "requirements.txt").write_text(f"numpy\npillow\n{PYTHON_RUNTIMES[runtime]}\n", encoding="utf-8")
-    return ("```bash\npip install -r requirements.txt\npython predict.py sample.png        # top-5 per image; "
-            "--json for machine-readable output\n```\n`evit_preprocess.py` restates the tool's preprocessing "
-            "exactly (same pixels), with numpy and Pillow only.\n")

@@ -5,8 +5,7 @@ tests hold each restatement to ``evit_export.core.preprocess.image_to_pixels``.
 """
 from __future__ import annotations
 
-import math
-
+from evit_export.core.preprocess import resize_short_side
 from evit_export.core.spec import ModelSpec
 
 RESIZE_RULES = (
@@ -17,10 +16,6 @@ RESIZE_RULES = (
     "that side keeps its length; bicubic uses a = -0.5")
 CROP_RULES = ("centre crop img_size x img_size at offset int(round((resized - img_size) / 2)) per axis, "
               "round half to even (Python's round)")
-
-
-def resize_short_side(spec: ModelSpec) -> int:
-    return math.floor(spec.img_size / spec.crop_pct)
 
 
 def sample_side(spec: ModelSpec) -> int:

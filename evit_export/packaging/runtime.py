@@ -16,8 +16,8 @@ def open_runner(target, path, spec, threads: int | None = None):
 
 def input_quantization(target_name: str, path) -> tuple[float, int] | None:
     """The artifact input's (scale, zero point) when the target's app module can read it."""
-    from evit_export.packaging.apps import _app_module
+    from evit_export.packaging.apps import app_module
 
-    module = _app_module(target_name)
+    module = app_module(target_name)
     reader = getattr(module, "input_quantization", None) if module else None
     return reader(path) if reader else None

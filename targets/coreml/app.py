@@ -1,8 +1,8 @@
 """App template for CoreML artifacts: a Swift package (Vision + CoreML) with an XCTest.
-Looked up by ``evit_export.packaging.apps`` by target name."""
+Looked up by ``evit_export.targets.apps`` by target name."""
 from __future__ import annotations
 
-from evit_export.packaging.apps import AppContext, write_template
+from evit_export.targets.apps import AppContext, write_template
 
 TEMPLATES = "evit_export.targets.coreml"
 SWIFT_CONCURRENCY_IOS = 15  # async/await in the classifier's API
@@ -14,7 +14,7 @@ def swift_string(text: str) -> str:
 
 
 def write_ios_app(ctx: AppContext) -> str:
-    from evit_export.packaging.preprocessing import resize_short_side
+    from evit_export.core.preprocess import resize_short_side
 
     spec = ctx.spec
     ios_major = max(SWIFT_CONCURRENCY_IOS, int(ctx.export_info.get("min_ios") or 0))

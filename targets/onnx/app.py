@@ -1,15 +1,15 @@
 """App templates for ONNX artifacts: a static web page (onnxruntime-web) and a Python
-script (onnxruntime). Looked up by ``evit_export.packaging.apps`` by target name."""
+script (onnxruntime). Looked up by ``evit_export.targets.apps`` by target name."""
 from __future__ import annotations
 
-from evit_export.packaging.apps import AppContext, write_python_app, write_template
+from evit_export.targets.apps import AppContext, write_python_app, write_template
 
 TEMPLATES = "evit_export.targets.onnx"
 WEB_FILES = ("index.html", "app.js", "preprocess.js", "package.json")
 
 
 def write_web_app(ctx: AppContext) -> str:
-    from evit_export.packaging.vendor import ORT_WEB_VERSION, vendor_ort_web
+    from evit_export.targets.onnx.vendor import ORT_WEB_VERSION, vendor_ort_web
 
     web = ctx.root / "web"
     if ctx.vendor_runtime:

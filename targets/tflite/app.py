@@ -1,10 +1,10 @@
 """App templates for TFLite artifacts: an Android library module (LiteRT) and a Python
-script (ai-edge-litert). Looked up by ``evit_export.packaging.apps`` by target name."""
+script (ai-edge-litert). Looked up by ``evit_export.targets.apps`` by target name."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from evit_export.packaging.apps import AppContext, write_python_app, write_template
+from evit_export.targets.apps import AppContext, write_python_app, write_template
 
 TEMPLATES = "evit_export.targets.tflite"
 # com.google.ai.edge.litert is LiteRT's Maven group (the former org.tensorflow:tensorflow-lite).
