@@ -28,14 +28,17 @@ if TYPE_CHECKING:  # names for annotations only; importing them here would load 
 PathLike = Union[str, os.PathLike]
 
 
-def load_model(variant: str | None = None, checkpoint: PathLike | None = None, *, num_classes: int | None = None,
-               img_size: int | None = None, labels: list[str] | None = None,
+def load_model(variant: str | None = None, checkpoint: PathLike | None = None, *, pretrained: bool = False,
+               num_classes: int | None = None, img_size: int | None = None, labels: list[str] | None = None,
                seed: int | None = None) -> torch.nn.Module:
     """EfficientViT ``variant`` (``m0``…``m5``, ``efficientvit_m0``, ``EfficientViT_M0``) in eval mode.
 
     ``checkpoint``: an official model-zoo or timm ``.pth``, a raw state dict, a project
     ``.safetensors`` (with its ``.json`` sidecar), or an http(s) URL (downloaded once;
     append ``#sha256=<hex>`` to verify it). Weights are never unpickled as code.
+    ``pretrained=True`` (no checkpoint): the official ImageNet-1K weights of the
+    variant, downloaded once with a progress bar, cached, and read offline afterwards
+    (a ``num_classes`` other than 1000 re-initialises the head for fine-tuning).
     ``num_classes`` / ``img_size`` default to what the checkpoint says (1000 / 224
     without one); ``labels`` names the classes. Without a checkpoint the weights are
     seeded realistic random ones (``seed``, default 0): for structure, speed and
@@ -46,7 +49,7 @@ def load_model(variant: str | None = None, checkpoint: PathLike | None = None, *
     """
     from evit_export.models.reference import prepare_model
 
-    return prepare_model(variant, checkpoint, num_classes, img_size, seed=seed, labels=labels)
+    return prepare_model(variant, checkpoint, num_classes, img_size, seed=seed, labels=labels, pretrained=pretrained)
 
 
 def fold(model: torch.nn.Module) -> torch.nn.Module:

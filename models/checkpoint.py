@@ -128,12 +128,9 @@ def _fetch(url: str, tmp: Path, name: str, quiet: bool) -> None:
 
 
 def _sha256(path: Path) -> str:
-    # hashlib.file_digest would do this from Python 3.11; the project supports 3.10
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from evit_export.core.digest import sha256_file
+
+    return sha256_file(path)
 
 
 def sidecar_path(path: Path) -> Path:

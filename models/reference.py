@@ -7,15 +7,26 @@ from evit_export.core.errors import UserError
 
 
 def prepare_model(variant=None, checkpoint=None, num_classes=None, img_size=None, *, seed=None,
-                  labels=None, reset_head=False):
-    """load_model, plus seeded realistic random weights when there is no checkpoint."""
+                  labels=None, reset_head=False, pretrained=False):
+    """load_model, plus seeded realistic random weights when there is no checkpoint;
+    ``pretrained``: the official ImageNet weights (cached after the first download)."""
     from evit_export.models import load_model, randomize_
+    from evit_export.models.checkpoint import fetch_pretrained, pretrained_url
+    from evit_export.models.efficientvit import canonical_variant
+    from evit_export.models.provenance import describe_source
 
     if img_size is not None and img_size < 32:
-        raise UserError(f"--img-size {img_size} is too small: EfficientViT needs at least 32 pixels")
+        raise UserError(f"img_size={img_size} is too small: EfficientViT needs at least 32 pixels")
+    url = None
+    if pretrained:
+        if checkpoint is not None or variant is None:
+            raise UserError("pretrained=True takes a variant and no checkpoint")
+        url = pretrained_url(canonical_variant(variant))
+        checkpoint = fetch_pretrained(canonical_variant(variant))
+        reset_head = reset_head or num_classes not in (None, 1000)
     model = load_model(variant, checkpoint, num_classes, img_size, labels=labels, reset_head=reset_head)
     if checkpoint is not None:
-        model.spec.source = {"checkpoint": _stable_location(checkpoint)}
+        model.spec.source = describe_source(checkpoint, url=url)
     else:
         model.spec.source = {"seed": 0 if seed is None else seed, "img_size": model.spec.img_size,
                              "num_classes": model.spec.num_classes}
@@ -44,22 +55,16 @@ def fold_and_measure(model, batch: int = 4, seed: int = 0):
     return deployed, diff
 
 
-def _stable_location(checkpoint) -> str:
-    from pathlib import Path
-
-    from evit_export.models.checkpoint import is_url
-
-    return str(checkpoint) if is_url(checkpoint) else str(Path(checkpoint).resolve())
-
-
-def reference_model(spec, checkpoint=None, variant=None, folded: bool = True):
+def reference_model(spec, checkpoint=None, variant=None, folded: bool = True, near=()):
     """Rebuild the PyTorch model an artifact was exported from (its spec records the
-    checkpoint or the seed), or from an explicit --checkpoint. ``folded``: the deploy
-    form (equivalence, latency) or the model as loaded (accuracy parity)."""
+    checkpoint by name and sha256, or the seed), or from an explicit ``checkpoint``.
+    ``near``: folders to look in for the recorded checkpoint (the artifact's).
+    ``folded``: the deploy form (equivalence, latency) or the model as loaded (parity)."""
     from pathlib import Path
 
     from evit_export.models import fold
     from evit_export.models.checkpoint import is_url
+    from evit_export.models.provenance import find_checkpoint
 
     source = (spec.source if spec else {}) or {}
     if checkpoint is None and "seed" in source:
@@ -68,17 +73,16 @@ def reference_model(spec, checkpoint=None, variant=None, folded: bool = True):
         return fold(model) if folded else model
     if checkpoint is None:
         if "checkpoint" in source:
-            checkpoint = source["checkpoint"]
-            if not is_url(checkpoint) and not Path(checkpoint).exists():
-                raise UserError(f"the artifact was exported from {checkpoint}, which no longer exists: "
-                                "pass --checkpoint")
+            checkpoint = find_checkpoint(source, near=tuple(near))
         elif spec is None and variant is None:
-            raise UserError("this artifact carries no evit-export spec: pass --variant and --checkpoint")
+            raise UserError("this artifact carries no evit-export spec: pass variant= and checkpoint=")
         elif spec is None:
-            raise UserError("this artifact carries no evit-export spec: pass --checkpoint with the "
+            raise UserError("this artifact carries no evit-export spec: pass checkpoint= with the "
                             "weights it was exported from")
         else:
-            raise UserError("the artifact's spec does not say where its weights came from: pass --checkpoint")
+            raise UserError("the artifact's spec does not say where its weights came from: pass checkpoint=")
+    elif not is_url(checkpoint) and not Path(checkpoint).exists():
+        raise UserError(f"checkpoint {checkpoint} does not exist: check the checkpoint= path")
     variant = variant or (spec.variant if spec else None)
     model = prepare_model(variant, checkpoint, spec.num_classes if spec else None,
                           spec.img_size if spec else None)

@@ -125,7 +125,7 @@ def test_reference_weights_by_checkpoint_or_sha256_in_cache(checkpoint_artifact,
         monkeypatch.setenv("EVIT_EXPORT_CACHE", str(tmp_path / "elsewhere"))
         sha = hashlib.sha256(moved.read_bytes()).hexdigest()
         assert resolve_checkpoint(spec.replace(source={"checkpoint": str(ck), "sha256": sha})) == moved
-        with pytest.raises(UserError, match="pass --checkpoint"):
+        with pytest.raises(UserError, match="pass checkpoint="):
             resolve_checkpoint(spec.replace(source={"checkpoint": str(ck), "sha256": "0" * 64}))
         # A spec naming only the file (no machine path) finds it beside the artifact, by sha256.
         beside = artifact.parent / "mine.safetensors"
@@ -133,7 +133,7 @@ def test_reference_weights_by_checkpoint_or_sha256_in_cache(checkpoint_artifact,
         try:
             named = spec.replace(source={"checkpoint": "mine.safetensors", "sha256": sha})
             assert resolve_checkpoint(named, artifact=artifact) == beside
-            with pytest.raises(UserError, match="pass --checkpoint"):
+            with pytest.raises(UserError, match="pass checkpoint="):
                 resolve_checkpoint(named.replace(source={"checkpoint": "mine.safetensors", "sha256": "1" * 64}),
                                    artifact=artifact)
         finally:

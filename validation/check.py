@@ -56,7 +56,7 @@ def check_artifact(artifact: str | Path, *, checkpoint: str | Path | None = None
     from evit_export.targets.torch_runner import TorchRunner
 
     path, target, spec = _artifact_and_spec(artifact, checkpoint, variant)
-    deployed = reference_model(spec, checkpoint, variant)
+    deployed = reference_model(spec, checkpoint, variant, near=(Path(path).parent,))
     spec = spec or deployed.spec
     reference = TorchRunner(deployed, spec)
     family = target.precision_family(spec)

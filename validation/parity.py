@@ -104,7 +104,7 @@ def check_parity(artifacts: list[str | Path], *, data: str | Path | None = None,
     refs: list[RunnerAccuracy] = []
     for items in _by_preprocessing(opened):
         images = load_labelled(data, items[0][2]).subset(limit)
-        ref, ref_logits = _reference_accuracy(items[0][2], checkpoint, images)
+        ref, ref_logits = _reference_accuracy(items[0][2], checkpoint, images, near=(Path(items[0][0]).parent,))
         refs.append(ref)
         rows += [_artifact_accuracy(item, images, ref, ref_logits, runner_options) for item in items]
     return ParityReport(images.source if data is not None else "scikit-learn digits (val split)",
@@ -134,11 +134,11 @@ def _by_preprocessing(opened: list[tuple]) -> list[list[tuple]]:
     return list(groups.values())
 
 
-def _reference_accuracy(spec, checkpoint, images) -> tuple[RunnerAccuracy, np.ndarray]:
+def _reference_accuracy(spec, checkpoint, images, near=()) -> tuple[RunnerAccuracy, np.ndarray]:
     from evit_export.models.reference import reference_model
     from evit_export.targets.torch_runner import TorchRunner
 
-    model = reference_model(spec, checkpoint, folded=False)
+    model = reference_model(spec, checkpoint, folded=False, near=near)
     if model.spec.num_classes != spec.num_classes:
         raise UserError(f"checkpoint= has {model.spec.num_classes} classes, the artifact {spec.num_classes}: "
                         "pass the checkpoint it was exported from")

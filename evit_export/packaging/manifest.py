@@ -2,19 +2,12 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from evit_export.core.digest import sha256_file
+
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_entries(root: Path) -> list[dict]:
