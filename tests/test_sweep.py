@@ -220,6 +220,7 @@ def test_impossible_cells_are_listed_as_skipped(tmp_path):
     (["--variants", "m0", "--weights", "m1=x.pth"], "x.pth"),
     (["--variants", "m0", "--data", "no/such/folder"], "--data"),
     (["--variants", "m0", "--jobs", "0"], "--jobs"),
+    (["--variants", "m0", "--img-size", "16"], "--img-size"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, needle):
     out = tmp_path / "sweep"

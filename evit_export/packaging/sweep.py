@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from evit_export.core.errors import UserError
@@ -63,8 +63,13 @@ class SweepConfig:
                 raise UserError(f"unknown precision {p!r} in --precisions: choose from {', '.join(PRECISIONS)}")
         for d in self.simulate:
             check_device(d)
-        if self.jobs < 1 or self.threads < 1:
-            raise UserError("--jobs and --threads must be at least 1")
+        for flag, value, least in (("--jobs", self.jobs, 1), ("--threads", self.threads, 1),
+                                   ("--calibration-size", self.calibration_size, 1),
+                                   ("--img-size", self.img_size, 32), ("--num-classes", self.num_classes, 1)):
+            if value is not None and value < least:
+                raise UserError(f"{flag} {value} must be at least {least}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise UserError(f"--out {self.out} is a file: give a folder for the sweep")
         weights = {canonical_variant(v): _checked_weights(ck) for v, ck in self.weights.items()}
         extra = sorted(set(weights) - set(variants))
         if extra:
@@ -73,10 +78,9 @@ class SweepConfig:
         cal = self.calibration_data
         if cal is not None and cal != "random":
             cal = _checked_folder(cal, "--calibration-data")
-        return SweepConfig(variants, tuple(dict.fromkeys(self.targets)), tuple(dict.fromkeys(self.precisions)),
-                           Path(self.out), weights, data, cal, self.calibration_size,
-                           tuple(dict.fromkeys(self.simulate)), self.jobs, self.img_size, self.num_classes,
-                           self.seed, self.threads, self.retry_failed)
+        return replace(self, variants=variants, targets=tuple(dict.fromkeys(self.targets)),
+                       precisions=tuple(dict.fromkeys(self.precisions)), out=Path(self.out), weights=weights,
+                       data=data, calibration_data=cal, simulate=tuple(dict.fromkeys(self.simulate)))
 
     def worker_config(self) -> dict:
         """What a cell process needs (absolute paths: never written to results)."""
