@@ -15,10 +15,10 @@ import urllib.request
 from pathlib import Path
 
 import torch
+from evit_export.models.efficientvit import VARIANTS, EfficientViT
 
 from evit_export.core.errors import UserError
-
-from evit_export.models.efficientvit import VARIANTS, EfficientViT
+from evit_export.core.jsonio import dumps_strict
 
 # Official model-zoo releases (microsoft/Cream EfficientViT, mirrored by timm), the
 # ImageNet-1K weights behind ``--pretrained imagenet``. Their sha256 could not be
@@ -364,5 +364,5 @@ def save_project_checkpoint(model: torch.nn.Module, spec, path: str | os.PathLik
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "evit-export"})
     meta = {"format": "evit-export", **spec.to_dict(), **(extra or {})}
-    write_text_atomic(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True))
+    write_text_atomic(sidecar_path(path), dumps_strict(meta, indent=2, sort_keys=True))
     return path

@@ -24,6 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from evit_export.core.errors import UserError
+from evit_export.core.jsonio import dumps_strict
 from evit_export.core.spec import ModelSpec
 
 # The precision families every tolerance, sweep and report speaks in; each target maps
@@ -252,7 +253,7 @@ class Target(ABC):
         """``spec`` if given, else the artifact's own; a one-line error when it has none."""
         spec = spec or self.read_spec(path)
         if spec is None:
-            raise UserError(f"{path} carries no evit-export spec: pass --variant (and --checkpoint)")
+            raise UserError(f"{path} carries no evit-export spec: pass variant= (and checkpoint=)")
         return spec
 
 
@@ -266,7 +267,7 @@ def write_sidecar(artifact: Path, spec: ModelSpec, info: dict) -> Path:
     from evit_export.core.atomic import write_text_atomic
 
     payload = {"spec": spec.to_dict(), "info": info}
-    return write_text_atomic(sidecar_path(artifact), json.dumps(payload, indent=2, sort_keys=True, default=str))
+    return write_text_atomic(sidecar_path(artifact), dumps_strict(payload, indent=2, sort_keys=True, default=str))
 
 
 def read_sidecar(artifact: Path) -> dict | None:

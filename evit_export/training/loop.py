@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from evit_export.core.interrupt import cancellable
+from evit_export.core.jsonio import dumps_strict
 from evit_export.core.preprocess import normalize
 from evit_export.core.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from evit_export.training.config import TrainConfig, resolve_config
@@ -334,7 +335,7 @@ class Trainer:
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "best": [self.best.top1, self.best.epoch, self.best.loss], "total_steps": self.total_steps,
-                "config": json.dumps(self.c.to_dict()), "log": json.dumps(self.log)}
+                "config": dumps_strict(self.c.to_dict()), "log": dumps_strict(self.log)}
 
     # ------------------------------------------------------------ the end
 
