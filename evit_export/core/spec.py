@@ -68,7 +68,7 @@ class ModelSpec:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "spec") -> ModelSpec:
@@ -109,6 +109,19 @@ def _is_number(v) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+def _finite_json(v, depth: int = 0) -> bool:
+    """No NaN/Infinity anywhere (a spec is written back as strict JSON)."""
+    if depth > 20:
+        return False
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _finite_json(x, depth + 1) for k, x in v.items())
+    if isinstance(v, list):
+        return all(_finite_json(x, depth + 1) for x in v)
+    return v is None or isinstance(v, (str, int, bool))
+
+
 def _field_problem(key: str, v) -> str | None:
     """Why ``v`` cannot be field ``key`` of a spec, or None."""
     if key == "variant":
@@ -136,7 +149,7 @@ def _field_problem(key: str, v) -> str | None:
         ok = isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
         return None if ok else "must map names to version strings"
     if key == "source":
-        return None if isinstance(v, dict) else "must be an object"
+        return None if isinstance(v, dict) and _finite_json(v) else "must be an object of finite JSON values"
     return None
 
 
