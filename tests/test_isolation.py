@@ -78,3 +78,56 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "Conversion of testformat crashed (SIGSEGV)" in lines[0]
+
+
+# A converter that crashes natively, for real: ``sitecustomize`` (on PYTHONPATH for the
+# CLI process and every process it starts) makes the converter's own process read
+# address 0 when it imports the converter library. The CLI process itself never
+# crashes: it only runs the converter in a worker.
+CRASHING_SITE = textwrap.dedent("""
+    import ctypes, importlib.abc, sys
+
+    def _cmdline():
+        with open("/proc/self/cmdline", "rb") as f:
+            return f.read().replace(b"\\0", b" ").decode(errors="replace")
+
+    class _CrashOnImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == MODULE and WORKER in _cmdline():
+                ctypes.string_at(0)  # SIGSEGV
+            return None
+
+    sys.meta_path.insert(0, _CrashOnImport())
+""")
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    d = tmp_path_factory.mktemp("iso")
+    proc = subprocess.run([sys.executable, "-m", "evit_export", "fold", "-v", "m0", "--seed", "0", "--img-size",
+                           "64", "--num-classes", "10", "-o", str(d / "m0.safetensors")], capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return d / "m0.safetensors"
+
+
+@pytest.mark.parametrize("fmt, module, worker, out_name, step", [
+    ("tflite", "tensorflow", "evit_export.targets.tflite.worker", "m0.tflite", "TFLite"),
+    ("coreml", "coremltools", "--multiprocessing-fork", "m0.mlpackage", "CoreML"),
+])
+def test_converter_crash_in_worker(small_checkpoint, tmp_path, fmt, module, worker, out_name, step):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"MODULE = {module!r}\nWORKER = {worker!r}\n" + CRASHING_SITE)
+    out = tmp_path / "out" / out_name
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "evit_export", fmt, "-c", str(small_checkpoint), "-o", str(out),
+                           "--no-check"], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+                          check=False)
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error:") and step in lines[-1] and "SIGSEGV" in lines[-1], lines[-1]
+    assert sum(ln.startswith("error") for ln in lines) == 1, proc.stderr
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")] if out.parent.exists() else True
