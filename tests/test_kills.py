@@ -334,7 +334,9 @@ def _assert_one_line(proc, needle="space"):
     assert sum(ln.startswith("error") for ln in lines) == 1, err
 
 
-@pytest.mark.parametrize("command", ["onnx", "tflite", "package", "fold"])
+# ONNX and fold write through the same atomic_path as package and training: slow only.
+@pytest.mark.parametrize("command", [pytest.param("onnx", marks=pytest.mark.slow), "tflite", "package",
+                                     pytest.param("fold", marks=pytest.mark.slow)])
 def test_full_disk_export(models, tmp_path, command):
     models = models[0]
     tmpdir = tmp_path / "tmpdir"
