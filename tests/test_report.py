@@ -74,9 +74,9 @@ def test_report_in_headless_chromium(sweep, tmp_path):
             for scheme in ("light", "dark"):
                 page = browser.new_page(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
                 errors, requests = [], []
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("request", lambda r: requests.append(r.url))
+                page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.on("request", lambda r, requests=requests: requests.append(r.url))
                 page.goto(alone.as_uri())
                 page.wait_for_load_state("load")
                 assert errors == []

@@ -99,7 +99,7 @@ def test_failing_cell_is_recorded_and_a_rerun_keeps_everything(tmp_path, capsys)
     out = tmp_path / "sweep"
     args = ["sweep", "--variants", "m0,m1", "--targets", "onnx", "--precisions", "fp32", "--img-size", "32",
             "--weights", f"m1={bad}", "--out", out]
-    code, stdout, err = run_cli(capsys, *args)
+    code, _, err = run_cli(capsys, *args)
     assert code == 0, err
     res = results_of(out)
     cells = {c["id"]: c for c in res["cells"]}

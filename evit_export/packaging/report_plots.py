@@ -87,7 +87,8 @@ def scatter_plot(points: list[dict], plot_key: str, xlabel: str, ylabel: str, ti
     for p in points:
         colour = TARGET_COLOURS.get(p["target"], OTHER_COLOUR)
         art = ax.scatter([p["x"]], [p["y"]], s=46, marker=PRECISION_MARKERS.get(p["precision"], "D"),
-                         c=colour if p["measured"] else "none", edgecolors=colour, linewidths=1.6, zorder=3)
+                         c=colour if p["measured"] else "none", edgecolors=colour, linewidths=1.6, zorder=3,
+                         clip_on=False)  # a point on an axis limit (0 % accuracy) stays whole
         art.set_gid(f"point--{plot_key}--{p['id']}")
         ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
     if front and len(points) > 1:
