@@ -49,7 +49,7 @@ def host_figures(variants: list[str], recalibrate: bool, console: Console) -> No
     from evit_export.models.reference import deploy_for_export
     from evit_export.targets import RunnerOptions, get_target
     from evit_export.targets.onnx.exporter import export_onnx
-    from evit_export.validation.latency.calibrate import time_onnx
+    from evit_export.validation.latency.calibrate import time_onnx_models
     from evit_export.validation.latency.measure import measure_latency
     from evit_export.validation.latency.simulate import estimate, model_features
 
@@ -58,16 +58,19 @@ def host_figures(variants: list[str], recalibrate: bool, console: Console) -> No
     table = Table(title=f"host: {profile.name} ({profile.provenance()}) vs onnxruntime, 224 px, batch 1")
     for col in ("variant", "measured CPU ms (p20)", "wall median ms", "estimate ms", "error", "MACs-prop. ms", "error"):
         table.add_column(col, justify="right")
-    measured, estimated, flops = [], [], []
+    measured, estimated, flops, exported = [], [], [], []
     with tempfile.TemporaryDirectory() as d:
         for variant in variants:
             deployed, spec = deploy_for_export(variant, seed=0)
             art = export_onnx(deployed, spec, Path(d) / f"{variant}.onnx")
-            cpu_ms = time_onnx(art.path, spec.img_size, threads=1, min_seconds=2.0, min_runs=30)
-            with get_target("onnx").open(art.path, options=RunnerOptions(threads=1)) as runner:
-                wall = measure_latency(runner, iterations=50).median_ms
             feats = model_features(deployed, spec.img_size)
-            est = estimate(feats, profile, variant, spec.img_size).estimate_ms
+            exported.append((variant, art.path, spec.img_size, feats))
+        # Timed together, as calibration times its reference set (time_onnx_models).
+        cpu = time_onnx_models([(path, size) for _, path, size, _ in exported], threads=1)
+        for (variant, path, size, feats), cpu_ms in zip(exported, cpu):
+            with get_target("onnx").open(path, options=RunnerOptions(threads=1)) as runner:
+                wall = measure_latency(runner, iterations=50).median_ms
+            est = estimate(feats, profile, variant, size).estimate_ms
             base = feats.total_macs / 1e9 * per_gmac
             measured.append(cpu_ms), estimated.append(est), flops.append(base)
             table.add_row(variant, f"{cpu_ms:.2f}", f"{wall:.2f}", f"{est:.2f}", f"{est / cpu_ms - 1:+.1%}",

@@ -131,7 +131,7 @@ def test_full_calibration_predicts_efficientvit_on_this_host(capsys, tmp_path):
 
     from evit_export.models.reference import deploy_for_export
     from evit_export.targets.onnx.exporter import export_onnx
-    from evit_export.validation.latency.calibrate import time_onnx
+    from evit_export.validation.latency.calibrate import time_onnx_models
 
     code, _, err = run_cli(capsys, "devices", "calibrate", "--runtime", "onnxruntime", "--threads", "1")
     assert code == 0, err
@@ -139,11 +139,11 @@ def test_full_calibration_predicts_efficientvit_on_this_host(capsys, tmp_path):
                              "--json")
     assert code == 0, err
     estimates = [r["estimate_ms"] for r in loads_strict(out)]
-    measured = []
+    paths = []
     for i in range(6):
         deployed, spec = deploy_for_export(f"m{i}", seed=0)
-        path = export_onnx(deployed, spec, tmp_path / f"m{i}.onnx").path
-        measured.append(time_onnx(path, 224, threads=1))
+        paths.append((export_onnx(deployed, spec, tmp_path / f"m{i}.onnx").path, 224))
+    measured = time_onnx_models(paths, threads=1)  # as calibration measures
     errors = [abs(e / m - 1) for e, m in zip(estimates, measured)]
     assert statistics.median(errors) <= 0.15, (estimates, measured)
     assert sorted(range(6), key=estimates.__getitem__) == sorted(range(6), key=measured.__getitem__)

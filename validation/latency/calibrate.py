@@ -69,30 +69,40 @@ def export_reference_onnx(model, img_size: int, out: Path) -> None:
     onnx.save(proto, str(out))
 
 
-def time_onnx(path: Path, img_size: int, threads: int, min_seconds: float = 1.0, min_runs: int = 10) -> float:
-    """Typical ms of a batch-1 run on onnxruntime's CPU provider (the project's session
-    options): thread CPU time with one thread, wall time otherwise; 20th percentile."""
+def time_onnx_models(models: list[tuple[Path, int]], threads: int, rounds: int = 4, seconds: float = 0.3,
+                     min_runs: int = 5) -> list[float]:
+    """Typical ms of a batch-1 run of each (onnx file, img_size) on onnxruntime's CPU
+    provider (the project's session options).
+
+    With one thread, the calling thread's CPU time: every kernel runs on it, so it is
+    the latency the model would have alone, even while other processes share the cores
+    (wall time would measure them). Their caches and SMT siblings still slow some runs,
+    so the models are timed in interleaved rounds (a busy minute slows all of them
+    alike, not the one being timed) and the 20th percentile of all runs is kept, which
+    on a quiet machine lies within a few percent of the median.
+    """
     import onnxruntime as ort
 
     from evit_export.targets.onnx.runner import session_options
 
-    session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(
-        (1, 3, img_size, img_size)).astype(np.float32)}
-    for _ in range(3):
-        session.run(None, feed)
-    # One intra-op thread runs every kernel on this (the calling) thread, so its CPU time
-    # is the latency the model would have alone on the machine, even while other
-    # processes share the cores (wall time then measures the contention, not the model).
-    # Their caches still slow some runs: the 20th percentile keeps those out, and on a
-    # quiet machine lies within a few percent of the median.
     clock = time.thread_time if threads == 1 else time.perf_counter
-    times, start = [], time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
-        t0 = clock()
-        session.run(None, feed)
-        times.append((clock() - t0) * 1e3)
-    return float(np.percentile(times, 20))
+    runs = []
+    for path, size in models:
+        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(
+            (1, 3, size, size)).astype(np.float32)}
+        for _ in range(3):
+            session.run(None, feed)
+        runs.append((session, feed, []))
+    for _ in range(rounds):
+        for session, feed, times in runs:
+            start, count = time.perf_counter(), 0
+            while count < min_runs or time.perf_counter() - start < seconds:
+                t0 = clock()
+                session.run(None, feed)
+                times.append((clock() - t0) * 1e3)
+                count += 1
+    return [float(np.percentile(times, 20)) for _, _, times in runs]
 
 
 def cpu_flags() -> str:
@@ -107,21 +117,25 @@ def cpu_flags() -> str:
 
 
 def measure_reference(reference: list[str], threads: int, log=lambda msg: None) -> list[Measurement]:
+    """Export every reference model, then time them all together (time_onnx_models)."""
     import torch
 
     from evit_export.validation.latency.workloads import timm_model
 
-    rows = []
+    exported = []
     with tempfile.TemporaryDirectory() as d, torch.no_grad():
         for i, entry in enumerate(reference, start=1):
             name, size = parse_reference(entry)
             model, size = timm_model(name[5:], size)
-            path = Path(d) / "model.onnx"
+            path = Path(d) / f"{i}.onnx"
             export_reference_onnx(model, size, path)
-            ms = time_onnx(path, size, threads)
-            log(f"[{i}/{len(reference)}] {name} @ {size}px: {ms:.2f} ms")
-            rows.append(Measurement(name, size, ms))
-    return rows
+            log(f"[{i}/{len(reference)}] exported {name} @ {size}px")
+            exported.append((name, path, size))
+        log("timing them in interleaved rounds")
+        times = time_onnx_models([(path, size) for _, path, size in exported], threads)
+    for (name, _, size), ms in zip(exported, times):
+        log(f"{name} @ {size}px: {ms:.2f} ms")
+    return [Measurement(name, size, ms) for (name, _, size), ms in zip(exported, times)]
 
 
 def calibrate(runtime: str, threads: int, reference: list[str], log=lambda msg: None):
