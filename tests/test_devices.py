@@ -79,6 +79,10 @@ def test_fit_bad_input_is_one_line(capsys, tmp_path):
     assert "img_size" in assert_one_line_error(code, err)
     code, _, err = run_cli(capsys, "devices", "fit", DATA, "--device", "nokia-3310", "--out", out)
     assert "no rows for device" in assert_one_line_error(code, err)
+    few = tmp_path / "few.csv"
+    few.write_text("device,model,img_size,ms\nx,m0,224,1.5\nx,m5,224,nan\n")
+    code, _, err = run_cli(capsys, "devices", "fit", few, "--device", "x", "--out", out)
+    assert "at least 3" in assert_one_line_error(code, err)
     assert not out.exists()
 
 

@@ -51,6 +51,10 @@ def list_cmd(as_json: bool = JsonFlag()):
     console.print(table)
 
 
+def _corr(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def print_fit(profile, figures: dict) -> None:
     base = figures["flops_proportional"]
     table = Table(title=f"{profile.name}: fit on {figures['rows']} rows "
@@ -60,12 +64,11 @@ def print_fit(profile, figures: dict) -> None:
     held, base_held = figures["held_out_transformers"], base["held_out_transformers"]
     table.add_row("in-sample", f"{figures['in_sample_median_error']:.1%}", f"{base['in_sample_median_error']:.1%}")
     table.add_row("leave-one-out", f"{figures['loo_median_error']:.1%}", f"{base['loo_median_error']:.1%}")
-    table.add_row("leave-one-out rank corr", f"{figures['loo_rank_corr']:.2f}", f"{base['loo_rank_corr']:.2f}")
+    table.add_row("leave-one-out rank corr", _corr(figures["loo_rank_corr"]), _corr(base["loo_rank_corr"]))
     if held:
         table.add_row("held-out transformers", f"{held['median_error']:.1%}", f"{base_held['median_error']:.1%}")
-        if held.get("rank_corr") is not None:
-            table.add_row("held-out transformers rank corr", f"{held['rank_corr']:.2f}",
-                          f"{base_held['rank_corr']:.2f}")
+        table.add_row("held-out transformers rank corr", _corr(held.get("rank_corr")),
+                      _corr(base_held.get("rank_corr")))
     console.print(table)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ import numpy as np
 from evit_export.core.errors import UserError
 from evit_export.validation.latency.simulate import FEATURES, GraphFeatures
 
-# Attention-bearing architectures: what "held-out transformers" means in a validation.
+# Attention-bearing architectures (m0..m5 are EfficientViT): what "held-out transformers"
+# means in a validation.
 TRANSFORMER_MARKERS = ("vit", "deit", "swin", "former", "levit", "beit", "cait", "xcit", "pit_", "tnt", "mvit",
                        "crossvit", "coat", "twins", "efficientvit")
 REQUIRED_COLUMNS = ("device", "model", "img_size", "ms")
@@ -38,7 +40,8 @@ class Measurement:
 
     @property
     def is_transformer(self) -> bool:
-        return any(m in self.model.lower() for m in TRANSFORMER_MARKERS)
+        name = self.model.lower()
+        return any(m in name for m in TRANSFORMER_MARKERS) or re.fullmatch(r"m[0-5]", name) is not None
 
 
 def read_measurements(csv_path: Path, device: str) -> list[Measurement]:
@@ -57,6 +60,8 @@ def read_measurements(csv_path: Path, device: str) -> list[Measurement]:
         raise UserError(f"{csv_path} is not a UTF-8 CSV file ({type(e).__name__}): export it as CSV") from None
     if not rows:
         raise UserError(f"{csv_path} has no rows for device {device!r}: check --device")
+    if len(rows) < 3:
+        raise UserError(f"{csv_path} has {len(rows)} {device} row(s): a fit needs at least 3 measured models")
     return [_measurement(csv_path, device, r) for r in rows]
 
 
@@ -77,9 +82,18 @@ def design(rows: list[Measurement], names: list[str]) -> tuple[np.ndarray, np.nd
     return X, np.array([m.ms for m in rows], dtype=np.float64)
 
 
+def _scipy():
+    try:
+        import scipy.optimize
+        import scipy.stats
+    except ImportError:
+        raise UserError("fitting a device profile needs scipy: pip install 'evit-export[baselines]'") from None
+    return scipy
+
+
 def nnls_relative(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Coefficients >= 0 minimising the sum of squared relative errors."""
-    from scipy.optimize import nnls
+    nnls = _scipy().optimize.nnls
 
     scale = X.max(axis=0)
     scale[scale == 0] = 1.0  # a feature absent from every row gets coefficient 0
@@ -98,9 +112,12 @@ def _errors(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _rank_corr(pred: np.ndarray, y: np.ndarray) -> float | None:
-    from scipy.stats import spearmanr
+    return float(_scipy().stats.spearmanr(pred, y).statistic) if len(y) >= 3 else None
 
-    return float(spearmanr(pred, y).statistic) if len(y) >= 3 else None
+
+def _round(value: float | None) -> float | None:
+    """4 decimals; None for no value (too few rows, or all predictions equal)."""
+    return None if value is None or value != value else round(value, 4)
 
 
 def _summary(pred: np.ndarray, y: np.ndarray) -> dict:
@@ -108,7 +125,7 @@ def _summary(pred: np.ndarray, y: np.ndarray) -> dict:
         return {}
     err = _errors(pred, y)
     return {"median_error": round(float(np.median(err)), 4), "max_error": round(float(err.max()), 4),
-            "rank_corr": None if (rc := _rank_corr(pred, y)) is None else round(rc, 4), "rows": int(len(y))}
+            "rank_corr": _round(_rank_corr(pred, y)), "rows": int(len(y))}
 
 
 def leave_one_out(X: np.ndarray, y: np.ndarray, solve) -> np.ndarray:
@@ -134,13 +151,13 @@ def validate(rows: list[Measurement], names: list[str]) -> tuple[np.ndarray, dic
         "rows": len(rows), "transformer_rows": int(vit.sum()),
         "in_sample_median_error": round(float(np.median(_errors(X @ coef, y))), 4),
         "loo_median_error": round(float(np.median(_errors(loo, y))), 4),
-        "loo_rank_corr": round(_rank_corr(loo, y), 4),
+        "loo_rank_corr": _round(_rank_corr(loo, y)),
         "held_out_transformers": _summary(loo[vit], y[vit]),
         "flops_proportional": {
             "ms_per_gmac": round(base_coef, 4),
             "in_sample_median_error": round(float(np.median(_errors(macs[:, 0] * base_coef, y))), 4),
             "loo_median_error": round(float(np.median(_errors(base_loo, y))), 4),
-            "loo_rank_corr": round(_rank_corr(base_loo, y), 4),
+            "loo_rank_corr": _round(_rank_corr(base_loo, y)),
             "held_out_transformers": _summary(base_loo[vit], y[vit]),
         },
         "per_row": [{"model": m.model, "img_size": m.img_size, "measured_ms": m.ms,

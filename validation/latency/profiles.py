@@ -55,8 +55,8 @@ class DeviceProfile:
                  f"leave-one-out median {v['loo_median_error']:.1%}"]
         held = v.get("held_out_transformers")
         if held:
-            parts.append(f"held-out transformers median {held['median_error']:.1%}, "
-                         f"rank corr {held['rank_corr']:.2f}")
+            rank = "" if held.get("rank_corr") is None else f", rank corr {held['rank_corr']:.2f}"
+            parts.append(f"held-out transformers median {held['median_error']:.1%}{rank}")
         if v.get("base_profile"):
             return f"unvalidated derivation; its base {v['base_profile']} has " + ", ".join(parts)
         return ", ".join(parts)

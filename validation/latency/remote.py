@@ -49,7 +49,7 @@ def _paramiko():
     try:
         import paramiko
     except ImportError:
-        raise UserError("--remote needs paramiko on this machine: pip install paramiko") from None
+        raise UserError("--remote needs paramiko on this machine: pip install 'evit-export[remote]'") from None
     return paramiko
 
 

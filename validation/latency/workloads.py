@@ -36,7 +36,7 @@ def timm_model(name: str, img_size: int | None = None):
         import timm
         from timm.layers import set_fused_attn
     except ImportError:
-        raise UserError("timm:<name> models need timm: pip install timm") from None
+        raise UserError("timm:<name> models need timm: pip install 'evit-export[baselines]'") from None
     if name not in timm.list_models():
         raise UserError(f"timm has no model {name!r}: see timm.list_models() for the names")
     set_fused_attn(False)
