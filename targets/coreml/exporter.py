@@ -46,8 +46,9 @@ def check_out(out: Path, options: CoreMLOptions) -> Path:
     """``out`` if its suffix fits the format and its folder is writable."""
     want = options.format.suffix
     if Path(out).suffix.lower() != want:
-        raise UserError(f"--out {out} must end in {want} for --format {options.format}")
-    return check_writable(Path(out))
+        raise UserError(f"out={out} must end in {want} for format={options.format}")
+    # An .mlpackage is a folder: an existing one is replaced atomically, like any artifact.
+    return check_writable(Path(out), directory=want == ".mlpackage")
 
 
 def export_coreml(model, spec: ModelSpec, out: Path, options: CoreMLOptions | None = None) -> Artifact:
