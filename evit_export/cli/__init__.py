@@ -158,11 +158,24 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", metavar="", 
     pass
 
 
+# The order ``--help`` lists the commands in: the workflow first (train, fold, export,
+# verify, measure, ship), then the reference commands. A module may define several
+# commands (models and fold; check and inspect), so the order is by command name.
+COMMAND_ORDER = ["train", "fold", "onnx", "coreml", "tflite", "check", "parity", "bench", "simulate", "package",
+                 "verify-package", "sweep", "demo", "devices", "models", "inspect"]
+
+
 def _register_commands() -> None:
     import importlib
 
     for name in COMMAND_MODULES:
         importlib.import_module(f"evit_export.cli.{name}")
+
+    def rank(info) -> int:
+        name = info.name or info.callback.__name__.replace("_", "-")
+        return COMMAND_ORDER.index(name) if name in COMMAND_ORDER else len(COMMAND_ORDER)
+
+    app.registered_commands.sort(key=rank)
 
 
 def _flags_of(argv: list[str]) -> dict[str, str]:
