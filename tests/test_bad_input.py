@@ -196,6 +196,10 @@ CASES = [
                                    "-o", f"{S}/a_file/o.safetensors"), r"a_file|directory|folder"),
     Case("fold-img-size-0", ("fold", "-v", "m0", "--seed", 0, "--img-size", 0, "-o", f"{W}/o.safetensors"),
          r"img.size"),
+    Case("fold-num-classes-zero", ("fold", "-v", "m0", "--seed", 0, "--num-classes", 0, "-o", f"{W}/o.safetensors"),
+         r"classes"),
+    Case("onnx-num-classes-negative", ("onnx", "-v", "m0", "--seed", 0, "--num-classes", -3, "-o", f"{W}/m.onnx"),
+         r"classes"),
     Case("fold-unknown-variant", ("fold", "-v", "m9", "--seed", 0, "-o", f"{W}/o.safetensors"), r"m9|variant"),
     # --- onnx ---
     Case("onnx-img-size-0", ("onnx", "-v", "m0", "--seed", 0, "--img-size", 0, "-o", f"{W}/m.onnx"),
