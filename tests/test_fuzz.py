@@ -321,7 +321,8 @@ def test_measurements_csv_reader(tmp_path, scale):
     _run("read_measurements", 300 * scale, st.one_of(rows, mutations(seed)), prop)
 
 
-def test_zz_report_counts(capsys):
+@pytest.mark.parametrize("scale", SCALE)
+def test_zz_report_counts(capsys, scale):
     """Prints how many cases each reader saw (run last: the name sorts last)."""
     with capsys.disabled():
         print("\nfuzz cases:", json.dumps(COUNTS), "total", sum(COUNTS.values()))
