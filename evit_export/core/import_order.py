@@ -39,7 +39,7 @@ def tf_safe() -> None:
     # Ctrl-C in the middle of these imports leaves native modules half initialised and
     # the process segfaults on its way out: hold it until they are done.
     with protected():
-        import torch  # noqa: F401
+        import torch
         import torch._dynamo  # noqa: F401
 
 
