@@ -15,7 +15,7 @@ import pytest
 from cli_helpers import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL = ("tensorflow", "coremltools", "ai_edge_litert", "sklearn", "timm")
+OPTIONAL = ("tensorflow", "coremltools", "ai_edge_litert", "sklearn", "timm", "scipy", "paramiko")
 
 # Installed into a child interpreter through PYTHONPATH: the path finder stops seeing
 # the optional runtimes, so `import x` and `importlib.util.find_spec(x)` behave exactly
@@ -91,7 +91,8 @@ def _uv() -> str | None:
 @pytest.mark.parametrize("extra,platform,expect", [
     ("coreml", "aarch64-apple-darwin", {"coremltools", "onnxruntime", "torch"}),
     ("tflite", "aarch64-manylinux_2_28", {"ai-edge-litert", "tensorflow", "onnxruntime", "torch"}),
-    ("all", "aarch64-apple-darwin", {"ai-edge-litert", "tensorflow", "coremltools", "scikit-learn", "timm"}),
+    ("all", "aarch64-apple-darwin", {"ai-edge-litert", "tensorflow", "coremltools", "scikit-learn", "timm", "scipy",
+                                     "paramiko"}),
 ])
 def test_extras_resolve_for_user_platforms(extra, platform, expect):
     uv = _uv()

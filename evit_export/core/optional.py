@@ -15,6 +15,8 @@ EXTRAS = {
     "ai_edge_litert": ("tflite", "running .tflite models (LiteRT)"),
     "sklearn": ("train", "the embedded handwritten-digits dataset"),
     "timm": ("baselines", "baseline architectures (timm:<name>)"),
+    "scipy": ("baselines", "fitting device profiles"),
+    "paramiko": ("remote", "bench --remote over SSH"),
 }
 
 
