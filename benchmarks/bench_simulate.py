@@ -83,7 +83,7 @@ def host_figures(variants: list[str], recalibrate: bool, console: Console) -> No
 
 
 def phone_figures(console: Console) -> None:
-    from evit_export.validation.latency.fit import attach_features, fitted_features, read_measurements, validate
+    from evit_export.validation.latency.fit import attach_features, fit_structure, read_measurements, validate
 
     table = Table(title=f"phones: leave-one-out on {CSV.name} (each row predicted by a fit on all others)")
     for col in ("device", "rows", "LOO median", "LOO rank corr", "transformers LOO median", "transformers rank corr",
@@ -92,7 +92,7 @@ def phone_figures(console: Console) -> None:
     for phone in PHONES:
         rows = read_measurements(CSV, phone)
         attach_features(rows)
-        _, v = validate(rows, fitted_features("cpu-interpreter"))
+        _, v = validate(rows, *fit_structure("cpu-interpreter", ["tflite"]))  # as `devices fit` fits them
         held, base = v["held_out_transformers"], v["flops_proportional"]
         table.add_row(phone, str(v["rows"]), f"{v['loo_median_error']:.1%}", f"{v['loo_rank_corr']:.2f}",
                       f"{held['median_error']:.1%} (n={held['rows']})", f"{held['rank_corr']:.2f}",

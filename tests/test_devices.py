@@ -61,7 +61,11 @@ def test_fit_writes_a_validated_profile(capsys, tmp_path):
     assert "leave-one-out" in stdout and "MACs-proportional" in stdout
     profile = loads_strict(out.read_text())
     assert profile["source"]["kind"] == "fitted" and profile["validation"]["rows"] == len(SMALL)
-    assert all(v >= 0 for v in profile["coefficients"].values())
+    coef = profile["coefficients"]
+    assert all(v >= 0 for v in coef.values())
+    # TFLite: one GEMM rate for 1x1 convs and matmuls, one price per element moved.
+    assert coef["matmul"] == coef["pointwise"] and coef["layout"] == coef["elementwise"] == coef["gemm_traffic"]
+    assert profile["source"]["shared_prices"]["matmul"] == "pointwise"
     assert str(tmp_path) not in out.read_text()  # no path of this machine in a shareable profile
 
     code, stdout, err = run_cli(capsys, "simulate", "timm:mobilenetv2_050", "--device", out, "--json")
@@ -125,6 +129,8 @@ def test_shipped_phone_profiles_refit_from_the_csv(capsys, tmp_path, phone):
     v = fitted["validation"]
     assert v["loo_median_error"] < 0.15 and v["loo_rank_corr"] >= 0.9
     assert v["held_out_transformers"]["median_error"] < v["flops_proportional"]["loo_median_error"]
+    held, base = v["held_out_transformers"], v["flops_proportional"]["held_out_transformers"]
+    assert held["median_error"] <= 0.15 and held["median_error"] < base["median_error"]
 
 
 @pytest.mark.slow

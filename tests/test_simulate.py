@@ -48,6 +48,10 @@ def test_op_classes_from_a_forward_pass():
     # conv, dw, pw, grouped, gelu, pool, mean, linear: BN and ReLU removed, views free.
     assert feats.ops == 8
     assert feats.elements["elementwise"] == 2 * 16 * n + (16 * n + 16)  # gelu in+out, mean in+out
+    assert feats.transcendental == {"exp": 0, "erf": 16 * n}  # GELU: erf work per output element
+    # Operands streamed by the conv, the 1x1 conv and the linear layer (input, weight,
+    # bias, output); depthwise and grouped convs are priced per MAC alone.
+    assert feats.gemm_operands == (3 * n + 8 * 27 + 8 * n) + (8 * n + 16 * 8 + 16 + 16 * n) + (10 + 16 + 160 + 10)
 
 
 def test_macs_counted_once_match_the_paper():

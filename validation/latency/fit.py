@@ -9,6 +9,10 @@ Its honesty: in-sample error, leave-one-out error (each row predicted by a fit o
 the others), the same for the transformer rows alone (the rows a CNN-heavy set
 predicts worst), Spearman rank correlation, and the same figures for the naive
 baseline that every latency paper warns about: latency proportional to MACs.
+
+Which coefficients are free depends on the runtime (``fit_structure``): for TFLite
+(XNNPACK) classes that run the same kernel share one price, so the 30-odd CNN rows of a
+calibration set fix prices the few transformer rows could not identify alone.
 """
 from __future__ import annotations
 
@@ -137,19 +141,31 @@ def leave_one_out(X: np.ndarray, y: np.ndarray, solve) -> np.ndarray:
     return pred
 
 
-def validate(rows: list[Measurement], names: list[str]) -> tuple[np.ndarray, dict]:
+def _tie(X: np.ndarray, names: list[str], shared: dict) -> tuple[np.ndarray, list[str]]:
+    """Columns of features sharing a price summed into their leader's column."""
+    leaders = [n for n in names if n not in shared]
+    tied = np.zeros((X.shape[0], len(leaders)))
+    for j, n in enumerate(names):
+        tied[:, leaders.index(shared.get(n, n))] += X[:, j]
+    return tied, leaders
+
+
+def validate(rows: list[Measurement], names: list[str], shared: dict | None = None) -> tuple[np.ndarray, dict]:
     """(coefficients over ``names``, validation figures) of a fit on ``rows``, with the
-    MACs-proportional baseline beside it."""
-    X, y = design(rows, names)
+    MACs-proportional baseline beside it. ``shared`` maps a feature to the feature whose
+    price it shares (fit_structure)."""
+    X_all, y = design(rows, names)
+    X, leaders = _tie(X_all, names, shared or {})
     macs = np.array([[m.features.total_macs / 1e9] for m in rows])
-    coef = nnls_relative(X, y)
+    coef_leaders = nnls_relative(X, y)
+    coef = np.array([coef_leaders[leaders.index((shared or {}).get(n, n))] for n in names])
     loo = leave_one_out(X, y, nnls_relative)
     base_coef = flops_baseline(macs[:, 0], y)
     base_loo = leave_one_out(macs, y, lambda a, b: np.array([flops_baseline(a[:, 0], b)]))
     vit = np.array([m.is_transformer for m in rows])
     figures = {
         "rows": len(rows), "transformer_rows": int(vit.sum()),
-        "in_sample_median_error": round(float(np.median(_errors(X @ coef, y))), 4),
+        "in_sample_median_error": round(float(np.median(_errors(X_all @ coef, y))), 4),
         "loo_median_error": round(float(np.median(_errors(loo, y))), 4),
         "loo_rank_corr": _round(_rank_corr(loo, y)),
         "held_out_transformers": _summary(loo[vit], y[vit]),
@@ -175,11 +191,29 @@ def now_utc() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def fitted_features(device_class: str) -> list[str]:
+# TFLite's XNNPACK delegate runs a 1x1 convolution, a fully connected layer and a batch
+# matmul through the same GEMM micro-kernels: one rate per MAC. Elementwise ops, layout
+# copies (transpose, concat, pad) and a GEMM's operand streaming move activations through
+# the same caches and memory: one price per element moved.
+XNNPACK_SHARED_PRICES = {"matmul": "pointwise", "layout": "elementwise", "gemm_traffic": "elementwise"}
+# Added for TFLite: transcendental compute and GEMM operand traffic (simulate.py). The
+# onnxruntime calibration keeps its earlier structure (its larger reference set was
+# validated against M0-M5 that way, and MLAS runs 1x1 convolutions in NCHWc kernels, not
+# in its SGEMM, so the GEMM tie would not hold there).
+_TFLITE_ONLY = ("exp", "erf", "gemm_traffic")
+
+
+def fitted_features(device_class: str, formats: list[str] | None = None) -> list[str]:
     """The coefficients a fit solves for. An op-by-op interpreter pays per op and per
     call; a whole-graph accelerator has no per-op cost (simulate.estimate)."""
-    names = list(FEATURES)
+    names = [n for n in FEATURES if "tflite" in (formats or []) or n not in _TFLITE_ONLY]
     return names if device_class == "cpu-interpreter" else [n for n in names if n != "dispatch"]
+
+
+def fit_structure(device_class: str, formats: list[str]) -> tuple[list[str], dict]:
+    """(features a fit solves for, prices they share) for a runtime running ``formats``."""
+    shared = XNNPACK_SHARED_PRICES if "tflite" in formats else {}
+    return fitted_features(device_class, formats), dict(shared)
 
 
 def attach_features(rows: list[Measurement], log=lambda msg: None) -> None:
@@ -196,8 +230,8 @@ def fit_profile(rows: list[Measurement], *, name: str, description: str, runtime
     """(DeviceProfile, validation figures) fitted to ``rows`` (features attached)."""
     from evit_export.validation.latency.profiles import DeviceProfile
 
-    names = fitted_features(device_class)
-    coef, figures = validate(rows, names)
+    names, shared = fit_structure(device_class, formats)
+    coef, figures = validate(rows, names, shared)
     models = sorted({m.model for m in rows})
     profile = DeviceProfile(
         name=name, description=description, device_class=device_class, runtime=runtime, formats=formats,
@@ -206,10 +240,11 @@ def fit_profile(rows: list[Measurement], *, name: str, description: str, runtime
         source={"kind": "fitted", "text": f"fitted to {len(rows)} measurements of {len(models)} models "
                 f"({figures['transformer_rows']} transformers) {source_text}",
                 "fitted": now_utc(), "method": "nonnegative least squares on relative error (scipy nnls)",
+                "shared_prices": shared,
                 "models": models, **data},
         validation={k: v for k, v in figures.items() if k != "per_row"})
     return profile, figures
 
 
 __all__ = ["Measurement", "read_measurements", "validate", "attach_features", "fit_profile", "nnls_relative",
-           "flops_baseline", "fitted_features", "leave_one_out", "file_digest", "now_utc", "FEATURES"]
+           "flops_baseline", "fitted_features", "fit_structure", "leave_one_out", "file_digest", "now_utc", "FEATURES"]

@@ -20,7 +20,7 @@ from evit_export.validation.latency.profiles import cache_dir
 from evit_export.validation.latency.simulate import GraphFeatures, model_features
 
 # Bump when op classification changes, so cached features are recomputed.
-FEATURES_VERSION = 4
+FEATURES_VERSION = 5
 _VARIANT = re.compile(r"^(?:efficientvit_)?(m[0-5])$", re.IGNORECASE)
 
 
