@@ -133,6 +133,14 @@ def m0_deploy():
     return deploy_for_export("m0", seed=1)
 
 
+@pytest.fixture(scope="module")
+def digits_calibration(tmp_path_factory):
+    """Real images to calibrate on, named explicitly: only the digits model may default to them."""
+    from conftest import write_digits_folder
+
+    return write_digits_folder(tmp_path_factory.mktemp("calib"), 48, size=224)
+
+
 def _export(m0_deploy, out, **options):
     deployed, spec = m0_deploy
     return get_target("tflite").export(deployed, spec, out, TFLiteOptions(**options))
@@ -176,11 +184,11 @@ def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
     assert report.extra["xnnpack_partitions"] > 20, report.extra
 
 
-def test_int8_float_attention_stays_in_xnnpack(m0_deploy, tmp_path):
+def test_int8_float_attention_stays_in_xnnpack(m0_deploy, tmp_path, digits_calibration):
     from evit_export.data import heldout_images
 
     art = _export(m0_deploy, tmp_path / "m0_int8_fa.tflite", quantize="int8", float_attention=True,
-                  calibration_size=48)
+                  calibration_data=digits_calibration, calibration_size=48)
     assert art.info["float_attention"] is True and art.spec.precision == "int8"
     assert any("attention core" in note for note in art.spec.notes)
     report = get_target("tflite").inspect(art.path)
@@ -192,11 +200,11 @@ def test_int8_float_attention_stays_in_xnnpack(m0_deploy, tmp_path):
     assert rep.top1_agreement >= 0.95, rep
 
 
-def test_int8_uint8_pixels_in_graph(m0_deploy, tmp_path):
+def test_int8_uint8_pixels_in_graph(m0_deploy, tmp_path, digits_calibration):
     from evit_export.data import heldout_images
 
     art = _export(m0_deploy, tmp_path / "m0_u8.tflite", quantize="int8", input_type="uint8",
-                  calibration_size=48)
+                  calibration_data=digits_calibration, calibration_size=48)
     io = art.info["io"]
     assert io["input"]["dtype"] == "uint8" and io["output"]["dtype"] == "uint8"
     # raw pixels go in unchanged: scale 1, zero point 0
