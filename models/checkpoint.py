@@ -345,6 +345,12 @@ def load_weights(model: EfficientViT, state: dict[str, torch.Tensor], source: st
         k = bad[0]
         raise UserError(f"checkpoint {source}: {k} has shape {tuple(state[k].shape)}, model expects "
                         f"{tuple(target[k].shape)}; check --variant and --img-size")
+    # load_state_dict casts silently: integer weights would load as garbage
+    wrong = [k for k in target if target[k].is_floating_point() and not state[k].is_floating_point()]
+    if wrong:
+        k = wrong[0]
+        raise UserError(f"checkpoint {source}: {k} is {str(state[k].dtype).replace('torch.', '')}, not a float "
+                        "tensor; is it a quantized or corrupted checkpoint? re-save it with float weights")
     model.load_state_dict(state, strict=True)
     return notes
 
