@@ -59,12 +59,26 @@ def resize_short_side(spec: ModelSpec) -> int:
     return int(math.floor(spec.img_size / spec.crop_pct))
 
 
+def _to_rgb(image):
+    """RGB as a viewer shows it: EXIF orientation applied (phone photos), 16/32-bit
+    grayscale scaled to 8 bits (Pillow's convert clips it to 255), any other mode
+    (CMYK, palette, alpha, grayscale) converted by Pillow."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16") or image.mode == "I":
+        wide = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if image.mode.startswith("I;16") or wide.max() > 255 else 1.0
+        image = Image.fromarray(np.clip(np.rint(wide / scale), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def image_to_pixels(image, spec: ModelSpec) -> np.ndarray:
     """PIL image -> (3, S, S) float32 0..255: shorter side to S/crop_pct, centre crop S."""
     import torch
     from torchvision.transforms.v2 import functional as TF
 
-    image = image.convert("RGB")
+    image = _to_rgb(image)
     size = spec.img_size
     resize_to = resize_short_side(spec)
     t = TF.pil_to_tensor(image)
@@ -114,7 +128,7 @@ def load_images(root: Path, spec: ModelSpec, limit: int | None = None):
         try:
             with Image.open(path) as im:
                 pixels.append(image_to_pixels(im, spec))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             skipped.append(path)
             continue
         classes.append(cls)
