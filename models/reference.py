@@ -17,6 +17,8 @@ def prepare_model(variant=None, checkpoint=None, num_classes=None, img_size=None
 
     if img_size is not None and img_size < 32:
         raise UserError(f"img_size={img_size} is too small: EfficientViT needs at least 32 pixels")
+    if num_classes is not None and num_classes < 1:
+        raise UserError(f"num_classes={num_classes}: a classifier needs at least 1 class")
     url = None
     if pretrained:
         if checkpoint is not None or variant is None:
@@ -107,7 +109,12 @@ def read_labels(path) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"labels file {p} does not exist: pass a text file with one label per line")
-    labels = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"labels file {p} is not UTF-8 text (byte {e.start}): save it as UTF-8, one label "
+                        "per line") from None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise UserError(f"labels file {p} is empty: one label per line")
     return labels
