@@ -85,6 +85,8 @@ def _fill_defaults(c: TrainConfig) -> None:
         c.epochs = base["epochs"]
     if c.batch_size is None:
         c.batch_size = base["batch_size"]
+    if c.batch_size < 1:  # before the square-root lr scaling below
+        raise UserError(f"--batch-size {c.batch_size}: use at least 1")
     if c.lr is None:
         # square-root scaling with the batch (AdamW)
         c.lr = (FINETUNE_LR if c.pretrained else base["lr"]) * math.sqrt(c.batch_size / base["batch_size"])
