@@ -91,6 +91,12 @@ def count_macs(model: torch.nn.Module, img_size: int) -> int:
 
 
 def variant_table(num_classes: int = 1000, img_size: int = 224) -> list[dict]:
+    from evit_export.core.errors import UserError
+
+    if img_size < 32:
+        raise UserError(f"img_size={img_size} is too small: EfficientViT needs at least 32 pixels")
+    if num_classes < 1:
+        raise UserError(f"num_classes={num_classes}: a classifier needs at least 1 class")
     rows = []
     for name, cfg in VARIANTS.items():
         model = EfficientViT(name, num_classes=num_classes, img_size=img_size).eval()
