@@ -103,6 +103,8 @@ def check_parity(artifacts: list[str | Path], *, data: str | Path | None = None,
     rows: list[RunnerAccuracy] = []
     refs: list[RunnerAccuracy] = []
     for items in _by_preprocessing(opened):
+        if limit is not None and limit < 1:
+            raise UserError(f"limit={limit}: use at least 1 image")
         images = load_labelled(data, items[0][2]).subset(limit)
         ref, ref_logits = _reference_accuracy(items[0][2], checkpoint, images, near=(Path(items[0][0]).parent,))
         refs.append(ref)
