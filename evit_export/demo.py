@@ -45,6 +45,13 @@ def run_demo(out: Path, targets: list[str], run_dir: Path = Path("runs/default")
     from evit_export.validation.parity import check_parity
 
     out = Path(out)
+    known = sorted({name for name, _, _ in DEMO_ARTIFACTS})
+    unknown = [t for t in targets if t not in known]
+    if unknown or not targets:
+        from evit_export.core.errors import UserError
+
+        raise UserError(f"unknown demo target(s) {', '.join(unknown) or '(none given)'}: choose from "
+                        f"{', '.join(known)}")
     log(f"default model: EfficientViT-M0 on the embedded digits (run folder {run_dir})")
     checkpoint = ensure_default_model(run_dir)
     meta = json.loads(checkpoint.with_suffix(".json").read_text())
