@@ -230,6 +230,14 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]error:[/] {escape(cli_message(str(e), argv))}", highlight=False,
                           soft_wrap=True)
         sys.exit(e.exit_code)
+    except Exception as e:
+        from evit_export.core.atomic import is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        message = f"no space left on the disk ({e}): free some space, or set TMPDIR / --out elsewhere"
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except SystemExit as e:
         if _interrupted(e):
             cause = str(e.__context__.__cause__).strip()  # e.g. "CoreML export of m0.mlpackage stopped"
