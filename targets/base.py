@@ -275,9 +275,10 @@ def read_sidecar(artifact: Path) -> dict | None:
     if not side.exists():
         return None
     try:
-        return json.loads(side.read_text())
-    except ValueError:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
+    return data if isinstance(data, dict) else None
 
 
 def pad_batch(x: np.ndarray, batch: int) -> np.ndarray:
