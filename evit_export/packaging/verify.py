@@ -51,7 +51,10 @@ def _inside(root: Path, rel) -> Path | None:
     parts = rel.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return None
-    return root.joinpath(*parts)
+    path = root.joinpath(*parts)
+    if not path.resolve().is_relative_to(root.resolve()):  # a symlink out of the package
+        return None
+    return path
 
 
 def _file_problems(root: Path, manifest: dict) -> str | None:
