@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +51,12 @@ def _run_worker(job: Path) -> dict:
                               capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"TFLite conversion worker timed out after {WORKER_TIMEOUT_S} s") from None
+    if proc.returncode < 0:  # killed by a signal: a native crash in TensorFlow's converter
+        from evit_export.core.isolation import WorkerCrashed, crash_message
+
+        tail = (proc.stderr.strip().splitlines() or [""])[-1][:200]
+        raise WorkerCrashed(crash_message("TFLite conversion", "TFLite", proc.returncode, tail),
+                            step="TFLite conversion", fmt="TFLite", exitcode=proc.returncode)
     if proc.returncode != 0 or not (job / "model.tflite").exists():
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("EVIT_WORKER_ERROR:")]
         detail = lines[-1].split(":", 1)[1].strip() if lines else (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -94,8 +99,9 @@ def _convert(model, spec: ModelSpec, options: TFLiteOptions, calib: np.ndarray |
                       "input_dtype": spec.input_dtype, "output_dtype": spec.input_dtype,
                       "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "analyze": options.analyze,
                       "float_attention": bool(options.float_attention)}
-    with tempfile.TemporaryDirectory(prefix="evit-tflite-") as d:
-        job = Path(d)
+    from evit_export.core.atomic import scratch_dir
+
+    with scratch_dir("evit-tflite-") as job:
         (job / "plan.json").write_text(json.dumps(plan))
         np.savez(job / "weights.npz", **weights)
         (job / "options.json").write_text(json.dumps(worker_options))

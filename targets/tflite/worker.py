@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m evit_export.targets.tflite.worker JOB_DIR", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from evit_export.core.isolation import die_with_parent
+
+    die_with_parent()  # a killed export must not leave TensorFlow converting on
     try:
         convert(Path(argv[0]))
     except Exception as e:  # reported to the parent, which turns it into its own error
