@@ -14,6 +14,7 @@ import copy
 import io
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -219,7 +220,8 @@ def save(mlmodel, out: Path, fmt: ModelFormat) -> None:
         return
     with atomic_path(out, directory=True) as tmp:
         # save() wants the .mlpackage suffix; build in a scratch dir beside the output.
-        scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        # named like core.atomic's temporaries, so the next write sweeps one a killed run left
+        scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
         try:
             built = scratch / out.name
             mlmodel.save(str(built))
