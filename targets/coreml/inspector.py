@@ -52,6 +52,12 @@ def graph_summary(path: Path) -> tuple[Counter, int, int, dict]:
     """(op histogram, parameter count, bytes on disk, facts) of a saved artifact."""
     path = Path(path)
     proto, _ = read_model_spec(path)
+    from evit_export.core.errors import UserError
+    from evit_export.targets.coreml.files import integrity_problems
+
+    missing = [p for p in integrity_problems(proto, path) if p.endswith("is missing")]
+    if missing:
+        raise UserError(f"{path}: {missing[0]}; the package is incomplete: copy it again or re-export it")
     kind = proto.WhichOneof("Type")
     extra: dict = {"model_type": kind, "specification_version": proto.specificationVersion}
     if kind == "mlProgram":
