@@ -46,6 +46,10 @@ def _run_worker(job: Path) -> dict:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["CUDA_VISIBLE_DEVICES"] = env.get("EVIT_TF_CUDA_VISIBLE_DEVICES", "-1")
+    # TensorFlow's own temporaries (autograph sources, tmp folders) go inside the job folder,
+    # so a killed export leaves them where the next export sweeps them
+    (job / "tmp").mkdir(exist_ok=True)
+    env["TMPDIR"] = str(job / "tmp")
     try:
         proc = subprocess.run([sys.executable, "-m", "evit_export.targets.tflite.worker", str(job)],
                               capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT_S)
