@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -103,12 +104,25 @@ def crash_message(step: str, fmt: str, exitcode: int | None, log_tail: str) -> s
             "retry, or try another precision/format or a newer converter version")
 
 
+# multiprocessing's resource tracker (a helper process) warns at exit about semaphores a
+# worker could not release; a worker killed on purpose (Ctrl-C, timeout) leaves some, and
+# the warning would be a second, useless line on the user's terminal. The tracker takes
+# its warning filters from this process's -W options (sys.warnoptions) when it starts.
+_TRACKER_FILTER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def _quiet_resource_tracker() -> None:
+    if _TRACKER_FILTER not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_FILTER)
+
+
 def run_isolated(fn, *args, step: str, fmt: str, timeout: float | None = None, **kwargs):
     """``fn(*args, **kwargs)`` in a spawned child; see the module docstring.
 
     ``fn``, the arguments and the result must pickle (module-level functions, tensors,
     nn.Modules, paths). ``timeout`` (seconds) kills the child and raises WorkerCrashed.
     """
+    _quiet_resource_tracker()
     ctx = multiprocessing.get_context("spawn")
     with scratch_dir("evit-worker-") as tmp:
         log_path = Path(tmp) / "worker.log"

@@ -29,14 +29,17 @@ class CoreMLTarget(Target):
         "concatnd", "slicestatic", "padding"})
 
     def export(self, model, spec: ModelSpec, out: Path, options: CoreMLOptions | None = None) -> Artifact:
+        from evit_export.core.interrupt import cancellable
         from evit_export.core.isolation import run_isolated
         from evit_export.targets.coreml.exporter import export_coreml
 
         options = self.check_options(options)
         # coremltools (and the TensorFlow it imports) is native code that can segfault or
         # abort on a graph it does not expect: convert in a worker, so a crash is one line.
-        return run_isolated(export_coreml, model, spec, Path(out), options, step="CoreML conversion",
-                            fmt=f"CoreML {options.format}")
+        # Ctrl-C here stops the worker (run_isolated kills it) and says what stopped.
+        with cancellable(f"CoreML export of {Path(out).name}"):
+            return run_isolated(export_coreml, model, spec, Path(out), options, step="CoreML conversion",
+                                fmt=f"CoreML {options.format}")
 
     def open(self, path: Path, spec: ModelSpec | None = None, options: RunnerOptions | None = None) -> Runner:
         """``options`` may be CoreMLRunnerOptions (compute units, classifier output,
