@@ -52,8 +52,8 @@ def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
                   f"top-1 agreement {100 * eq['top1_agreement']:.1f}%")
     for lat in manifest["latency"]:
         if lat["kind"] == "estimate":
-            console.print(f"latency ESTIMATE for {lat['runtime']}, batch {lat['batch']}: {lat['median_ms']} ms "
-                          "(simulated, not measured)")
+            console.print(f"latency ESTIMATE for {lat['runtime']}, batch {lat['batch']}: {lat['median_ms']:.2f} ms "
+                          f"(simulated, not measured; validation: {lat['validation_error']})")
         else:
             n = lat["threads"]
             console.print(f"latency (measured, {lat['runtime']}, batch {lat['batch']}, {n} thread"

@@ -28,29 +28,16 @@ from evit_export.packaging.runtime import input_quantization, open_runner
 from evit_export.packaging.sample import EXPECTED, SAMPLE, expected_record, sample_image
 
 
-def simulated_latencies(target, spec, reference) -> list[dict]:
+def simulated_latencies(target, spec) -> list[dict]:
     """Estimates for the built-in device profiles that fit this artifact's format and
-    precision (never an Android figure for a CoreML package), labelled as estimates."""
-    from evit_export.validation.latency.profiles import builtin_profiles
-    from evit_export.validation.latency.simulate import estimate, model_features
+    precision (never an Android figure for a CoreML package), labelled as estimates,
+    each with its profile's provenance and validation error."""
+    from evit_export.validation.latency import estimates_for
 
-    precision = target.precision_family(spec)
-    profiles = [p for p in builtin_profiles().values() if p.fits(target.name, precision)]
-    if not profiles:
-        return []
-    batch = spec.batch or 1
-    features = model_features(reference, spec.img_size, batch)
-    rows = []
-    for profile in profiles:
-        est = estimate(features, profile, model=spec.variant, img_size=spec.img_size, batch=batch)
-        rows.append({"runtime": profile.name, "kind": "estimate", "batch": batch, "threads": None,
-                     "median_ms": est.estimate_ms, "p90_ms": None,
-                     "images_per_s": round(batch / est.estimate_ms * 1e3, 1) if est.estimate_ms > 0 else None,
-                     "machine": f"{profile.description} (ESTIMATE: {est.provenance})"})
-    return rows
+    return estimates_for(spec, target.name, target.precision_family(spec))
 
 
-def _measure(target, artifact, spec, reference, threads, log) -> list[dict]:
+def _measure(target, artifact, spec, threads, log) -> list[dict]:
     from evit_export.validation.latency.measure import measure_latency
 
     rows = []
@@ -60,7 +47,7 @@ def _measure(target, artifact, spec, reference, threads, log) -> list[dict]:
         else:
             log(f"measuring latency ({threads} thread{'s' if threads != 1 else ''})")
             rows.append(measure_latency(runner, batch=spec.batch or 1, threads=threads).to_dict())
-    return rows + simulated_latencies(target, spec, reference)
+    return rows + simulated_latencies(target, spec)
 
 
 def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images=None, threads: int = 1,
@@ -82,7 +69,7 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
     log(f"checking {artifact} against PyTorch")
     report = check_artifact(artifact, checkpoint=checkpoint, images=images)
     reference = reference_model(spec, checkpoint)
-    latencies = _measure(target, artifact, spec, reference, threads, log) if measure else []
+    latencies = _measure(target, artifact, spec, threads, log) if measure else []
     image, description = sample_image(spec)
     with open_runner(target, artifact, spec, threads) as runner:
         expected = expected_record(image, description, spec, reference, runner)
@@ -188,8 +175,11 @@ def render_report(manifest: dict) -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for lat in manifest["latency"]:
             kind = "**estimate**" if lat["kind"] == "estimate" else lat["kind"]
+            machine = lat["machine"]
+            if lat["kind"] == "estimate":  # what the estimate rests on, and how far to trust it
+                machine += f" — rests on: {lat['provenance']}; validation: {lat['validation_error']}"
             lines.append(f"| {lat['runtime']} | {kind} | {lat['batch']} | {lat['threads'] or '-'} | "
-                         f"{lat['median_ms']} | {lat['p90_ms'] or '-'} | {lat['images_per_s']} | {lat['machine']} |")
+                         f"{lat['median_ms']} | {lat['p90_ms'] or '-'} | {lat['images_per_s']} | {machine} |")
     else:
         lines.append("Not measured (`--no-latency`).")
     lines += ["", "## Files", "", ("`manifest.json` lists every file with its sha256; `INTEGRATION.md` shows each "

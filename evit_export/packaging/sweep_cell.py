@@ -39,80 +39,45 @@ def cell_options(target, precision: str, config: dict):
 
 def known_devices() -> list[str]:
     """Names of the device profiles ``--simulate`` accepts."""
-    try:  # issue 11's profile files
-        from evit_export.validation.latency.profiles import all_profiles
+    from evit_export.validation.latency.profiles import all_profiles
 
-        return sorted(all_profiles())
-    except ImportError:
-        from evit_export.validation.latency.simulate import PROFILES
-
-        return list(PROFILES)
+    return sorted(all_profiles())
 
 
 def _profile(device: str):
-    try:
-        from evit_export.validation.latency.profiles import resolve_profile
+    from evit_export.validation.latency.profiles import resolve_profile
 
-        return resolve_profile(device)
-    except ImportError:
-        from evit_export.validation.latency.simulate import PROFILES
-
-        return PROFILES[device]
+    return resolve_profile(device)
 
 
 def check_device(device: str) -> None:
-    """A one-line error for a device profile ``--simulate`` cannot find."""
-    try:
-        _profile(device)
-    except KeyError:
-        raise UserError(f"unknown device profile {device!r} in --simulate: choose from "
-                        f"{', '.join(known_devices())}") from None
+    """A one-line error (resolve_profile's) for a device profile ``--simulate`` cannot find."""
+    _profile(device)
 
 
 def device_info(device: str) -> dict:
     """What a device profile is and rests on, for results.json and the report."""
     profile = _profile(device)
-    provenance = profile.provenance() if callable(getattr(profile, "provenance", None)) else \
-        getattr(profile, "source", None)
-    error = profile.error_summary() if hasattr(profile, "error_summary") else None
-    return {"description": getattr(profile, "description", device), "runtime": getattr(profile, "runtime", None),
-            "formats": getattr(profile, "formats", None), "precisions": getattr(profile, "precisions", None),
-            "provenance": provenance, "error": error}
-
-
-# Before issue 11 profiles did not say which runtime they describe: read it from their words.
-_RUNTIME_WORDS = {"coreml": ("coreml",), "tflite": ("tflite", "litert", "xnnpack"), "onnx": ("onnxruntime",)}
+    return {"description": profile.description, "runtime": profile.runtime, "formats": profile.formats,
+            "precisions": profile.precisions, "provenance": profile.provenance(), "error": profile.error_summary()}
 
 
 def device_applies(device: str, target: str, precision: str) -> bool:
     """Whether a device profile describes a runtime that runs this cell's artifact."""
-    profile = _profile(device)
-    if hasattr(profile, "fits"):
-        return profile.fits(target, precision)
-    text = f"{profile.description} {device}".lower()
-    hits = [t for t, words in _RUNTIME_WORDS.items() if any(w in text for w in words)]
-    return not hits or target in hits
+    return _profile(device).fits(target, precision)
 
 
 def estimate_on_device(deployed, spec, device: str) -> dict:
     """Simulated latency of the deploy graph on ``device``, always labelled an estimate,
-    with the profile's provenance."""
-    try:
-        from evit_export.validation.latency.simulate import estimate, model_features
+    with the profile's provenance and validation error."""
+    from evit_export.validation.latency.simulate import estimate, model_features
 
-        est = estimate(model_features(deployed, spec.img_size, spec.batch or 1), _profile(device),
-                       model=spec.variant, img_size=spec.img_size, batch=spec.batch or 1).to_dict()
-        return {"estimate_ms": est["estimate_ms"], "kind": "estimate", "device_class": est.get("device_class"),
-                "description": getattr(_profile(device), "description", device),
-                "runtime": getattr(_profile(device), "runtime", None),
-                "provenance": est.get("provenance"), "validation": est.get("validation"),
-                "error": getattr(_profile(device), "error_summary", lambda: None)()}
-    except ImportError:  # the roofline simulator before issue 11
-        from evit_export.validation.latency.simulate import estimate_latency
-
-        est = estimate_latency(deployed, spec.img_size, device, batch=spec.batch or 1)
-        return {"estimate_ms": est.estimate_ms, "kind": "estimate", "description": est.description,
-                "provenance": est.assumptions, "validation": None}
+    profile = _profile(device)
+    est = estimate(model_features(deployed, spec.img_size, spec.batch or 1), profile,
+                   model=spec.variant, img_size=spec.img_size, batch=spec.batch or 1).to_dict()
+    return {"estimate_ms": est["estimate_ms"], "kind": "estimate", "device_class": est.get("device_class"),
+            "description": profile.description, "runtime": profile.runtime, "provenance": est.get("provenance"),
+            "validation": est.get("validation"), "error": profile.error_summary()}
 
 
 # --- stages ------------------------------------------------------------------------------
