@@ -49,8 +49,8 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
 
 
 def _measure(artifact, threads, iterations, remote, identity, remote_python, accept_new, known_hosts) -> list[dict]:
-    from evit_export.targets import RunnerOptions, open_artifact
-    from evit_export.validation.latency.measure import measure_latency
+    from evit_export.api import bench
+    from evit_export.targets import open_artifact
 
     artifact, target, spec = open_artifact(artifact)
     if remote:
@@ -60,10 +60,7 @@ def _measure(artifact, threads, iterations, remote, identity, remote_python, acc
                            threads=threads, iterations=iterations, batch=spec.batch or 1,
                            accept_new_host_key=accept_new, known_hosts=known_hosts)
         return [{"artifact": artifact.name, **lat.to_dict()}]
-    with target.open(artifact, spec=spec, options=RunnerOptions(threads=threads)) as runner:
-        lat = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=iterations)
-        if not runner.deployment_runtime:
-            lat.kind = "measured (checker, not a device runtime)"
+    (lat,) = bench([artifact], threads=threads, iterations=iterations)
     return [{"artifact": artifact.name, **lat.to_dict()}]
 
 
