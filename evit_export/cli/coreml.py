@@ -14,8 +14,8 @@ from evit_export.targets.coreml.options import (Compression, ComputeUnits, CoreM
 @app.command("coreml")
 def coreml_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = CheckpointOpt,
                out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH",
-                                                  help="Default: out/<variant>.mlpackage (.mlmodel for "
-                                                  "--format neuralnetwork)."),
+                                                  help="Default: out/ folder, named after the variant "
+                                                  "(.mlpackage; .mlmodel for neuralnetwork)."),
                precision: CoreMLPrecision = typer.Option(CoreMLPrecision.FP16, "--precision",
                                                          help="Compute precision."),
                min_ios: Optional[int] = typer.Option(None, "--min-ios", metavar="VERSION",

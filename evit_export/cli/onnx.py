@@ -14,8 +14,8 @@ from evit_export.targets.onnx.options import OnnxPrecision, QuantFormat
 @app.command("onnx")
 def onnx_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = CheckpointOpt,
              out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE",
-                                                help="Default: out/<variant>.onnx (fp16/int8: "
-                                                "out/<variant>_<precision>.onnx)."),
+                                                help="Default: out/ folder, named after the variant "
+                                                "and precision, e.g. m0_int8.onnx."),
              opset: int = typer.Option(17, "--opset", metavar="N", help="ONNX opset."),
              batch: int = typer.Option(1, "--batch", metavar="N", help="Fixed batch size."),
              dynamic_batch: bool = Flag(False, "--dynamic-batch", help="A free batch dimension instead."),

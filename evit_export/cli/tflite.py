@@ -14,8 +14,8 @@ from evit_export.targets.tflite.options import InputType, Layout, Quantize
 @app.command("tflite")
 def tflite_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = CheckpointOpt,
                out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE",
-                                                  help="Default: out/<variant>.tflite (int8/fp16/dynamic: "
-                                                  "out/<variant>_<mode>.tflite)."),
+                                                  help="Default: out/ folder, named after the variant "
+                                                  "and mode, e.g. m0_int8.tflite."),
                quantize: Quantize = typer.Option(Quantize.NONE, "--quantize", "-q",
                                                  help="none (fp32), fp16, dynamic (int8 weights) or int8 "
                                                  "(full-integer, calibrated)."),

@@ -29,8 +29,8 @@ def train_cmd(
         variant: Optional[str] = typer.Option(None, "--variant", "-v", metavar="VARIANT",
                                               help="m0 to m5; default m0, or the --pretrained checkpoint's."),
         data: Optional[Path] = typer.Option(None, "--data", metavar="DIR",
-                                            help="ImageFolder DIR (DIR/train/<class>/*, optional DIR/val/<class>/*); "
-                                            "default: the embedded scikit-learn digits."),
+                                            help="ImageFolder: a train/ folder of class folders, optionally val/ "
+                                            "beside it; default: the embedded scikit-learn digits."),
         epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N",
                                              help="Default 8 (digits) or 30 (--data)."),
         img_size: Optional[int] = typer.Option(None, "--img-size", metavar="PIXELS",
