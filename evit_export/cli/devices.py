@@ -9,10 +9,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from evit_export.cli import JsonFlag, app, console, err_console
+from evit_export.cli import JsonFlag, _App, _Group, app, console, err_console
 from evit_export.core.jsonio import dumps_strict
 
-devices_app = typer.Typer(no_args_is_help=True, help="Device profiles for simulated latency: list, fit, calibrate.")
+devices_app = _App(cls=_Group, no_args_is_help=True, help="Device profiles for simulated latency: list, fit, calibrate.")
 app.add_typer(devices_app, name="devices")
 
 
@@ -77,9 +77,9 @@ def fit_cmd(csv_path: Path = typer.Argument(..., metavar="MEASUREMENTS.csv",
                                             help="CSV with at least device,model,img_size,ms."),
             device: str = typer.Option(..., "--device", metavar="NAME", help="The CSV's device column value."),
             out: Path = typer.Option(..., "--out", metavar="PROFILE.json"),
-            name: str = typer.Option(None, "--name", help="Profile name; default: the device name."),
-            description: str = typer.Option("", "--description", help="What the device is."),
-            runtime: str = typer.Option("measured runtime", "--runtime", help="The runtime that measured it."),
+            name: str = typer.Option(None, "--name", metavar="NAME", help="Profile name; default: the device name."),
+            description: str = typer.Option("", "--description", metavar="TEXT", help="What the device is."),
+            runtime: str = typer.Option("measured runtime", "--runtime", metavar="TEXT", help="The runtime that measured it."),
             fmt: ArtifactFormat = typer.Option(ArtifactFormat.tflite, "--format",
                                                help="Artifact format that runtime runs."),
             precision: Precision = typer.Option(Precision.fp32, "--precision"),
@@ -109,7 +109,7 @@ def calibrate_cmd(runtime: CalibrationRuntime = typer.Option(CalibrationRuntime.
                   threads: int = typer.Option(1, "--threads", min=1, metavar="N"),
                   out: Path = typer.Option(None, "--out", metavar="PROFILE.json",
                                            help="Also write the profile here (it is always cached)."),
-                  models: str = typer.Option("", "--models", help="Comma-separated timm:<name> reference set "
+                  models: str = typer.Option("", "--models", metavar="MODELS", help="Comma-separated timm:<name> reference set "
                                              "(default: the built-in one)."),
                   as_json: bool = JsonFlag()):
     """Measure reference timm models here (never EfficientViT) and fit a profile.
