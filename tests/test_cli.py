@@ -98,7 +98,7 @@ def test_user_error_speaks_flags_on_the_command_line(onnx_artifact):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "leave --variant out" in lines[0] and "variant=" not in lines[0], proc.stderr
     proc = run_cli_process("check", onnx_artifact, "-n", "0", timeout=300)
-    assert proc.returncode == 2 and "-n 0: need at least one input" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "--random-inputs 0: need at least one input" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("args", [["check", "-n", "2"], ["inspect"], ["parity", "--limit", "20"],
@@ -116,6 +116,71 @@ def test_python_parameter_names_become_the_commands_flags():
     _register_commands()
     message = "not m1: leave variant= out; pass images=DIR or checkpoint= with the weights; n=0; copy=2"
     assert cli_message(message, ["check", "-c", "ck.pth", "a.onnx"]) == (
-        "not m1: leave --variant out; pass --images DIR or --checkpoint with the weights; -n 0; copy=2")
+        "not m1: leave --variant out; pass --images DIR or --checkpoint with the weights; --random-inputs 0; copy=2")
     assert cli_message("data=DIR", ["parity", "a.onnx"]) == "--data DIR"
     assert cli_message("data=DIR", ["check", "a.onnx"]) == "data=DIR"  # not a check option: left as written
+
+
+def _all_commands():
+    import typer
+
+    from evit_export.cli import _register_commands, app
+
+    _register_commands()
+    root = typer.main.get_command(app)
+    found = []
+
+    def walk(command, path):
+        subs = getattr(command, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, path + [name])
+        else:
+            found.append((path, command))
+
+    walk(root, [])
+    return found
+
+
+def test_help_at_80_columns_keeps_words_whole_and_descriptions_wide(capsys, monkeypatch):
+    """Issue 19.15: help piped or captured is 80 columns wide. No option name, metavar or
+    word of a description is broken across lines, and every description starts within
+    the left 40% of the panel, so none is squeezed into a narrow column by the names
+    beside it."""
+    monkeypatch.setenv("COLUMNS", "80")
+
+    def words(text):
+        return [w for w in re.split(r"[\s,/]+", text) if w]
+
+    for path, command in _all_commands():
+        code, out, err = run_cli(capsys, *path, "--help")
+        assert code == 0, (path, err)
+        panel = [line[2:-1] for line in out.splitlines() if line.startswith("│") and line.endswith("│")]
+        shown = set(words(" ".join(panel)))
+        for param in command.params:
+            expected = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
+            expected += words(param.metavar or "") + words(param.help or "")
+            missing = [w for w in expected if w not in shown]
+            assert not missing, (path, missing, "\n".join(panel))
+            if param.metavar:
+                assert any(param.metavar in line for line in panel), (path, param.metavar, "\n".join(panel))
+        for line in panel:
+            if not line.strip():
+                continue
+            # a continuation line starts at the description column; a first line has the
+            # names, two or more spaces, then the description
+            start = len(line) - len(line.lstrip(" ")) if line.startswith(" ") else None
+            gap = re.search(r"\S\s{2,}(?=\S)", line)
+            if start is None and gap:
+                start = gap.end()
+            assert start is None or start <= 0.4 * 80, (path, line, "\n".join(panel))
+
+
+def test_bench_options_have_help_and_check_n_has_a_long_form(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    commands = dict((tuple(p), c) for p, c in _all_commands())
+    for name in ("threads", "iterations"):
+        param = next(p for p in commands[("bench",)].params if p.name == name)
+        assert param.help, name
+    n = next(p for p in commands[("check",)].params if p.name == "n")
+    assert any(o.startswith("--") for o in n.opts), n.opts

@@ -41,6 +41,12 @@ class _PlainHelpFlag:
             option.metavar = ""
         return option
 
+    def format_help(self, ctx, formatter):
+        from evit_export.cli.help_format import own_options_panel  # options laid out for 80 columns
+
+        with own_options_panel():
+            return super().format_help(ctx, formatter)
+
 
 class _Group(_PlainHelpFlag, TyperGroup):
     def resolve_command(self, ctx, args):

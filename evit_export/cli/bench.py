@@ -16,8 +16,10 @@ from evit_export.core.jsonio import dumps_strict
 @app.command("bench")
 def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
                                                      help="Artifacts to time side by side."),
-              threads: int = typer.Option(1, "--threads", min=1, metavar="N"),
-              iterations: int = typer.Option(30, "--iterations", min=1, metavar="N"),
+              threads: int = typer.Option(1, "--threads", min=1, metavar="N",
+                                          help="Runtime threads for the measurement (the paper's protocol: 1)."),
+              iterations: int = typer.Option(30, "--iterations", min=1, metavar="N",
+                                             help="Timed runs after the warm-up; the median and p90 are over these."),
               simulate: str = typer.Option("", "--simulate", metavar="DEVICES",
                                            help="Comma-separated device profiles (names or PROFILE.json; 'all' = "
                                            "every built-in one) to estimate; only those that run the artifact's "

@@ -19,7 +19,7 @@ def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An 
               checkpoint: Optional[str] = CheckpointOpt, variant: Optional[str] = VariantOpt,
               images: Optional[Path] = typer.Option(None, "--images", metavar="DIR",
                                                     help="Also compare on the images in this folder."),
-              n: int = typer.Option(32, "-n", metavar="N", help="Seeded random inputs."),
+              n: int = typer.Option(32, "--random-inputs", "-n", metavar="N", help="Seeded random inputs."),
               seed: int = typer.Option(0, "--seed", metavar="SEED", help="Seed of the random inputs."),
               max_abs_scale: Optional[float] = typer.Option(None, "--max-abs", metavar="SCALE",
                                                             help="fp32 tolerance: max abs error ≤ SCALE·max(1, "
