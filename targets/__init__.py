@@ -8,12 +8,17 @@ torch's triton must not be imported in the wrong order; see
 ``evit_export/core/import_order.py``).
 
 Adding a target = one sub-package with a ``Target`` subclass + one line in
-``TARGET_CLASSES`` (or ``register_target(cls)`` at run time).
+``TARGET_CLASSES``. A target from another installed distribution declares itself in
+the ``evit_export.targets`` entry-point group (``name = "module:Class"``), the way
+pytest finds its plug-ins; ``register_target(cls)`` adds one at run time.
 """
 from __future__ import annotations
 
 import importlib
+import warnings
+from importlib.metadata import entry_points
 from pathlib import Path
+
 
 from evit_export.core.errors import UserError
 from evit_export.core.spec import ModelSpec
@@ -27,6 +32,8 @@ TARGET_CLASSES = [
     "evit_export.targets.coreml:CoreMLTarget",
     "evit_export.targets.tflite:TFLiteTarget",
 ]
+ENTRY_POINT_GROUP = "evit_export.targets"
+_REQUIRED_ATTRIBUTES = ("name", "suffixes", "precisions", "memory_bound_ops", "options_type")
 
 _classes: dict[str, type[Target]] | None = None  # name -> class, filled on first use
 
@@ -46,19 +53,43 @@ def _load(class_path: str) -> type[Target] | None:
     return getattr(mod, cls)
 
 
+def _plugin_classes() -> list[type[Target]]:
+    """Targets other distributions declare. A broken plug-in is a warning naming it, never
+    a reason for the built-in formats to stop working."""
+    found = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+            _validate(cls)
+        except Exception as e:  # any failure inside a third-party package
+            warnings.warn(f"the evit-export target plug-in {ep.name!r} ({ep.value}) could not be loaded: "
+                          f"{type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+            continue
+        found.append(cls)
+    return found
+
+
+def _validate(cls) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Target)):
+        raise TypeError(f"{cls!r} is not a Target subclass")
+    for attr in _REQUIRED_ATTRIBUTES:
+        if not hasattr(cls, attr):
+            raise TypeError(f"target class {cls.__name__} lacks the class attribute {attr!r}")
+
+
 def _registry() -> dict[str, type[Target]]:
     global _classes
     if _classes is None:
-        loaded = [_load(p) for p in TARGET_CLASSES]
-        _classes = {c.name: c for c in loaded if c is not None}
+        loaded = [c for c in (_load(p) for p in TARGET_CLASSES) if c is not None]
+        names = {c.name for c in loaded}
+        loaded += [c for c in _plugin_classes() if c.name not in names]  # built-ins win a name clash
+        _classes = {c.name: c for c in loaded}
     return _classes
 
 
 def register_target(cls: type[Target]) -> type[Target]:
     """Add (or replace) a target at run time; usable as a class decorator."""
-    for attr in ("name", "suffixes", "precisions", "memory_bound_ops", "options_type"):
-        if not hasattr(cls, attr):
-            raise TypeError(f"target class {cls.__name__} lacks the class attribute {attr!r}")
+    _validate(cls)
     _registry()[cls.name] = cls
     return cls
 
@@ -87,14 +118,21 @@ def all_targets() -> list[Target]:
     return [get_target(name) for name in _registry()]
 
 
-def target_for(path: str | Path) -> Target:
+def known_suffixes(runnable: bool = False) -> tuple[str, ...]:
+    """Every artifact suffix a registered target opens (``runnable``: also the files its
+    runtime reads that carry no spec, such as onnxruntime's .ort)."""
+    return tuple(s for c in _registry().values() for s in c.suffixes + (c.extra_suffixes if runnable else ()))
+
+
+def target_for(path: str | Path, runnable: bool = False) -> Target:
+    """The target whose suffixes ``path`` ends in (``runnable``: its extra suffixes too)."""
     p = str(path).rstrip("/").lower()
     classes = _registry()
     for name, cls in classes.items():
-        if p.endswith(tuple(s.lower() for s in cls.suffixes)):
+        if p.endswith(tuple(s.lower() for s in cls.suffixes + (cls.extra_suffixes if runnable else ()))):
             return get_target(name)
     raise UserError(f"{path} is not an artifact evit-export knows: expected one of "
-                    + ", ".join(s for c in classes.values() for s in c.suffixes))
+                    + ", ".join(known_suffixes(runnable)))
 
 
 def open_artifact(path: str | Path) -> tuple[Path, Target, ModelSpec]:
@@ -111,5 +149,5 @@ def open_artifact(path: str | Path) -> tuple[Path, Target, ModelSpec]:
 
 
 __all__ = ["Artifact", "GraphReport", "PrecisionNotApplicable", "Runner", "RunnerOptions", "Target", "TargetOptions",
-           "TensorInfo", "TARGET_CLASSES", "all_targets", "get_target", "open_artifact",
+           "TensorInfo", "ENTRY_POINT_GROUP", "TARGET_CLASSES", "all_targets", "known_suffixes", "get_target", "open_artifact",
            "register_target", "target_for", "target_names", "unregister_target"]

@@ -1,16 +1,11 @@
 """What every target's app templates are written with: the package being written
 (``AppContext``), template rendering, the shared Python app, and the lookup of a
-target's own templates (``evit_export/targets/<name>/app.py``, which defines
-
-    APPS: dict[str, writer]    # app kind -> writer(ctx: AppContext) -> markdown usage text
-    AUTO_APPS: tuple[str, ...] # what ``--app auto`` writes for this target
-
-A target without that module gets none: packaging writes a generic note instead).
+target's own app writers (``Target.app_writers`` and ``Target.auto_apps``; a target
+without any gets none: packaging writes a generic note instead).
 Packaging (above) decides which apps a package gets and writes the rest of it.
 """
 from __future__ import annotations
 
-import importlib
 import re
 import shutil
 from collections.abc import Callable
@@ -60,25 +55,17 @@ class AppContext:
         return Path(shutil.copy2(self.root / name, dest_dir / (new_name or name)))
 
 
-def app_module(target_name: str):
-    try:
-        return importlib.import_module(f"evit_export.targets.{target_name}.app")
-    except ModuleNotFoundError as e:
-        if e.name and f"evit_export.targets.{target_name}".startswith(e.name):
-            return None
-        if e.name == f"evit_export.targets.{target_name}.app":
-            return None
-        raise
-
-
 def app_writers(target_name: str) -> dict[str, Callable[[AppContext], str]]:
-    module = app_module(target_name)
-    return dict(getattr(module, "APPS", {})) if module else {}
+    """App kind -> writer for ``target_name``'s artifacts (``Target.app_writers``)."""
+    from evit_export.targets import get_target
+
+    return get_target(target_name).app_writers()
 
 
 def auto_apps(target_name: str) -> tuple[str, ...]:
-    module = app_module(target_name)
-    return tuple(getattr(module, "AUTO_APPS", ())) if module else ()
+    from evit_export.targets import get_target
+
+    return tuple(get_target(target_name).auto_apps)
 
 
 # --------------------------------------------------------------------------- templates
@@ -108,16 +95,15 @@ def write_template(package: str, relative: str, dest: Path, values: dict[str, ob
 
 # --------------------------------------------------------------------------- python (shared)
 
-PYTHON_RUNTIMES = {"onnx": "onnxruntime>=1.18", "tflite": "ai-edge-litert>=1.0"}
-
-
-def write_python_app(ctx: AppContext, runtime: str) -> str:
-    """predict.py + evit_preprocess.py at the package root, beside the model."""
+def write_python_app(ctx: AppContext, target_package: str, requirement: str) -> str:
+    """predict.py + evit_preprocess.py at the package root, beside the model, and the
+    format's ``model_runtime.py`` (from ``target_package``'s templates) that opens it."""
     pkg = "evit_export.targets"
     write_template(pkg, "templates/python/predict.py", ctx.root / "predict.py",
                    {"MODEL_FILE": ctx.model_file}).chmod(0o755)
     write_template(pkg, "templates/python/evit_preprocess.py", ctx.root / "evit_preprocess.py")
-    (ctx.root / "requirements.txt").write_text(f"numpy\npillow\n{PYTHON_RUNTIMES[runtime]}\n", encoding="utf-8")
+    write_template(target_package, "templates/python/model_runtime.py", ctx.root / "model_runtime.py")
+    (ctx.root / "requirements.txt").write_text(f"numpy\npillow\n{requirement}\n", encoding="utf-8")
     return ("```bash\npip install -r requirements.txt\npython predict.py sample.png        # top-5 per image; "
             "--json for machine-readable output\n```\n`evit_preprocess.py` restates the tool's preprocessing "
             "exactly (same pixels), with numpy and Pillow only.\n")

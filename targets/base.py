@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from evit_export.core import optional
 from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
 from evit_export.core.spec import ModelSpec
@@ -30,6 +32,15 @@ from evit_export.core.spec import ModelSpec
 # The precision families every tolerance, sweep and report speaks in; each target maps
 # its own precision labels (e.g. TFLite "dynamic", CoreML int8 weights) onto one.
 PRECISION_FAMILIES = ("fp32", "fp16", "int8")
+
+
+def cli_option(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
+               hidden: bool = False, aliases: tuple[str, ...] = ()) -> Any:
+    """A field of a ``TargetOptions`` dataclass that the format's export command offers
+    on the command line (``evit_export/cli/export.py`` builds the command from these).
+    ``flag`` defaults to ``--field-name``; ``aliases`` are old spellings kept hidden."""
+    return field(default=default, metadata={"cli": {"help": help, "flag": flag, "metavar": metavar,
+                                                    "hidden": hidden, "aliases": tuple(aliases)}})
 
 
 class PrecisionNotApplicable(UserError):
@@ -70,8 +81,10 @@ def enum_choice(enum_type: type[Enum], value, flag: str):
 
 @dataclass(frozen=True)
 class RunnerOptions:
+    """What every runner takes. A target whose runners take more subclasses this and
+    names the subclass in ``Target.runner_options_type``."""
+
     threads: int | None = None  # None = runtime default
-    native: bool | None = None  # CoreML: MLModel.predict (macOS) vs MIL interpreter; ignored elsewhere
     batch: int | None = None  # override for batch-flexible artifacts
 
     def __post_init__(self):
@@ -154,6 +167,11 @@ class Runner(ABC):
         localisation. Layout as the artifact holds it (the matcher handles NHWC)."""
         raise NotImplementedError(f"{self.name} cannot expose intermediate tensors")
 
+    def integrity_failures(self) -> list[str]:
+        """What the runner found damaged in its artifact while opening it (e.g. weights
+        that differ from digests sealed in at export); the equivalence check fails on any."""
+        return []
+
     def timed_call(self, pixels: np.ndarray):
         """A zero-argument callable running inference only, for latency measurement.
         Runners override it to keep input conversion out of the timed region."""
@@ -194,6 +212,27 @@ class Target(ABC):
     options_type: ClassVar[type[TargetOptions]]
     imports_tensorflow: ClassVar[bool] = False  # the registry runs the import-order guard first when True
 
+    # --- what a format declares so that no shared module has to name it (all optional)
+    title: ClassVar[str] = ""  # "TFLite / LiteRT": how messages and reports name the format
+    runner_options_type: ClassVar[type[RunnerOptions]] = RunnerOptions
+    # pip extra installing the runtime, and import name -> what needs it, for the one-line
+    # "pip install 'evit-export[extra]'" error (core.optional) when a module is missing.
+    extra: ClassVar[str | None] = None
+    requirements: ClassVar[dict[str, str]] = {}
+    colour: ClassVar[str] = "#8c8c8c"  # the format's colour in report plots
+    # The CPU kernel library its runtime runs ("xnnpack", "mlas", ...): latency profiles
+    # fitted for one library share prices across the formats that run on it.
+    kernel_library: ClassVar[str | None] = None
+    # Files the format's runtime also reads that are not artifacts this tool can open
+    # (onnxruntime's ".ort"): bench --remote and simulate accept them by name.
+    extra_suffixes: ClassVar[tuple[str, ...]] = ()
+    # App kinds ``package --app auto`` writes; the writers come from ``app_writers``.
+    auto_apps: ClassVar[tuple[str, ...]] = ()
+    # The pip requirement line of the runtime a Python app needs (None: no Python app).
+    python_requirement: ClassVar[str | None] = None
+    # Export command: short help, and the default artifact suffix (``export_suffix``).
+    cli_help: ClassVar[str] = ""
+
     @abstractmethod
     def export(self, model, spec: ModelSpec, out: Path, options: TargetOptions | None = None) -> Artifact:
         """Write the artifact atomically; ``model`` is the folded deploy model;
@@ -213,8 +252,54 @@ class Target(ABC):
         """{'inputs': [...], 'outputs': [...]}"""
 
     @abstractmethod
-    def inspect(self, path: Path, profile: bool = False) -> GraphReport:
-        ...
+    def inspect(self, path: Path) -> GraphReport:
+        """The artifact's graph: op histogram, parameters, size and what the format adds
+        (delegate partitions, ...). Timing lives in ``op_time_profile`` and bench."""
+
+    def __init_subclass__(cls, **kwargs):
+        """Defining a target tells ``core.optional`` which extra installs each module it
+        needs, before any of its code can ask for one (``optional.require``)."""
+        super().__init_subclass__(**kwargs)
+        for module, purpose in cls.__dict__.get("requirements", {}).items():
+            optional.declare(module, cls.extra or cls.name, purpose)
+
+    def app_writers(self) -> dict[str, Callable]:
+        """App kind -> writer(AppContext) -> markdown usage text (``targets.apps``)."""
+        return {}
+
+    def input_quantization(self, path: Path) -> tuple[float, int] | None:
+        """(scale, zero point) of an integer model input, for apps that feed it raw bytes."""
+        return None
+
+    def op_time_profile(self, path: Path, threads: int = 1) -> dict[str, float] | None:
+        """Share of the runtime's kernel time per op type (same names as ``inspect``'s
+        histogram) on one run, or None where the runtime has no op profiler."""
+        return None
+
+    def remote_bench_source(self) -> str | None:
+        """Python source, run on a remote device with only the runtime installed, defining
+        ``open_model(path, threads, batch) -> (call, runtime_name, input_shape)``; None when
+        this format cannot be measured remotely (``validation/latency/remote_bench_script.py``)."""
+        return None
+
+    def check_output(self, out: Path, options: TargetOptions) -> Path:
+        """``out`` if it suits ``options`` and can be written; a UserError naming the fix
+        otherwise. Export commands call it before any work."""
+        from evit_export.core.atomic import check_writable
+
+        if not str(out).lower().endswith(tuple(s.lower() for s in self.suffixes)):
+            raise UserError(f"out={out} must end in {' or '.join(self.suffixes)}")
+        return check_writable(Path(out))
+
+    def export_suffix(self, options: TargetOptions) -> str:
+        """The default file suffix for ``options`` (a format may have several)."""
+        return self.suffixes[0]
+
+    def export_summary(self, artifact: Artifact, options: TargetOptions) -> list[str]:
+        """Lines the export command prints after writing ``artifact``."""
+        size = artifact.info.get("file_size")
+        size_text = f"{size / 1e6:.2f} MB, " if isinstance(size, (int, float)) else ""
+        return [f"wrote {artifact.path} ({size_text}{options.precision_label()})"]
 
     def check_options(self, options: TargetOptions | None) -> TargetOptions:
         """``options``, or the defaults; a UserError for another target's options."""

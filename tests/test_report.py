@@ -141,7 +141,7 @@ def test_results_csv_and_json_are_strict(sweep):
     assert coreml["estimates"]["a13-ane-fp16"]["kind"] == "estimate"
     assert coreml["estimates"]["a13-ane-fp16"]["provenance"]
     onnx = next(c for c in results["cells"] if c["id"] == "m0-onnx-fp32")
-    assert 0 < onnx["ort_memory_bound_share"] < 1 and onnx["parity"]["images"] == 40
+    assert 0 < onnx["memory_bound_time_share"] < 1 and onnx["parity"]["images"] == 40
 
 
 def test_pareto_front_keeps_only_undominated_points():

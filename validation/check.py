@@ -67,7 +67,7 @@ def check_artifact(artifact: str | Path, *, checkpoint: str | Path | None = None
                                    inputs=described)
         # A runner may also know its artifact is damaged (e.g. weights differ from
         # the digests sealed in at export): that fails the check too.
-        damaged = list(getattr(runner, "integrity_failures", None) or [])
+        damaged = runner.integrity_failures()
         if damaged:
             report.failures = damaged + report.failures
             report.passed = False

@@ -3,7 +3,7 @@ measurements, calibrate this machine."""
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 
 import typer
@@ -11,15 +11,14 @@ from rich.table import Table
 
 from evit_export.cli import JsonFlag, _App, _Group, app, console, err_console
 from evit_export.core.jsonio import dumps_strict
+from evit_export.targets import target_names
 
 devices_app = _App(cls=_Group, no_args_is_help=True, help="Device profiles for simulated latency: list, fit, calibrate.")
 app.add_typer(devices_app, name="devices")
 
 
-class ArtifactFormat(str, Enum):
-    tflite = "tflite"
-    onnx = "onnx"
-    coreml = "coreml"
+# Every registered format, whichever distribution it comes from.
+ArtifactFormat = StrEnum("ArtifactFormat", {name: name for name in target_names()})
 
 
 class Precision(str, Enum):
@@ -80,8 +79,7 @@ def fit_cmd(csv_path: Path = typer.Argument(..., metavar="MEASUREMENTS.csv",
             name: str = typer.Option(None, "--name", metavar="NAME", help="Profile name; default: the device name."),
             description: str = typer.Option("", "--description", metavar="TEXT", help="What the device is."),
             runtime: str = typer.Option("measured runtime", "--runtime", metavar="TEXT", help="The runtime that measured it."),
-            fmt: ArtifactFormat = typer.Option(ArtifactFormat.tflite, "--format",
-                                               help="Artifact format that runtime runs."),
+            fmt: ArtifactFormat = typer.Option("tflite", "--format", help="Artifact format that runtime runs."),
             precision: Precision = typer.Option(Precision.fp32, "--precision"),
             as_json: bool = JsonFlag()):
     """Fit a CPU profile to measured latencies.
@@ -93,7 +91,7 @@ def fit_cmd(csv_path: Path = typer.Argument(..., metavar="MEASUREMENTS.csv",
     rows = read_measurements(csv_path, device)
     attach_features(rows, log=lambda msg: err_console.print(msg, highlight=False))
     profile, figures = fit_profile(
-        rows, name=name or device, description=description or device, runtime=runtime, formats=[fmt.value],
+        rows, name=name or device, description=description or device, runtime=runtime, formats=[str(fmt)],
         precisions=[precision.value], source_text=f"from {csv_path.name} (device {device})",
         data={"data": csv_path.name, "data_sha256": file_digest(csv_path), "device_column": device})
     profile.save(out)

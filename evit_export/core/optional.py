@@ -8,11 +8,9 @@ import importlib.util
 
 from evit_export.core.errors import UserError
 
-# import name -> (pip extra, what needs it)
+# import name -> (pip extra, what needs it). Export targets add their runtimes with
+# ``declare`` when the target registry loads them (``Target.extra``/``requirements``).
 EXTRAS = {
-    "coremltools": ("coreml", "CoreML export and checks"),
-    "tensorflow": ("tflite", "the TFLite converter"),
-    "ai_edge_litert": ("tflite", "running .tflite models (LiteRT)"),
     "sklearn": ("train", "the embedded handwritten-digits dataset"),
     "timm": ("baselines", "baseline architectures (timm:<name>)"),
     "scipy": ("baselines", "fitting device profiles"),
@@ -20,8 +18,13 @@ EXTRAS = {
 }
 
 
+def declare(module: str, extra: str, purpose: str) -> None:
+    """Record that ``pip install 'evit-export[extra]'`` installs ``module``, which ``purpose`` needs."""
+    EXTRAS[module] = (extra, purpose)
+
+
 def missing_message(module: str) -> str:
-    extra, purpose = EXTRAS[module]
+    extra, purpose = EXTRAS.get(module, ("all", "this command"))
     return (f"{module} is not installed, and {purpose} needs it: "
             f"pip install 'evit-export[{extra}]' (or [all])")
 

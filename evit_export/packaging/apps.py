@@ -4,14 +4,19 @@ third-party or throwaway target) gets a generic integration note: never an error
 from __future__ import annotations
 
 from evit_export.core.errors import UserError
-from evit_export.targets.apps import AppContext, app_module, app_writers, auto_apps
+from evit_export.targets import all_targets
+from evit_export.targets.apps import AppContext, app_writers, auto_apps
 
-__all__ = ["APP_KINDS", "AppContext", "app_module", "app_writers", "auto_apps", "chosen_apps", "generic_note",
+__all__ = ["APP_KINDS", "AppContext", "app_writers", "auto_apps", "chosen_apps", "generic_note",
            "write_apps"]
 
 APP_KINDS = ("auto", "ios", "android", "web", "python")
-# Which artifact an app kind needs, for the error when it is asked of another target.
-APP_NEEDS = {"ios": ".mlpackage (CoreML)", "android": ".tflite (LiteRT)", "web": ".onnx", "python": ".onnx or .tflite"}
+
+
+def app_needs(kind: str) -> str:
+    """Which artifacts offer app ``kind``, for the error when another target is asked for it."""
+    offering = [f"{t.title or t.name} ({' / '.join(t.suffixes)})" for t in all_targets() if kind in t.app_writers()]
+    return " or ".join(offering) or "no installed format's"
 
 
 def chosen_apps(target_name: str, app: str) -> tuple[str, ...]:
@@ -22,7 +27,7 @@ def chosen_apps(target_name: str, app: str) -> tuple[str, ...]:
     offered = app_writers(target_name)
     if app not in offered:
         have = ", ".join(offered) or "none"
-        raise UserError(f"--app {app} needs a {APP_NEEDS[app]} artifact; a {target_name} artifact offers: {have}")
+        raise UserError(f"--app {app} needs a {app_needs(app)} artifact; a {target_name} artifact offers: {have}")
     return (app,)
 
 

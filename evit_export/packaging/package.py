@@ -24,8 +24,8 @@ from evit_export.packaging.manifest import (
     weights_record,
 )
 from evit_export.packaging.preprocessing import preprocessing_spec
-from evit_export.packaging.runtime import input_quantization, open_runner
 from evit_export.packaging.sample import EXPECTED, SAMPLE, expected_record, sample_image
+from evit_export.targets import RunnerOptions
 
 
 def simulated_latencies(target, spec) -> list[dict]:
@@ -41,7 +41,7 @@ def _measure(target, artifact, spec, threads, log) -> list[dict]:
     from evit_export.validation.latency.measure import measure_latency
 
     rows = []
-    with open_runner(target, artifact, spec, threads) as runner:
+    with target.open(artifact, spec, RunnerOptions(threads=threads)) as runner:
         if not runner.deployment_runtime:
             log(f"{runner.name} is a checker, not a deployment runtime: latency only simulated")
         else:
@@ -71,7 +71,7 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
     reference = reference_model(spec, checkpoint)
     latencies = _measure(target, artifact, spec, threads, log) if measure else []
     image, description = sample_image(spec)
-    with open_runner(target, artifact, spec, threads) as runner:
+    with target.open(artifact, spec, RunnerOptions(threads=threads)) as runner:
         expected = expected_record(image, description, spec, reference, runner)
     portable = portable_spec(spec.to_dict())
     with atomic_path(out, directory=True) as tmp:
@@ -81,7 +81,7 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
         else:
             shutil.copy2(artifact, tmp / artifact.name)
         (tmp / "labels.txt").write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
-        pre = preprocessing_spec(spec, input_quantization(target.name, artifact))
+        pre = preprocessing_spec(spec, target.input_quantization(artifact))
         (tmp / "preprocessing.json").write_text(dumps_strict(pre, indent=2) + "\n", encoding="utf-8")
         image.save(tmp / SAMPLE)
         (tmp / EXPECTED).write_text(dumps_strict(expected, indent=2) + "\n", encoding="utf-8")

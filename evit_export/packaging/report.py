@@ -89,7 +89,7 @@ def size_points(results: dict) -> tuple[list[dict], str]:
 
 def share_rows(results: dict) -> list[dict]:
     return [{"id": c["id"], "target": c["target"], "op_share": c["memory_bound_ops"] / c["total_ops"],
-             "time_share": c.get("ort_memory_bound_share")}
+             "time_share": c.get("memory_bound_time_share")}
             for c in results["cells"] if c.get("total_ops")]
 
 
@@ -220,7 +220,7 @@ def _size_and_share_section(results: dict) -> str:
     if rows:
         parts.append(_figure(plots.share_plot(rows), "ops that reshape, transpose, split, copy or apply "
                              "element-wise functions (the paper's memory-bound lens); hatched: their share of "
-                             "onnxruntime kernel time, where profiled", " class=\"plot share\""))
+                             "the runtime's kernel time, where it can be profiled", " class=\"plot share\""))
     if not parts:
         return ""
     return "<h2>Size and memory-bound work</h2><div class=\"plots\">" + "".join(parts) + "</div>"
@@ -272,7 +272,7 @@ def _columns(devices: list[str]) -> list[tuple[str, object]]:
     cols += [
         ("mem-bound ops", lambda c: _num(c.get("memory_bound_ops"), "{:.0f}")),
         ("ops", lambda c: _num(c.get("total_ops"), "{:.0f}")),
-        ("ORT mem-bound time %", lambda c: _num(c.get("ort_memory_bound_share"), "{:.1f}", 100.0)),
+        ("mem-bound time %", lambda c: _num(c.get("memory_bound_time_share"), "{:.1f}", 100.0)),
         ("artifact", lambda c: _text(c.get("artifact"))),
     ]
     return cols

@@ -11,8 +11,14 @@ import io
 import re
 
 FG, GRID = "#0a0b0c", "#0d0e0f"  # placeholders, replaced in the SVG text
-TARGET_COLOURS = {"onnx": "#3d8fd6", "coreml": "#e69f00", "tflite": "#22a884"}
 OTHER_COLOUR = "#cc79a7"
+
+
+def target_colour(name: str) -> str:
+    """The format's own colour (``Target.colour``); a format no longer installed gets a neutral one."""
+    from evit_export.targets import get_target, target_names
+
+    return get_target(name).colour if name in target_names() else OTHER_COLOUR
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
 
 
@@ -62,7 +68,7 @@ def _legend(ax, points: list[dict], front: bool) -> None:
 
     handles = []
     for t in dict.fromkeys(p["target"] for p in points):
-        handles.append(Line2D([], [], ls="", marker="o", color=TARGET_COLOURS.get(t, OTHER_COLOUR), label=t))
+        handles.append(Line2D([], [], ls="", marker="o", color=target_colour(t), label=t))
     for prec in dict.fromkeys(p["precision"] for p in points):
         handles.append(Line2D([], [], ls="", marker=PRECISION_MARKERS.get(prec, "D"), color=FG, mfc="none",
                               label=prec))
@@ -85,7 +91,7 @@ def scatter_plot(points: list[dict], plot_key: str, xlabel: str, ylabel: str, ti
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.5))
     for p in points:
-        colour = TARGET_COLOURS.get(p["target"], OTHER_COLOUR)
+        colour = target_colour(p["target"])
         art = ax.scatter([p["x"]], [p["y"]], s=46, marker=PRECISION_MARKERS.get(p["precision"], "D"),
                          c=colour if p["measured"] else "none", edgecolors=colour, linewidths=1.6, zorder=3,
                          clip_on=False)  # a point on an axis limit (0 % accuracy) stays whole
@@ -111,17 +117,17 @@ def scatter_plot(points: list[dict], plot_key: str, xlabel: str, ylabel: str, ti
 
 def share_plot(rows: list[dict]) -> str:
     """Horizontal bars per artifact: share of graph ops that move data rather than
-    compute, and (ONNX) the share of onnxruntime kernel time they take."""
+    compute, and (where the runtime profiles ops) the share of kernel time they take."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.2, 0.9 + 0.26 * max(1, len(rows))))
     names = [r["id"] for r in rows]
     ys = list(range(len(rows)))
     ax.barh([y + 0.18 for y in ys], [100 * r["op_share"] for r in rows], height=0.36,
-            color=[TARGET_COLOURS.get(r["target"], OTHER_COLOUR) for r in rows], label="share of ops")
+            color=[target_colour(r["target"]) for r in rows], label="share of ops")
     timed = [(y, r) for y, r in zip(ys, rows) if r.get("time_share") is not None]
     if timed:
         ax.barh([y - 0.18 for y, _ in timed], [100 * r["time_share"] for _, r in timed], height=0.36,
-                color="none", edgecolor=FG, hatch="////", label="share of onnxruntime time")
+                color="none", edgecolor=FG, hatch="////", label="share of kernel time")
     ax.set_yticks(ys, names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)

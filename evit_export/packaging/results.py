@@ -54,7 +54,8 @@ def new_record(variant: str, target: str, precision: str) -> dict:
         "latency": None,  # measured on this machine: runtime, machine, median_ms, p90_ms, ...; or {"skipped": why}
         "estimates": {},  # device -> {estimate_ms, kind "estimate", description, provenance, ...}
         "memory_bound_ops": None, "total_ops": None,
-        "ort_memory_bound_share": None,  # share of onnxruntime kernel time in memory-bound ops (ONNX cells)
+        # share of the runtime's kernel time in memory-bound ops, where it has an op profiler
+        "memory_bound_time_share": None,
     }
 
 
@@ -108,7 +109,7 @@ def csv_columns(devices: list[str]) -> list[str]:
             "eq_runtime", "eq_max_abs", "eq_cosine_min", "eq_top1_agreement", "eq_passed",
             "parity_top1", "parity_reference_top1", "parity_delta_top1", "parity_agreement", "parity_passed",
             "latency_median_ms", "latency_p90_ms", "latency_runtime", "latency_machine", "latency_kind",
-            "memory_bound_ops", "total_ops", "ort_memory_bound_share", "started_at", "finished_at"]
+            "memory_bound_ops", "total_ops", "memory_bound_time_share", "started_at", "finished_at"]
     for d in devices:
         base += [f"estimate_ms[{d}]", f"estimate_provenance[{d}]"]
     return base
@@ -120,7 +121,7 @@ def csv_row(rec: dict, devices: list[str]) -> dict:
     lat = rec.get("latency") or {}
     row = {k: rec.get(k) for k in ("id", "variant", "target", "precision", "precision_label", "status",
                                    "verdict", "reason", "artifact", "sha256", "file_size", "params", "macs",
-                                   "img_size", "memory_bound_ops", "total_ops", "ort_memory_bound_share",
+                                   "img_size", "memory_bound_ops", "total_ops", "memory_bound_time_share",
                                    "started_at", "finished_at")}
     row.update({"eq_runtime": eq.get("runtime"), "eq_max_abs": eq.get("max_abs"),
                 "eq_cosine_min": eq.get("cosine_min"), "eq_top1_agreement": eq.get("top1_agreement"),

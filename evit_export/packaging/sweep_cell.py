@@ -210,9 +210,9 @@ def stage_measure(ctx: CellContext) -> None:
         else:
             lat = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=30, min_seconds=0.5)
             rec["latency"] = lat.to_dict()
-    if rec["target"] == "onnx":
-        shares = target.inspect(path, profile=True).extra.get("time_share") or {}
-        rec["ort_memory_bound_share"] = round(sum(v for op, v in shares.items() if target.is_memory_bound(op)), 4)
+    shares = target.op_time_profile(path, threads=threads)
+    if shares:  # None where the runtime has no op profiler
+        rec["memory_bound_time_share"] = round(sum(v for op, v in shares.items() if target.is_memory_bound(op)), 4)
 
 
 STAGE_FUNCTIONS = {"build": stage_build, "estimate": stage_estimate, "measure": stage_measure}

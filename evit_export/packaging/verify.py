@@ -83,7 +83,6 @@ def _file_problems(root: Path, manifest: dict) -> str | None:
 
 def _spec_problems(root: Path, manifest: dict) -> tuple[str | None, object]:
     from evit_export.packaging.preprocessing import preprocessing_spec
-    from evit_export.packaging.runtime import input_quantization
     from evit_export.targets import open_artifact
 
     model = _inside(root, manifest.get("model"))
@@ -102,7 +101,7 @@ def _spec_problems(root: Path, manifest: dict) -> tuple[str | None, object]:
     if not labels_file.is_file() or labels_file.read_text(encoding="utf-8").splitlines() != list(spec.labels):
         problems.append("labels.txt differs from the labels embedded in the model")
     pre_file = root / "preprocessing.json"
-    want = json.loads(json.dumps(preprocessing_spec(spec, input_quantization(target.name, path))))
+    want = json.loads(json.dumps(preprocessing_spec(spec, target.input_quantization(path))))
     try:
         have = json.loads(pre_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -116,7 +115,7 @@ def _sample_problem(root: Path, opened) -> str | None:
     from PIL import Image
 
     from evit_export.core.preprocess import image_to_pixels
-    from evit_export.packaging.runtime import open_runner
+    from evit_export.targets import RunnerOptions
 
     path, target, spec = opened
     try:
@@ -126,7 +125,7 @@ def _sample_problem(root: Path, opened) -> str | None:
             pixels = image_to_pixels(im, spec)[None]
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"cannot read {SAMPLE} / {EXPECTED}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-    with open_runner(target, path, spec, threads=1) as runner:
+    with target.open(path, spec, RunnerOptions(threads=1)) as runner:
         outputs = runner.run(pixels)
     try:
         return compare_outputs(recorded, outputs)

@@ -19,6 +19,13 @@ class CoreMLTarget(Target):
     suffixes = (".mlpackage", ".mlmodel")
     precisions = ("fp32", "fp16", "int8")  # int8: weight-only (CoreMLOptions.for_precision)
     options_type = CoreMLOptions
+    title = "CoreML"
+    runner_options_type = CoreMLRunnerOptions
+    extra = "coreml"
+    requirements = {"coremltools": "CoreML export and checks"}
+    colour = "#e69f00"
+    auto_apps = ("ios",)
+    cli_help = "Export to CoreML (ML Program or NeuralNetwork) for iPhone, then check it against PyTorch."
     imports_tensorflow = True  # coremltools imports TensorFlow when it is installed
     # Op types that move or reshape data rather than compute (the paper's "memory-bound"
     # lens), in normalise_op_name spelling: ML Program (MIL) ops, then NeuralNetwork layers.
@@ -60,13 +67,40 @@ class CoreMLTarget(Target):
 
         return describe_proto(read_model_spec(Path(path))[0], self.read_spec(path))
 
-    def inspect(self, path: Path, profile: bool = False) -> GraphReport:
+    def inspect(self, path: Path) -> GraphReport:
         from evit_export.targets.coreml.inspector import graph_summary
 
         hist, params, size, extra = graph_summary(Path(path))
-        if profile:
-            extra["note"] = "--profile is not available for CoreML artifacts (no Linux runtime)"
         return self.graph_report(hist, params, size, extra)
+
+    def app_writers(self) -> dict:
+        from evit_export.targets.coreml.app import APPS
+
+        return dict(APPS)
+
+    def remote_bench_source(self) -> str:
+        from evit_export.targets.apps import template_text
+
+        return template_text("evit_export.targets.coreml", "templates/remote_bench.py")
+
+    def check_output(self, out: Path, options: CoreMLOptions) -> Path:
+        from evit_export.targets.coreml.exporter import check_out
+
+        return check_out(out, options)
+
+    def export_suffix(self, options: CoreMLOptions) -> str:
+        return options.format.suffix
+
+    def export_summary(self, artifact: Artifact, options: CoreMLOptions) -> list[str]:
+        info = artifact.info
+        lines = [f"wrote {artifact.path} ({info['file_size'] / 1e6:.2f} MB, {options.format}, "
+                 f"{options.precision_label()}, iOS {info['min_ios']}+, {options.input} input, {options.output} "
+                 f"output, batch {options.batch}, converted in {info['convert_seconds']:.1f} s)"]
+        if options.compress != Compression.NONE:
+            before, after = info["size_before_compression"], info["size_after_compression"]
+            lines.append(f"weight compression {options.compress}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB "
+                         f"({100 * after / before:.0f}%)")
+        return lines
 
     def precision_family(self, spec: ModelSpec) -> str:
         """Compressed weights (int8, 6-bit palettes) are judged like int8 artifacts."""

@@ -1,5 +1,5 @@
 """App template for CoreML artifacts: a Swift package (Vision + CoreML) with an XCTest.
-Looked up by ``evit_export.targets.apps`` by target name."""
+The target's ``app_writers`` returns ``APPS``."""
 from __future__ import annotations
 
 from evit_export.targets.apps import AppContext, write_template
@@ -47,4 +47,3 @@ def write_ios_app(ctx: AppContext) -> str:
 
 
 APPS = {"ios": write_ios_app}
-AUTO_APPS = ("ios",)

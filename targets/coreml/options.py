@@ -149,6 +149,7 @@ class CoreMLOptions(TargetOptions):
 class CoreMLRunnerOptions(RunnerOptions):
     """RunnerOptions plus what only CoreML runners take."""
 
+    native: bool | None = None  # MLModel.predict (macOS) or the MIL interpreter; None: native where it runs
     compute_units: ComputeUnits = ComputeUnits.ALL  # native (macOS) prediction only
     output: RunnerOutput = RunnerOutput.LOGITS  # interpreter, classifier artifacts
     verify_integrity: bool = True  # compare program and weights with the digests sealed at export
@@ -165,4 +166,4 @@ class CoreMLRunnerOptions(RunnerOptions):
             return options
         if options is None:
             return cls()
-        return cls(threads=options.threads, native=options.native, batch=options.batch)
+        return cls(threads=options.threads, batch=options.batch)

@@ -44,7 +44,10 @@ class NativeRunner(Runner):
         self.description = self.model.get_spec().description
         self.output_kind = "probabilities" if self.description.predictedProbabilitiesName else "logits"
         self.batch = spec.batch
-        self.integrity_failures: list[str] = []
+        self._integrity_failures: list[str] = []
+
+    def integrity_failures(self) -> list[str]:
+        return list(self._integrity_failures)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         return run_in_batches(self._predict, pixels, self.batch).astype(np.float32)
@@ -88,15 +91,18 @@ class InterpreterRunner(Runner):
         self.threads = options.threads
         self.program = MILProgram.load(self.path, lenient=True)
         if options.verify_integrity:
-            self.integrity_failures = self.program.verify_integrity()
+            self._integrity_failures = self.program.verify_integrity()
         else:
-            self.integrity_failures = [f"corrupt weights: {p}" for p in self.program.problems]
+            self._integrity_failures = [f"corrupt weights: {p}" for p in self.program.problems]
         self.batch = self.program.batch
         self.classifier = self.program.classify_op is not None
         self.logits_var = self.program.logits_before_softmax() if self.classifier else None
         wants_logits = options.output == RunnerOutput.LOGITS
         self.from_logits = self.classifier and wants_logits and self.logits_var is not None
         self.output_kind = "probabilities" if self.classifier and not self.from_logits else "logits"
+
+    def integrity_failures(self) -> list[str]:
+        return list(self._integrity_failures)
 
     def _feed(self, pixels: np.ndarray) -> np.ndarray:
         # An image input reaches the program as the float pixel values of an 8-bit buffer.

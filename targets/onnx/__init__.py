@@ -17,6 +17,13 @@ class OnnxTarget(Target):
     suffixes = (".onnx",)
     precisions = tuple(str(p) for p in OnnxPrecision)
     options_type = OnnxOptions
+    title = "ONNX"
+    colour = "#3d8fd6"
+    kernel_library = "mlas"
+    extra_suffixes = (".ort",)  # onnxruntime's mobile format: runnable remotely, no spec inside
+    auto_apps = ("web", "python")
+    python_requirement = "onnxruntime>=1.18"
+    cli_help = "Export the folded deploy graph to ONNX (simplified, checked, spec in metadata)."
     # ONNX op types that move or reshape data rather than compute (the paper's
     # "memory-bound" lens), in normalise_op_name spelling.
     memory_bound_ops: ClassVar[frozenset[str]] = frozenset({
@@ -45,14 +52,41 @@ class OnnxTarget(Target):
 
         return describe_proto(load_proto(path))
 
-    def inspect(self, path: Path, profile: bool = False) -> GraphReport:
-        from evit_export.targets.onnx.inspector import load_proto, op_histogram, parameter_count, profile_op_time
+    def inspect(self, path: Path) -> GraphReport:
+        from evit_export.targets.onnx.inspector import load_proto, op_histogram, parameter_count
 
         proto = load_proto(path)
-        report = self.graph_report(op_histogram(proto), parameter_count(proto), Path(path).stat().st_size)
-        if profile:
-            report.extra["time_share"] = profile_op_time(Path(path))
-        return report
+        return self.graph_report(op_histogram(proto), parameter_count(proto), Path(path).stat().st_size)
+
+    def op_time_profile(self, path: Path, threads: int = 1) -> dict[str, float]:
+        from evit_export.targets.onnx.inspector import profile_op_time
+
+        return profile_op_time(Path(path), threads=threads)
+
+    def app_writers(self) -> dict:
+        from evit_export.targets.onnx.app import APPS
+
+        return dict(APPS)
+
+    def remote_bench_source(self) -> str:
+        from evit_export.targets.apps import template_text
+
+        return template_text("evit_export.targets.onnx", "templates/remote_bench.py")
+
+    def export_suffix(self, options: OnnxOptions) -> str:
+        return ".onnx"
+
+    def export_summary(self, artifact: Artifact, options: OnnxOptions) -> list[str]:
+        info = artifact.info
+        batch = "dynamic" if options.batch is None else options.batch
+        lines = [f"wrote {artifact.path} ({info['file_size'] / 1e6:.2f} MB, opset {options.opset}, "
+                 f"{options.precision_label()}, batch {batch}, simplified with {info['simplifier']}, "
+                 f"{info['export_seconds']:.1f} s)"]
+        if options.ort_format:
+            verdict = info["ort"]["mobile_usability"]
+            lines.append(f"wrote {info['ort']['path']} ({info['ort']['size'] / 1e6:.2f} MB); mobile usability "
+                         f"check exit {verdict['returncode']}, details in {artifact.path}.evit.json")
+        return lines
 
 
 __all__ = ["OnnxOptions", "OnnxPrecision", "OnnxTarget", "QuantFormat"]

@@ -1,5 +1,5 @@
 """App templates for ONNX artifacts: a static web page (onnxruntime-web) and a Python
-script (onnxruntime). Looked up by ``evit_export.targets.apps`` by target name."""
+script (onnxruntime). The target's ``app_writers`` returns ``APPS``."""
 from __future__ import annotations
 
 from evit_export.targets.apps import AppContext, write_python_app, write_template
@@ -37,8 +37,9 @@ def write_web_app(ctx: AppContext) -> str:
 
 
 def write_python(ctx: AppContext) -> str:
-    return write_python_app(ctx, "onnx")
+    from evit_export.targets import get_target
+
+    return write_python_app(ctx, TEMPLATES, get_target("onnx").python_requirement)
 
 
 APPS = {"web": write_web_app, "python": write_python}
-AUTO_APPS = ("web", "python")

@@ -59,12 +59,12 @@ def parameter_count(proto) -> int:
     return int(sum(np.prod(t.dims) if len(t.dims) else 1 for t in proto.graph.initializer))
 
 
-def profile_op_time(path: Path, runs: int = 10) -> dict[str, float]:
-    """Share of onnxruntime kernel time per op type (1 thread, optimised graph)."""
+def profile_op_time(path: Path, runs: int = 10, threads: int = 1) -> dict[str, float]:
+    """Share of onnxruntime kernel time per op type (optimised graph)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     opts.enable_profiling = True
     with tempfile.TemporaryDirectory() as d:
         opts.profile_file_prefix = str(Path(d) / "prof")

@@ -19,6 +19,14 @@ class TFLiteTarget(Target):
     suffixes = (".tflite",)
     precisions = ("fp32", "fp16", "int8")
     options_type = TFLiteOptions
+    title = "TFLite / LiteRT"
+    extra = "tflite"
+    requirements = {"tensorflow": "the TFLite converter", "ai_edge_litert": "running .tflite models (LiteRT)"}
+    colour = "#22a884"
+    kernel_library = "xnnpack"
+    auto_apps = ("android", "python")
+    python_requirement = "ai-edge-litert>=1.0"
+    cli_help = "Export to TFLite / LiteRT: native NHWC graph, fp32 / fp16 / dynamic / int8, spec in metadata."
     imports_tensorflow = True  # LiteRT shares TensorFlow's import-order hazard with torch's triton
     # TFLite builtin op names that move or reshape data rather than compute, in
     # normalise_op_name spelling (the paper's "memory-bound" lens).
@@ -54,10 +62,10 @@ class TFLiteTarget(Target):
         spec_text = spec_text_from_tflite(Path(path))
         return describe_interpreter(interpreter(Path(path), 1, delegate=False), spec_text)
 
-    def inspect(self, path: Path, profile: bool = False) -> GraphReport:
+    def inspect(self, path: Path) -> GraphReport:
         from evit_export.targets.base import read_sidecar
         from evit_export.targets.tflite.inspector import op_histogram, parameter_count, read_artifact_bytes, read_model
-        from evit_export.targets.tflite.runner import delegate_partitions, interpreter, time_invoke
+        from evit_export.targets.tflite.runner import delegate_partitions, interpreter
 
         data = read_artifact_bytes(path)
         model = read_model(data)
@@ -69,9 +77,37 @@ class TFLiteTarget(Target):
         report.extra["xnnpack_partitions"] = delegate_partitions(it)
         for role, d in (("input", it.get_input_details()[0]), ("output", it.get_output_details()[0])):
             report.extra[f"{role}_dtype"] = np.dtype(d["dtype"]).name
-        if profile:
-            report.extra["latency_ms_1_thread"] = time_invoke(Path(path))
         return report
+
+    def app_writers(self) -> dict:
+        from evit_export.targets.tflite.app import APPS
+
+        return dict(APPS)
+
+    def input_quantization(self, path: Path) -> tuple[float, int] | None:
+        from evit_export.targets.tflite.app import input_quantization
+
+        return input_quantization(path)
+
+    def remote_bench_source(self) -> str:
+        from evit_export.targets.apps import template_text
+
+        return template_text("evit_export.targets.tflite", "templates/remote_bench.py")
+
+    def check_output(self, out: Path, options: TFLiteOptions) -> Path:
+        from evit_export.targets.tflite.exporter import check_out
+
+        return check_out(out)
+
+    def export_summary(self, artifact: Artifact, options: TFLiteOptions) -> list[str]:
+        info = artifact.info
+        gpu = info.get("gpu_delegate") or {}
+        gpu_text = ("GPU delegate: compatible" if gpu.get("compatible") else
+                    f"GPU delegate: NOT fully compatible ({len(gpu.get('problems', []))} findings)"
+                    if gpu.get("checked") else "GPU delegate: not checked")
+        return [f"wrote {artifact.path} ({info['file_size'] / 1e6:.2f} MB, {info['precision']}, input "
+                f"{info['io']['input']['dtype']} {info['layout']}, batch {options.batch}, "
+                f"{info['export_seconds']:.1f} s); labels in {info['labels']}; {gpu_text}"]
 
 
 __all__ = ["InputType", "Layout", "Quantize", "TFLiteOptions", "TFLiteTarget"]

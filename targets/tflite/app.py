@@ -1,5 +1,5 @@
 """App templates for TFLite artifacts: an Android library module (LiteRT) and a Python
-script (ai-edge-litert). Looked up by ``evit_export.targets.apps`` by target name."""
+script (ai-edge-litert). The target's ``app_writers`` returns ``APPS``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,8 +69,9 @@ def write_android_app(ctx: AppContext) -> str:
 
 
 def write_python(ctx: AppContext) -> str:
-    return write_python_app(ctx, "tflite")
+    from evit_export.targets import get_target
+
+    return write_python_app(ctx, TEMPLATES, get_target("tflite").python_requirement)
 
 
 APPS = {"android": write_android_app, "python": write_python}
-AUTO_APPS = ("android", "python")

@@ -10,8 +10,8 @@ the others), the same for the transformer rows alone (the rows a CNN-heavy set
 predicts worst), Spearman rank correlation, and the same figures for the naive
 baseline that every latency paper warns about: latency proportional to MACs.
 
-Which coefficients are free depends on the runtime (``fit_structure``): for TFLite
-(XNNPACK) classes that run the same kernel share one price, so the 30-odd CNN rows of a
+Which coefficients are free depends on the runtime (``fit_structure``): for runtimes
+on XNNPACK's kernels (``Target.kernel_library``) classes that run the same kernel share one price, so the 30-odd CNN rows of a
 calibration set fix prices the few transformer rows could not identify alone.
 """
 from __future__ import annotations
@@ -191,28 +191,37 @@ def now_utc() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-# TFLite's XNNPACK delegate runs a 1x1 convolution, a fully connected layer and a batch
-# matmul through the same GEMM micro-kernels: one rate per MAC. Elementwise ops, layout
+# XNNPACK (TFLite's delegate, ExecuTorch's backend) runs a 1x1 convolution, a fully
+# connected layer and a batch matmul through the same GEMM micro-kernels: one rate per MAC. Elementwise ops, layout
 # copies (transpose, concat, pad) and a GEMM's operand streaming move activations through
 # the same caches and memory: one price per element moved.
 XNNPACK_SHARED_PRICES = {"matmul": "pointwise", "layout": "elementwise", "gemm_traffic": "elementwise"}
-# Added for TFLite: transcendental compute and GEMM operand traffic (simulate.py). The
-# onnxruntime calibration keeps its earlier structure (its larger reference set was
-# validated against M0-M5 that way, and MLAS runs 1x1 convolutions in NCHWc kernels, not
+# Added for XNNPACK runtimes: transcendental compute and GEMM operand traffic (simulate.py).
+# The onnxruntime (MLAS) calibration keeps its earlier structure (its larger reference set
+# was validated against M0-M5 that way, and MLAS runs 1x1 convolutions in NCHWc kernels, not
 # in its SGEMM, so the GEMM tie would not hold there).
-_TFLITE_ONLY = ("exp", "erf", "gemm_traffic")
+_XNNPACK_ONLY = ("exp", "erf", "gemm_traffic")
+
+
+def _runs_xnnpack(formats: list[str] | None) -> bool:
+    """Whether any of ``formats`` runs on XNNPACK's kernels (``Target.kernel_library``)."""
+    from evit_export.targets import get_target, target_names
+
+    known = set(target_names())
+    return any(get_target(f).kernel_library == "xnnpack" for f in formats or [] if f in known)
 
 
 def fitted_features(device_class: str, formats: list[str] | None = None) -> list[str]:
     """The coefficients a fit solves for. An op-by-op interpreter pays per op and per
     call; a whole-graph accelerator has no per-op cost (simulate.estimate)."""
-    names = [n for n in FEATURES if "tflite" in (formats or []) or n not in _TFLITE_ONLY]
+    xnnpack = _runs_xnnpack(formats)
+    names = [n for n in FEATURES if xnnpack or n not in _XNNPACK_ONLY]
     return names if device_class == "cpu-interpreter" else [n for n in names if n != "dispatch"]
 
 
 def fit_structure(device_class: str, formats: list[str]) -> tuple[list[str], dict]:
     """(features a fit solves for, prices they share) for a runtime running ``formats``."""
-    shared = XNNPACK_SHARED_PRICES if "tflite" in formats else {}
+    shared = XNNPACK_SHARED_PRICES if _runs_xnnpack(formats) else {}
     return fitted_features(device_class, formats), dict(shared)
 
 

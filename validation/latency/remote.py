@@ -22,7 +22,8 @@ from pathlib import Path
 from evit_export.core.errors import UserError
 from evit_export.validation.latency.measure import Latency
 
-SCRIPT = Path(__file__).with_name("remote_bench_script.py")
+HARNESS = Path(__file__).with_name("remote_bench_script.py")
+_OPENER_MARKER = "# @@OPEN_MODEL@@"
 _HOST = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
 # Exit statuses of remote_bench_script.py.
 _MISSING_RUNTIME, _CANNOT_RUN, _NO_COMMAND = 3, 4, 127
@@ -123,12 +124,28 @@ def _upload(client, folder: str, paths: list[Path], timeout: float) -> None:
             raise UserError(f"copying to the device failed: {stderr.read().decode(errors='replace').strip()}")
 
 
+def remote_script(artifact: Path) -> str:
+    """The harness with the artifact's format's ``open_model`` inserted: one self-contained
+    script for the device."""
+    from evit_export.targets import target_for
+
+    target = target_for(artifact, runnable=True)
+    opener = target.remote_bench_source()
+    if opener is None:
+        raise UserError(f"{target.title or target.name} artifacts cannot be measured on a remote device yet: "
+                        "measure them on this machine (bench without --remote)")
+    return HARNESS.read_text(encoding="utf-8").replace(_OPENER_MARKER, opener)
+
+
 def bench_remote(artifact: Path, target: RemoteHost, *, identity: Path | None = None,
                  remote_python: str = "python3", threads: int | None = 1, iterations: int = 30, batch: int = 1,
                  accept_new_host_key: bool = False, known_hosts: Path | None = None,
                  timeout: float = 600.0) -> Latency:
     """Median latency of ``artifact`` measured on ``target`` with its own runtime."""
+    import tempfile
+
     known_hosts = Path(known_hosts or Path.home() / ".ssh" / "known_hosts")
+    script_text = remote_script(Path(artifact))
     client = connect(target, identity, known_hosts, accept_new_host_key)
     try:
         code, folder, err = _run(client, "mktemp -d", 30)
@@ -136,9 +153,12 @@ def bench_remote(artifact: Path, target: RemoteHost, *, identity: Path | None = 
         if code or not folder:
             raise UserError(f"cannot create a temporary folder on {target.host}: {err.strip() or 'mktemp failed'}")
         try:
-            _upload(client, folder, [SCRIPT, Path(artifact)], timeout)
+            with tempfile.TemporaryDirectory() as scratch:
+                script = Path(scratch) / HARNESS.name
+                script.write_text(script_text, encoding="utf-8")
+                _upload(client, folder, [script, Path(artifact)], timeout)
             command = " ".join(shlex.quote(a) for a in (
-                remote_python, f"{folder}/{SCRIPT.name}", f"{folder}/{Path(artifact).name}",
+                remote_python, f"{folder}/{HARNESS.name}", f"{folder}/{Path(artifact).name}",
                 "--threads", str(threads or 0), "--iterations", str(iterations), "--batch", str(batch)))
             code, out, err = _run(client, command, timeout)
         finally:

@@ -2,8 +2,9 @@
 
 Shipped to a remote device by ``evit-export bench --remote`` and run there with the
 device's own Python. Self-contained on purpose: standard library plus the runtime
-that opens the model (onnxruntime, LiteRT / tflite-runtime / TensorFlow Lite, or
-coremltools on macOS), because nothing of evit-export is installed on the device.
+that opens the model, because nothing of evit-export is installed on the device. The
+format's own ``open_model`` (``Target.remote_bench_source``) is inserted at the marker
+below before the script is shipped (``remote.remote_script``).
 Prints one JSON object; exit status 3 names a missing runtime, 4 a model it cannot run.
 
     python remote_bench_script.py MODEL [--threads N] [--iterations N] [--batch N]
@@ -44,69 +45,7 @@ def random_input(shape, dtype_name: str, np):
     return rng.standard_normal(shape).astype(dtype_name)
 
 
-def onnx_call(path, threads, batch):
-    try:
-        import numpy as np
-        import onnxruntime as ort
-    except ImportError:
-        fail(MISSING_RUNTIME, error="runtime missing", package="onnxruntime")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    shape = [d if isinstance(d, int) else batch for d in inp.shape]
-    dtype = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
-             "tensor(int8)": "int8"}.get(inp.type, "float32")
-    feed = {inp.name: random_input(shape, dtype, np)}
-    return (lambda: session.run(None, feed)), f"onnxruntime {ort.__version__}", shape
-
-
-def tflite_interpreter(path, threads):
-    for module, package in (("ai_edge_litert.interpreter", "ai-edge-litert"),
-                            ("tflite_runtime.interpreter", "tflite-runtime"), ("tensorflow.lite", "tensorflow")):
-        try:
-            mod = __import__(module, fromlist=["Interpreter"])
-        except ImportError:
-            continue
-        return mod.Interpreter(model_path=path, num_threads=threads or None), f"{package}"
-    fail(MISSING_RUNTIME, error="runtime missing", package="ai-edge-litert")
-
-
-def tflite_call(path, threads, batch):
-    import numpy as np
-
-    interpreter, runtime = tflite_interpreter(path, threads)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    x = random_input(list(detail["shape"]), np.dtype(detail["dtype"]).name, np)
-
-    def call():
-        interpreter.set_tensor(detail["index"], x)
-        interpreter.invoke()
-    return call, runtime, list(detail["shape"])
-
-
-def coreml_call(path, threads, batch):
-    if platform.system() != "Darwin":
-        fail(CANNOT_RUN, error="CoreML models run only on macOS (coremltools MLModel.predict)")
-    try:
-        import coremltools as ct
-        import numpy as np
-    except ImportError:
-        fail(MISSING_RUNTIME, error="runtime missing", package="coremltools")
-    model = ct.models.MLModel(path)
-    inp = model.get_spec().description.input[0]
-    if inp.type.WhichOneof("Type") == "imageType":
-        from PIL import Image
-
-        size = (inp.type.imageType.width, inp.type.imageType.height)
-        feed = {inp.name: Image.fromarray(random_input((size[1], size[0], 3), "uint8", np))}
-        shape = [1, 3, size[1], size[0]]
-    else:
-        shape = list(inp.type.multiArrayType.shape)
-        feed = {inp.name: random_input(shape, "float32", np)}
-    return (lambda: model.predict(feed)), f"coremltools {ct.__version__} MLModel.predict", shape
+# @@OPEN_MODEL@@
 
 
 def main():
@@ -116,13 +55,8 @@ def main():
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--batch", type=int, default=1)
     args = ap.parse_args()
-    suffix = args.model.rstrip("/").lower().rsplit(".", 1)[-1]
-    opener = {"onnx": onnx_call, "ort": onnx_call, "tflite": tflite_call, "mlpackage": coreml_call,
-              "mlmodel": coreml_call}.get(suffix)
-    if opener is None:
-        fail(CANNOT_RUN, error=f"unknown model format .{suffix}")
     try:
-        call, runtime, shape = opener(args.model, args.threads, args.batch)
+        call, runtime, shape = open_model(args.model, args.threads, args.batch)  # noqa: F821 (inserted above)
         for _ in range(3):
             call()
         times = []

@@ -25,8 +25,9 @@ _VARIANT = re.compile(r"^(?:efficientvit_)?(m[0-5])$", re.IGNORECASE)
 
 
 def is_artifact_ref(ref: str) -> bool:
-    return Path(ref).exists() or ref.lower().rstrip("/").endswith((".onnx", ".ort", ".tflite", ".mlpackage",
-                                                                     ".mlmodel"))
+    from evit_export.targets import known_suffixes
+
+    return Path(ref).exists() or ref.lower().rstrip("/").endswith(known_suffixes(runnable=True))
 
 
 def timm_model(name: str, img_size: int | None = None):

@@ -3,8 +3,8 @@
 
     python predict.py IMAGE [IMAGE ...] [--top 5] [--json]
 
-Needs numpy, Pillow and the model's runtime (requirements.txt): onnxruntime for .onnx,
-ai-edge-litert (LiteRT) for .tflite.
+Needs numpy, Pillow and the model's runtime (requirements.txt); model_runtime.py opens
+the model with that runtime.
 """
 from __future__ import annotations
 
@@ -15,43 +15,10 @@ from pathlib import Path
 
 import numpy as np
 from evit_preprocess import load_rgb, model_input, preprocess_pixels
+from model_runtime import Model
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "@@MODEL_FILE@@"
-
-
-class OnnxModel:
-    def __init__(self, path: Path):
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.input_quantization = None
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self.input_name: x})[0], np.float64)[0]
-
-
-class LiteRTModel:
-    def __init__(self, path: Path):
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:  # older installs
-            from tflite_runtime.interpreter import Interpreter
-        self.interpreter = Interpreter(model_path=str(path))
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        scale, zero_point = self.input["quantization"]
-        # The model's own quantisation parameters, not assumed ones.
-        self.input_quantization = (scale, zero_point) if scale else None
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])[0].astype(np.float64)
-        scale, zero_point = self.output["quantization"]
-        return (y - zero_point) * scale if scale else y
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -74,7 +41,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     pre = json.loads((HERE / "preprocessing.json").read_text(encoding="utf-8"))
     labels = (HERE / "labels.txt").read_text(encoding="utf-8").splitlines()
-    model = OnnxModel(MODEL) if MODEL.suffix == ".onnx" else LiteRTModel(MODEL)
+    model = Model(MODEL)
     results = {}
     for path in args.images:
         if not path.is_file():

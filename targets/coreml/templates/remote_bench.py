@@ -1,0 +1,27 @@
+# Opener for evit-export's remote bench harness (validation/latency/remote_bench_script.py):
+# inserted into the harness, which defines fail, random_input, MISSING_RUNTIME and CANNOT_RUN.
+# Runs on the device with its own Python and runtime only.
+# ruff: noqa: F821
+import platform
+
+
+def open_model(path, threads, batch):
+    if platform.system() != "Darwin":
+        fail(CANNOT_RUN, error="CoreML models run only on macOS (coremltools MLModel.predict)")
+    try:
+        import coremltools as ct
+        import numpy as np
+    except ImportError:
+        fail(MISSING_RUNTIME, error="runtime missing", package="coremltools")
+    model = ct.models.MLModel(path)
+    inp = model.get_spec().description.input[0]
+    if inp.type.WhichOneof("Type") == "imageType":
+        from PIL import Image
+
+        size = (inp.type.imageType.width, inp.type.imageType.height)
+        feed = {inp.name: Image.fromarray(random_input((size[1], size[0], 3), "uint8", np))}
+        shape = [1, 3, size[1], size[0]]
+    else:
+        shape = list(inp.type.multiArrayType.shape)
+        feed = {inp.name: random_input(shape, "float32", np)}
+    return (lambda: model.predict(feed)), f"coremltools {ct.__version__} MLModel.predict", shape
