@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
+from evit_export.core.errors import UserError
+
 if TYPE_CHECKING:  # names for annotations only; importing them here would load torch
     import torch
 
@@ -138,22 +140,39 @@ def bench(artifacts: Sequence[PathLike], *, threads: int = 1, iterations: int = 
     return results
 
 
-def simulate(model: PathLike, device: PathLike, *, img_size: int | None = None, batch: int | None = None,
-             checkpoint: PathLike | None = None) -> Estimate:
+def simulate(model: PathLike, device: PathLike | Sequence[PathLike], *, img_size: int | None = None,
+             batch: int | None = None, checkpoint: PathLike | None = None) -> Estimate | list[Estimate]:
     """Estimated latency of ``model`` on ``device``: always an estimate, never a measurement.
 
     ``model``: ``"m0"``…``"m5"``, ``"timm:<name>"`` (random weights) or an exported
     artifact (its own size and batch). ``device``: a profile name (``evit-export devices
-    list``) or the path of a PROFILE.json. One forward pass is recorded op by op and
-    each op class is priced by the profile; the estimate carries a per-class
-    breakdown, the profile's provenance and its validation error.
+    list``) or the path of a PROFILE.json, or a list of them (then a list of estimates).
+    An artifact is priced only on profiles of its format and precision (the rule
+    ``bench`` and ``sweep`` follow): another is a UserError naming those that fit. One
+    forward pass is recorded op by op and each op class is priced by the profile; the
+    estimate carries a per-class breakdown, the profile's provenance and its validation
+    error, and is rounded to the significant figures that error supports.
     """
+    from evit_export.validation.latency import reported, require_fit
     from evit_export.validation.latency.profiles import resolve_profile
     from evit_export.validation.latency.simulate import estimate
-    from evit_export.validation.latency.workloads import features
+    from evit_export.validation.latency.workloads import features, is_artifact_ref
 
-    label, size, model_batch, feats = features(str(model), img_size, batch, checkpoint)
-    return estimate(feats, resolve_profile(str(device)), label, size, model_batch)
+    many = not isinstance(device, (str, os.PathLike))
+    profiles = [resolve_profile(str(d)) for d in (device if many else [device])]
+    if not profiles:
+        raise UserError("device=[] names no profile: pass a profile name (evit-export devices list) or a "
+                        "PROFILE.json")
+    ref = str(model)
+    if is_artifact_ref(ref) and Path(ref).exists():
+        from evit_export.targets import open_artifact
+
+        path, target, spec = open_artifact(ref)
+        for profile in profiles:  # before the forward pass: a mismatch fails at once
+            require_fit(profile, target.name, target.precision_family(spec), path.name)
+    label, size, model_batch, feats = features(ref, img_size, batch, checkpoint)
+    estimates = [reported(estimate(feats, p, label, size, model_batch), p) for p in profiles]
+    return estimates if many else estimates[0]
 
 
 def package(artifact: PathLike, out: PathLike, *, checkpoint: PathLike | None = None,

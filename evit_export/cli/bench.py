@@ -9,7 +9,7 @@ from typing import List
 import typer
 from rich.table import Table
 
-from evit_export.cli import Flag, JsonFlag, app, console, err_console
+from evit_export.cli import Flag, JsonFlag, app, console
 from evit_export.core.jsonio import dumps_strict
 
 
@@ -22,8 +22,8 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
                                              help="Timed runs after the warm-up; the median and p90 are over these."),
               simulate: str = typer.Option("", "--simulate", metavar="DEVICES",
                                            help="Comma-separated device profiles (names or PROFILE.json; 'all' = "
-                                           "every built-in one) to estimate; only those that run the artifact's "
-                                           "format and precision are used (evit-export devices list)."),
+                                           "every built-in one that runs the artifact's format and precision) to "
+                                           "estimate on; a named one must run it (evit-export devices list)."),
               remote: str = typer.Option(None, "--remote", metavar="[USER@]HOST[:PORT]",
                                          help="Measure on this device over SSH instead of here."),
               identity: Path = typer.Option(None, "--identity", metavar="KEY", help="SSH private key."),
@@ -39,11 +39,12 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
 
     --simulate adds estimates, kept apart, each with its profile's provenance and validation error.
     """
+    estimates = [_estimates(artifact, simulate) for artifact in artifacts]  # a profile that does not fit: no timing
     rows = []
-    for artifact in artifacts:
+    for artifact, estimated in zip(artifacts, estimates):
         rows += _measure(artifact, threads, iterations, remote, identity, remote_python, accept_new_host_key,
                          known_hosts)
-        rows += _estimates(artifact, simulate)
+        rows += estimated
     if as_json:
         sys.stdout.write(dumps_strict(rows, indent=2) + "\n")
         return
@@ -71,18 +72,14 @@ def _estimates(artifact, simulate: str) -> list[dict]:
     if not names:
         return []
     from evit_export.targets import open_artifact
-    from evit_export.validation.latency import estimates_for
+    from evit_export.validation.latency import estimates_for, require_fit
     from evit_export.validation.latency.profiles import builtin_profiles, resolve_profile
 
     artifact, target, spec = open_artifact(artifact)
     precision = target.precision_family(spec)
     named = [n for n in names if n != "all"]
-    for name in named:
-        profile = resolve_profile(name)
-        if not profile.fits(target.name, precision):
-            err_console.print(f"[yellow]note:[/] {profile.name} describes {'/'.join(profile.formats)} "
-                              f"{'/'.join(profile.precisions)} artifacts, not {target.name} {precision}: "
-                              f"no estimate for {artifact.name}", highlight=False)
+    for name in named:  # 'all' takes the profiles that fit; a named one must fit (simulate's rule)
+        require_fit(resolve_profile(name), target.name, precision, artifact.name)
     devices = named + (list(builtin_profiles()) if "all" in names else [])
     rows = estimates_for(spec, target.name, precision, list(dict.fromkeys(devices)))
     return [{"artifact": artifact.name, **row} for row in rows]
@@ -100,9 +97,12 @@ def _print(rows: list[dict], threads: int) -> None:
     estimates = [r for r in rows if r["kind"] == "estimate"]
     if not estimates:
         return
+    from evit_export.validation.latency import format_figures
+
     table = Table(title="ESTIMATED latency (simulated from device profiles, not measured)")
     for col in ("artifact", "device", "estimate ms", "rests on", "validation error"):
         table.add_column(col)
     for r in estimates:
-        table.add_row(r["artifact"], r["device"], f"{r['median_ms']:.2f}", r["provenance"], r["validation_error"])
+        table.add_row(r["artifact"], r["device"], format_figures(r["median_ms"], r["significant_figures"]),
+                      r["provenance"], r["validation_error"])
     console.print(table)

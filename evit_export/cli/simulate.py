@@ -1,5 +1,6 @@
 """``simulate``: estimated latency of EfficientViT variants, timm models or exported
-artifacts on a device profile (an estimate, never a measurement)."""
+artifacts on device profiles (an estimate, never a measurement): a thin shell over
+``evit_export.api.simulate``."""
 from __future__ import annotations
 
 import sys
@@ -13,11 +14,18 @@ from evit_export.cli import CheckpointOpt, JsonFlag, app, console
 from evit_export.core.jsonio import dumps_strict
 
 
+def device_names(values: list[str]) -> list[str]:
+    """``--device a,b --device c`` -> [a, b, c], each once."""
+    return list(dict.fromkeys(name.strip() for value in values for name in value.split(",") if name.strip()))
+
+
 @app.command("simulate")
 def simulate_cmd(models: List[str] = typer.Argument(..., metavar="MODEL...",
                                                     help="m0..m5, timm:<name> (random weights) or an artifact."),
-                 device: List[str] = typer.Option(..., "--device", metavar="NAME|PROFILE.json",
-                                                  help="Device profile (evit-export devices list); repeatable."),
+                 device: List[str] = typer.Option(..., "--device", metavar="DEVICES",
+                                                  help="Comma-separated device profiles (names or PROFILE.json; "
+                                                  "evit-export devices list); repeatable. An artifact is priced "
+                                                  "only on profiles of its format and precision."),
                  img_size: int = typer.Option(None, "--img-size", metavar="PIXELS",
                                               help="Input size; default: the model's own."),
                  batch: int = typer.Option(None, "--batch", min=1, metavar="N", help="Default: 1 (artifact: its own)."),
@@ -25,29 +33,29 @@ def simulate_cmd(models: List[str] = typer.Argument(..., metavar="MODEL...",
                  as_json: bool = JsonFlag()):
     """Estimate latency on device profiles (never a measurement).
 
-    Each estimate has a per-op-class breakdown, the profile's provenance and its validation error.
+    Each estimate has a per-op-class breakdown, the profile's provenance and its validation error, and is rounded
+    to the significant figures that error supports.
     """
+    from evit_export.api import simulate
+    from evit_export.validation.latency import format_figures
     from evit_export.validation.latency.profiles import resolve_profile
-    from evit_export.validation.latency.simulate import estimate
-    from evit_export.validation.latency.workloads import features
 
-    profiles = [resolve_profile(d) for d in device]
+    names = device_names(device)
+    profiles = [resolve_profile(name) for name in names]
     rows = []
     for ref in models:
-        label, size, model_batch, feats = features(ref, img_size, batch, checkpoint)
-        for profile in profiles:
-            rows.append(estimate(feats, profile, label, size, model_batch).to_dict()
-                        | {"total_gmacs": round(feats.total_macs / 1e9, 4)})
+        rows += [est.to_dict() for est in simulate(ref, names, img_size=img_size, batch=batch, checkpoint=checkpoint)]
     if as_json:
         sys.stdout.write(dumps_strict(rows, indent=2) + "\n")
         return
-    table = Table(title="simulated latency (ESTIMATES from device profiles, not measurements)")
+    table = Table(title="simulated latency (estimates from device profiles, not measurements)")
     for col in ("model", "px", "batch", "device", "estimate ms", "largest classes (ms)"):
         table.add_column(col, justify="right" if col in ("px", "batch", "estimate ms") else "left")
     for r in rows:
+        figures = r["significant_figures"]
         top = sorted(r["breakdown_ms"].items(), key=lambda kv: -kv[1])[:3]
-        table.add_row(r["model"], str(r["img_size"]), str(r["batch"]), r["device"], f"{r['estimate_ms']:.2f}",
-                      ", ".join(f"{k} {v:.2f}" for k, v in top))
+        table.add_row(r["model"], str(r["img_size"]), str(r["batch"]), r["device"],
+                      format_figures(r["estimate_ms"], figures), ", ".join(f"{k} {v:g}" for k, v in top))
     console.print(table)
     for profile in profiles:
         console.print(f"{profile.name}: {profile.provenance()}; error: {profile.error_summary()}", highlight=False)

@@ -160,6 +160,8 @@ class Estimate:
     provenance: str      # what the profile rests on
     validation: dict     # the profile's validation error figures
     kind: str = "estimate"
+    # digits the figures deserve (latency.significant_figures); None: unrounded, as priced
+    significant_figures: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
