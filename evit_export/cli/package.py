@@ -22,7 +22,8 @@ class AppKind(str, enum.Enum):
 @app.command("package")
 def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An artifact exported by evit-export."),
                 out: Path = typer.Option(..., "--out", "-o", metavar="DIR",
-                                         help="Package folder to create (replaced atomically)."),
+                                         help="Package folder: a new or empty folder, or an earlier package "
+                                         "(replaced atomically)."),
                 app_kind: AppKind = typer.Option(AppKind.auto, "--app", metavar="APP",
                                                  help="App project to write: auto, ios, android, web or python. "
                                                  "auto: .onnx gets web + python, .tflite android + python, "
@@ -32,7 +33,11 @@ def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
                                             "(npm at package time) so the page works offline."),
                 checkpoint: Optional[str] = CheckpointOpt,
                 images: Optional[Path] = typer.Option(None, "--images", metavar="DIR",
-                                                      help="Also check on these images."),
+                                                      help="Also check on these images; the first becomes "
+                                                      "the package's sample.png."),
+                sample: Optional[Path] = typer.Option(None, "--sample", metavar="IMG",
+                                                      help="The image the package ships as sample.png (default: "
+                                                      "the first of --images, else a generated pattern)."),
                 threads: int = typer.Option(1, "--threads", metavar="N",
                                             help="Threads for the latency measurement."),
                 latency: bool = Flag(True, "--latency/--no-latency", help="Measure latency on this machine.")):
@@ -42,7 +47,7 @@ def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
 
     path = build_package(artifact, out, checkpoint=checkpoint, images=images, threads=threads,
                          measure=latency, app=app_kind.value, vendor_runtime=vendor_runtime,
-                         log=lambda m: err_console.print(m))
+                         log=lambda m: err_console.print(m), sample=sample)
     manifest = json.loads((path / "manifest.json").read_text())
     eq = manifest["equivalence"]
     apps = ", ".join(manifest["apps"]) or "no app template (see INTEGRATION.md)"
@@ -50,6 +55,7 @@ def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
     console.print(f"wrote {path}/ ({files} file{'s' if files != 1 else ''}; apps: {apps}); equivalence "
                   f"{'PASS' if eq['passed'] else 'FAIL'}: max abs {eq['max_abs']:.2e}, "
                   f"top-1 agreement {100 * eq['top1_agreement']:.1f}%")
+    console.print(f"sample.png: {manifest['sample']['description']}", highlight=False)
     for lat in manifest["latency"]:
         if lat["kind"] == "estimate":
             console.print(f"latency ESTIMATE for {lat['runtime']}, batch {lat['batch']}: {lat['median_ms']:.2f} ms "

@@ -1,7 +1,10 @@
 """``verify-package``: is the model in this folder the one that was verified?
 
 Three independent checks, all run so the report names every problem:
-1. every file's size and sha256 against manifest.json (and no unlisted files);
+1. every file's size and sha256 against manifest.json, and no unlisted file except what
+   the documented install and build steps create (``created_by_tools``): any other
+   unlisted file FAILS the check, named, because an app project bundles what its folder
+   holds (an extra file in web/ or android/ ships with the app);
 2. the model's embedded spec against the manifest, labels.txt and preprocessing.json;
 3. the packaged model re-run on sample.png against expected.json.
 """
@@ -15,9 +18,50 @@ from evit_export.core.errors import UserError
 from evit_export.packaging.manifest import MANIFEST, portable_spec, sha256_file
 from evit_export.packaging.sample import EXPECTED, SAMPLE, compare_outputs
 
-# Folders a developer's tools create inside an app project (npm, SwiftPM, Gradle, Python):
-# not part of the package, so not "unlisted files".
-TOOL_FOLDERS = {"node_modules", ".build", "build", ".gradle", "__pycache__", ".swiftpm"}
+# What the documented install and build steps create inside a package, recognised by the
+# project file that makes a folder that tool's project: (project files, files, folders).
+TOOL_OUTPUTS = (
+    (("package.json",), {"package-lock.json"}, {"node_modules"}),  # npm install (web/)
+    (("build.gradle.kts", "build.gradle", "settings.gradle.kts", "settings.gradle"),
+     {"local.properties"}, {"build", ".gradle", ".kotlin"}),  # Gradle, Android Studio (android/)
+    (("Package.swift",), {"Package.resolved"}, {".build", ".swiftpm"}),  # swift build/test, Xcode (ios/)
+)
+
+
+def created_by_tools(rel: str, listed: set[str]) -> bool:
+    """Whether the unlisted file ``rel`` (POSIX, relative to the package) is one that npm,
+    Gradle, SwiftPM or Python create when the package's INTEGRATION.md steps run: inside
+    a folder whose project file the package lists, or __pycache__ beside listed .py files."""
+    parts = rel.split("/")
+    if len(parts) >= 2 and parts[-2] == "__pycache__" and parts[-1].endswith(".pyc"):
+        folder = "/".join(parts[:-2])
+        return any(p.endswith(".py") and p.rpartition("/")[0] == folder for p in listed)
+    for i in range(len(parts)):
+        folder, rest = "/".join(parts[:i]), parts[i:]
+        for project_files, files, folders in TOOL_OUTPUTS:
+            if not any(f"{folder}/{name}".lstrip("/") in listed for name in project_files):
+                continue
+            if (len(rest) == 1 and rest[0] in files) or (len(rest) > 1 and rest[0] in folders):
+                return True
+    return False
+
+
+def listed_files(manifest: dict) -> set[str]:
+    entries = manifest.get("files") if isinstance(manifest, dict) else None
+    return {e["path"] for e in entries or [] if isinstance(e, dict) and isinstance(e.get("path"), str)}
+
+
+def foreign_files(root: Path, manifest: dict) -> list[str]:
+    """Files in ``root`` that neither the package (manifest.json) nor the documented
+    install/build steps wrote: a user's own, or a tampering."""
+    listed = listed_files(manifest)
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if (path.is_file() or path.is_symlink()) and rel != MANIFEST and rel not in listed \
+                and not created_by_tools(rel, listed):
+            found.append(rel)
+    return found
 
 
 @dataclass
@@ -61,23 +105,19 @@ def _file_problems(root: Path, manifest: dict) -> str | None:
     entries = manifest.get("files")
     if not isinstance(entries, list) or not entries:
         return "manifest.json lists no files"
-    problems, listed = [], set()
+    problems = []
     for entry in entries:
         path = _inside(root, entry.get("path")) if isinstance(entry, dict) else None
         if path is None or not isinstance(entry.get("bytes"), int) or not isinstance(entry.get("sha256"), str):
             problems.append(f"manifest.json has an invalid entry {str(entry)[:60]!r}")
             continue
         rel = entry["path"]
-        listed.add(rel)
         if not path.is_file():
             problems.append(f"{rel} is missing")
         elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             problems.append(f"{rel} changed (sha256 differs from manifest.json)")
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if path.is_file() and rel.as_posix() != MANIFEST and rel.as_posix() not in listed \
-                and not TOOL_FOLDERS.intersection(rel.parts[:-1]):
-            problems.append(f"{rel.as_posix()} is not listed in manifest.json")
+    problems += [f"{rel} is not part of the package (remove it, or re-create the package)"
+                 for rel in foreign_files(root, manifest)]
     return "; ".join(problems) or None
 
 

@@ -2,6 +2,8 @@
 script (onnxruntime). The target's ``app_writers`` returns ``APPS``."""
 from __future__ import annotations
 
+from html import escape
+
 from evit_export.targets.apps import AppContext, write_python_app, write_template
 
 TEMPLATES = "evit_export.targets.onnx"
@@ -21,7 +23,7 @@ def write_web_app(ctx: AppContext) -> str:
     values = {"MODEL_FILE": ctx.model_file, "WASM_PATHS": runtime_dir, "ORT_SCRIPT": runtime_dir + "ort.wasm.min.js",
               "ORT_WEB_VERSION": ORT_WEB_VERSION, "TITLE": f"{ctx.class_prefix} classifier",
               "NPM_NAME": f"{ctx.package_id}-classifier-web", "VARIANT": ctx.spec.variant.upper(),
-              "NUM_CLASSES": ctx.spec.num_classes}
+              "NUM_CLASSES": ctx.spec.num_classes, "SAMPLE_NOTE": escape(ctx.expected["description"])}
     for name in WEB_FILES:
         write_template(TEMPLATES, f"templates/web/{name}", web / name, values)
     ctx.copy_model(web)

@@ -2,8 +2,51 @@
 // preprocessing.json (see preprocess.js for which resize this uses and why).
 (function () {
   "use strict";
+  const SERVE_HINT = ["Opened from disk (file://), the page cannot fetch its model: serve the folder instead, e.g. ",
+    ["code", "python3 -m http.server 8000"], " in web/, then open ", ["code", "http://localhost:8000/"], "."];
+
+  // Messages are lists of lines; a line is a list of text and ["code", text] parts (DOM
+  // nodes, never HTML strings).
+  function showProblem(lines) {
+    const status = document.getElementById("status");
+    status.textContent = "";
+    status.className = "problem";
+    for (const line of lines) {
+      const p = document.createElement("p");
+      for (const part of line) {
+        if (Array.isArray(part)) {
+          const code = document.createElement(part[0]);
+          code.textContent = part[1];
+          p.appendChild(code);
+        } else {
+          p.appendChild(document.createTextNode(part));
+        }
+      }
+      status.appendChild(p);
+    }
+  }
+
   const MODEL_URL = "@@MODEL_FILE@@";
+  const RUNTIME_SCRIPT = "@@ORT_SCRIPT@@";
   const P = window.EvitPreprocess;
+  const FROM_DISK = window.location.protocol === "file:";
+
+  // Without its runtime the page would only log "ort is not defined": say what is
+  // missing and how to get it, on the page, where a person looks.
+  if (typeof ort === "undefined") {
+    const missing = new Error(`onnxruntime-web is missing: ${RUNTIME_SCRIPT} did not load.`);
+    const fix = RUNTIME_SCRIPT.startsWith("node_modules/")
+      ? ["Fix: run ", ["code", "npm install"], " in this folder (the package's web/), then reload; or re-create " +
+          "the package with ", ["code", "evit-export package ... --vendor-runtime"], " to ship the runtime inside it."]
+      : ["The package's copy of the runtime is gone: re-create the package with ",
+          ["code", "evit-export package ... --vendor-runtime"], " (", ["code", "evit-export verify-package"],
+          " shows what changed), or run ", ["code", "npm install"], " and point the page at node_modules/."];
+    showProblem([["onnxruntime-web is missing: ", ["code", RUNTIME_SCRIPT], " did not load."], fix]
+      .concat(FROM_DISK ? [SERVE_HINT] : []));
+    window.evitClassify = async () => { throw missing; };
+    window.evitInputTensor = window.evitClassify;
+    return;
+  }
 
   // One thread: runs from any static server (threads need cross-origin isolation).
   ort.env.wasm.numThreads = 1;
@@ -102,7 +145,8 @@
       show(name, await classify(source, 5), previewUrl);
       status.textContent = "";
     } catch (err) {
-      status.textContent = `could not classify ${name}: ${err.message}`;
+      // Opened from disk, the browser refuses to fetch the model: say how to serve it.
+      showProblem([[`could not classify ${name}: ${err.message}`]].concat(FROM_DISK ? [SERVE_HINT] : []));
     }
   }
 
