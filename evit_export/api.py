@@ -20,7 +20,7 @@ from evit_export.core.errors import UserError
 if TYPE_CHECKING:  # names for annotations only; importing them here would load torch
     import torch
 
-    from evit_export.targets import Artifact, Target, TargetOptions
+    from evit_export.targets import Artifact, RunnerOptions, Target, TargetOptions
     from evit_export.validation.check import Tolerances
     from evit_export.validation.equivalence import EquivalenceReport
     from evit_export.validation.latency.measure import Latency
@@ -63,28 +63,86 @@ def fold(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def export(model: torch.nn.Module, target: str | Target, options: TargetOptions | None = None, *,
-           out: PathLike) -> Artifact:
+           out: PathLike, check: bool = False, images: PathLike | None = None, n: int = 32,
+           runner_options: RunnerOptions | None = None) -> Artifact:
     """Write ``model`` (folded here if it is not yet) as a ``target`` artifact at ``out``.
 
     ``target``: ``"onnx"``, ``"coreml"``, ``"tflite"`` or a registered ``Target``.
     ``options``: that target's frozen options dataclass (``OnnxOptions``,
     ``CoreMLOptions``, ``TFLiteOptions``; None for its defaults); it validates itself
     when built. The artifact embeds the model's spec; it is written to a temporary path
-    and renamed, so a failure leaves nothing half-written. Check it with ``check``.
+    and renamed, so a failure leaves nothing half-written.
+
+    ``check=True`` compares the artifact with PyTorch (as ``check`` does: ``n`` seeded
+    random inputs plus the folder ``images``; ``runner_options`` for its runtime) before
+    it is published: the artifact and its companion files are written and checked in a
+    private folder beside ``out`` and renamed into place together afterwards, so Ctrl-C
+    during the export or the check leaves ``out`` as it was. An artifact outside
+    tolerance is still published, to be diagnosed: its report is
+    ``artifact.info["equivalence"]`` (``passed`` False).
     """
-    from evit_export.core.errors import UserError
     from evit_export.targets import get_target
 
     spec = getattr(model, "spec", None)
     if spec is None:
         raise UserError("the model has no spec: build it with evit_export.load_model")
     chosen = get_target(target) if isinstance(target, str) else target
-    return chosen.export(fold(model), spec, Path(out), options)
+    if not check:
+        return chosen.export(fold(model), spec, Path(out), options)
+    return _export_checked(chosen, fold(model), spec, Path(out), options, images=images, n=n,
+                           runner_options=runner_options)
+
+
+def _export_checked(target: Target, folded, spec, out: Path, options, *, images, n, runner_options) -> Artifact:
+    from evit_export.core.atomic import staged_outputs
+    from evit_export.core.interrupt import Cancelled, cancellable
+    from evit_export.validation.check import check_artifact, real_images_required
+
+    existed = out.exists()
+    step, report = "export", None
+    try:
+        with cancellable(f"export of {out.name}"), staged_outputs(out) as stage:
+            artifact = target.export(folded, spec, stage / out.name, options)
+            family = target.precision_family(artifact.spec)
+            if images is None and real_images_required(artifact.spec, family):
+                artifact.info["check_skipped"] = ("an int8 model is judged on real images of its classes: check "
+                                                  "it with images=DIR")
+            else:
+                step = "equivalence check"
+                report = check_artifact(artifact.path, n=n, images=images, runner_options=runner_options)
+    except Cancelled:
+        title = target.title or target.name
+        raise Cancelled(f"{title} {step} of {out.name}", unchanged(out, existed)) from None
+    artifact.path = out
+    artifact.info = _published(artifact.info, stage, out.parent)
+    if report is not None:
+        report.artifact = str(out)
+        artifact.info["equivalence"] = report.to_dict()
+    return artifact
+
+
+def _published(value, stage: Path, folder: Path):
+    """``value`` with the paths that named files in the staging folder naming them where
+    they were published."""
+    if isinstance(value, dict):
+        return {k: _published(v, stage, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_published(v, stage, folder) for v in value]
+    if isinstance(value, str) and value.startswith(str(stage)):
+        return str(folder / value[len(str(stage)):].lstrip("/"))
+    return value
+
+
+def unchanged(dest: Path, existed: bool) -> str:
+    """What an interrupted write leaves at ``dest``, for the one-line message."""
+    if existed:
+        return f"nothing was written: {dest} is the earlier one, unchanged"
+    return f"nothing was written ({dest} was not created)"
 
 
 def check(artifact: PathLike, *, checkpoint: PathLike | None = None, variant: str | None = None,
           images: PathLike | None = None, n: int = 32, seed: int = 0, tolerances: Tolerances | None = None,
-          localize: bool = False, threads: int | None = None, native: bool | None = None) -> EquivalenceReport:
+          localize: bool = False, threads: int | None = None, **runner_settings) -> EquivalenceReport:
     """Numerical equivalence of ``artifact`` against the PyTorch model it came from.
 
     The artifact's embedded spec says what to rebuild; ``checkpoint`` (and ``variant``,
@@ -92,16 +150,17 @@ def check(artifact: PathLike, *, checkpoint: PathLike | None = None, variant: st
     random images (``seed``) plus the folder ``images``; int8 artifacts are judged on
     real images only. ``tolerances``: a ``Tolerances`` overriding the per-precision
     defaults. ``localize``: on failure, name the first diverging layer. ``threads``:
-    runtime threads; ``native``: CoreML ``MLModel.predict`` (macOS) or the MIL
-    interpreter. The report has ``passed``, ``failures``, ``max_abs``, ``cosine_min``,
+    runtime threads; ``runner_settings``: what the format's runner also takes (its
+    ``Target.runner_options_type``, e.g. CoreML's ``native=False`` for the MIL interpreter).
+    The report has ``passed``, ``failures``, ``max_abs``, ``cosine_min``,
     ``top1_agreement`` … and ``to_dict()``.
     """
-    from evit_export.targets import RunnerOptions
+    from evit_export.targets import runner_options_for, target_for
     from evit_export.validation.check import check_artifact
 
+    options = runner_options_for(target_for(artifact), threads=threads, **runner_settings)
     return check_artifact(artifact, checkpoint=checkpoint, variant=variant, images=images, n=n, seed=seed,
-                          tolerances=tolerances, localize=localize,
-                          runner_options=RunnerOptions(threads=threads, native=native))
+                          tolerances=tolerances, localize=localize, runner_options=options)
 
 
 def parity(artifacts: Sequence[PathLike], *, data: PathLike | None = None, checkpoint: PathLike | None = None,

@@ -100,21 +100,3 @@ def deploy_for_export(variant=None, checkpoint=None, num_classes=None, img_size=
     deployed = fold(model)  # idempotent: a folded checkpoint comes back as is
     deployed.spec = model.spec
     return deployed, model.spec
-
-
-def read_labels(path) -> list[str]:
-    """One label per line (blank lines ignored)."""
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"labels file {p} does not exist: pass a text file with one label per line")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"labels file {p} is not UTF-8 text (byte {e.start}): save it as UTF-8, one label "
-                        "per line") from None
-    labels = [line.strip() for line in text.splitlines() if line.strip()]
-    if not labels:
-        raise UserError(f"labels file {p} is empty: one label per line")
-    return labels

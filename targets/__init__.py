@@ -135,6 +135,19 @@ def target_for(path: str | Path, runnable: bool = False) -> Target:
                     + ", ".join(known_suffixes(runnable)))
 
 
+def runner_options_for(target: Target, **settings) -> RunnerOptions:
+    """``target``'s runner options from keyword settings; None values are left at their
+    defaults, a setting its runners do not take is a one-line error naming those they do."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(target.runner_options_type)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise UserError(f"{unknown[0]}= is not a setting of {target.title or target.name} runners: they take "
+                        f"{', '.join(sorted(known))}")
+    return target.runner_options_type(**{k: v for k, v in settings.items() if v is not None})
+
+
 def open_artifact(path: str | Path) -> tuple[Path, Target, ModelSpec]:
     """(path, target, embedded spec) of an existing artifact exported by evit-export."""
     path = Path(path)
@@ -149,5 +162,5 @@ def open_artifact(path: str | Path) -> tuple[Path, Target, ModelSpec]:
 
 
 __all__ = ["Artifact", "GraphReport", "PrecisionNotApplicable", "Runner", "RunnerOptions", "Target", "TargetOptions",
-           "TensorInfo", "ENTRY_POINT_GROUP", "TARGET_CLASSES", "all_targets", "known_suffixes", "get_target", "open_artifact",
+           "TensorInfo", "ENTRY_POINT_GROUP", "TARGET_CLASSES", "all_targets", "known_suffixes", "runner_options_for", "get_target", "open_artifact",
            "register_target", "target_for", "target_names", "unregister_target"]

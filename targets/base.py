@@ -35,12 +35,17 @@ PRECISION_FAMILIES = ("fp32", "fp16", "int8")
 
 
 def cli_option(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
-               hidden: bool = False, aliases: tuple[str, ...] = ()) -> Any:
-    """A field of a ``TargetOptions`` dataclass that the format's export command offers
-    on the command line (``evit_export/cli/export.py`` builds the command from these).
-    ``flag`` defaults to ``--field-name``; ``aliases`` are old spellings kept hidden."""
+               hidden: bool = False, aliases: tuple[str, ...] = (), parse: Callable[[str], Any] | None = None,
+               choices: tuple[str, ...] | None = None) -> Any:
+    """A field of a ``TargetOptions`` (or ``RunnerOptions``) dataclass that the format's
+    export command offers on the command line (``evit_export/cli/export.py`` builds the
+    command from these). ``flag`` defaults to ``--field-name`` (``--x/--no-x`` for a
+    boolean that defaults to True); ``aliases`` are old spellings, accepted but hidden;
+    ``parse`` turns the command-line text into the field's value (e.g. read a file);
+    ``choices`` restricts that text when the field's type does not (the help lists them)."""
     return field(default=default, metadata={"cli": {"help": help, "flag": flag, "metavar": metavar,
-                                                    "hidden": hidden, "aliases": tuple(aliases)}})
+                                                    "hidden": hidden, "aliases": tuple(aliases), "parse": parse,
+                                                    "choices": choices}})
 
 
 class PrecisionNotApplicable(UserError):
@@ -84,7 +89,8 @@ class RunnerOptions:
     """What every runner takes. A target whose runners take more subclasses this and
     names the subclass in ``Target.runner_options_type``."""
 
-    threads: int | None = None  # None = runtime default
+    threads: int | None = cli_option(None, "Runtime threads for the check; default: the runtime's own.",
+                                     metavar="N")  # None = runtime default
     batch: int | None = None  # override for batch-flexible artifacts
 
     def __post_init__(self):
@@ -294,6 +300,14 @@ class Target(ABC):
     def export_suffix(self, options: TargetOptions) -> str:
         """The default file suffix for ``options`` (a format may have several)."""
         return self.suffixes[0]
+
+    def default_out_name(self, spec: ModelSpec, options: TargetOptions) -> str:
+        """The artifact's file name when the user gives no ``--out``: ``m0.onnx``."""
+        return f"{spec.variant}{self.export_suffix(options)}"
+
+    def check_skip_reason(self, options: TargetOptions, runner_options: RunnerOptions) -> str | None:
+        """Why an artifact made with ``options`` cannot be checked here (None: it can)."""
+        return None
 
     def export_summary(self, artifact: Artifact, options: TargetOptions) -> list[str]:
         """Lines the export command prints after writing ``artifact``."""

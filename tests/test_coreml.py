@@ -390,7 +390,7 @@ def test_bad_input(capsys, m0, tmp_path):
     assert not (tmp_path / "a.mlpackage").exists()
     if sys.platform != "darwin":
         with pytest.raises(UserError, match="needs macOS"):
-            TARGET.open(arts["fp16_image"].path, options=RunnerOptions(native=True))
+            TARGET.open(arts["fp16_image"].path, options=CoreMLRunnerOptions(native=True))
 
 
 def test_unsupported_op_fails_loudly(capsys, m0, tmp_path):

@@ -1,114 +1,25 @@
-"""Adding a target is one Target subclass + register_target: a throwaway target defined
-here (torch.export's .pt2 archive, a real format run by PyTorch) goes through the shared
-check, latency and packaging code with no change anywhere else."""
+"""Adding a target is one Target subclass: a throwaway target from another distribution
+(tests/plugin_dist: torch.export's .pt2 archive, a real format run by PyTorch) goes
+through the shared CLI, check, latency, packaging and sweep code with no change anywhere
+else. In process it is registered with ``register_target``; end to end it is installed
+as a real distribution whose entry point the registry finds."""
 from __future__ import annotations
 
-import io
 import json
-from collections import Counter
-from dataclasses import dataclass
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from evit_export.core.atomic import atomic_path, check_writable
 from evit_export.core.errors import UserError
-from evit_export.core.preprocess import normalize
-from evit_export.core.spec import ModelSpec
-from evit_export.targets import (PrecisionNotApplicable, RunnerOptions, Target, TargetOptions, get_target,
-                                 open_artifact, register_target, target_for, unregister_target)
-from evit_export.targets.base import Artifact, GraphReport, Runner, TensorInfo, run_in_batches, write_sidecar
+from evit_export.targets import (PrecisionNotApplicable, RunnerOptions, get_target, open_artifact, register_target,
+                                 target_for, unregister_target)
 
-SPEC_FILE = "evit_spec.json"  # stored among the .pt2 archive's extra files
-
-
-@dataclass(frozen=True)
-class ExportedProgramOptions(TargetOptions):
-    batch: int = 1
-
-    def __post_init__(self):
-        if self.batch < 1:
-            raise UserError(f"batch={self.batch} must be at least 1")
-
-    @classmethod
-    def for_precision(cls, precision, *, calibration_data=None, calibration_size=200, batch=1):
-        if precision != "fp32":
-            raise PrecisionNotApplicable(f"the .pt2 export here is fp32 only, not {precision}")
-        return cls(batch=batch)
-
-    def precision_label(self) -> str:
-        return "fp32"
-
-
-class ExportedProgramRunner(Runner):
-    name = "torch.export"
-
-    def __init__(self, path: Path, spec: ModelSpec):
-        super().__init__(spec)
-        self.module = torch.export.load(str(path)).module()
-
-    def run(self, pixels: np.ndarray) -> np.ndarray:
-        def forward(part):
-            with torch.no_grad():
-                return self.module(torch.from_numpy(part)).numpy()
-
-        return run_in_batches(forward, normalize(pixels, self.spec), self.spec.batch).astype(np.float32)
-
-
-class ExportedProgramTarget(Target):
-    name = "pt2"
-    suffixes = (".pt2",)
-    precisions = ("fp32",)
-    options_type = ExportedProgramOptions
-    memory_bound_ops = frozenset({"reshape", "view", "permute", "transpose", "clone", "split", "slice",
-                                  "cat", "pad", "add", "mul", "relu", "sigmoid", "softmax", "flatten"})
-
-    def export(self, model, spec, out, options=None) -> Artifact:
-        options = self.check_options(options)
-        out = check_writable(Path(out))
-        spec = spec.replace(precision="fp32", batch=options.batch, input_layout="NCHW", input_range="normalized",
-                            input_dtype="float32")
-        example = torch.zeros(options.batch, 3, spec.img_size, spec.img_size)
-        program = torch.export.export(model.eval(), (example,))
-        archive = io.BytesIO()  # torch.export.save wants a .pt2 name; the temporary path has none
-        torch.export.save(program, archive, extra_files={SPEC_FILE: spec.to_json()})
-        with atomic_path(out) as tmp:
-            tmp.write_bytes(archive.getvalue())
-        info = {"batch": options.batch, "file_size": out.stat().st_size}
-        write_sidecar(out, spec, info)
-        return Artifact(out, self.name, spec, info)
-
-    def _load(self, path, extra=None):
-        if not Path(path).is_file():
-            raise UserError(f"{path} does not exist: check the artifact path")
-        try:
-            return torch.export.load(str(path), extra_files=extra)
-        except (RuntimeError, ValueError, KeyError):
-            raise UserError(f"{path} is not a torch.export archive: pass a .pt2 file") from None
-
-    def embedded_spec_text(self, path):
-        extra = {SPEC_FILE: ""}
-        self._load(path, extra)
-        return extra[SPEC_FILE] or None
-
-    def open(self, path, spec=None, options=None) -> Runner:
-        # torch's thread count is process-wide; RunnerOptions.threads is left to the caller.
-        return ExportedProgramRunner(Path(path), self.require_spec(path, spec))
-
-    def describe(self, path):
-        spec = self.require_spec(path)
-        shape = [spec.batch, 3, spec.img_size, spec.img_size]
-        return {"inputs": [TensorInfo("x", shape, "float32", "NCHW", "normalized ((x/255 - mean)/std)")],
-                "outputs": [TensorInfo("logits", [spec.batch, spec.num_classes], "float32", "NC", "logits")]}
-
-    def inspect(self, path, profile=False) -> GraphReport:
-        program = self._load(path)
-        ops = Counter(str(node.target).split(".")[1] for node in program.graph.nodes
-                      if node.op == "call_function" and str(node.target).startswith("aten."))
-        params = sum(t.numel() for t in program.state_dict.values())
-        return self.graph_report(ops, params, Path(path).stat().st_size)
+PLUGIN_DIST = Path(__file__).parent / "plugin_dist"
+sys.path.insert(0, str(PLUGIN_DIST))
+from evit_pt2_target import ExportedProgramOptions, ExportedProgramTarget  # noqa: E402
 
 
 @pytest.fixture()
@@ -176,3 +87,77 @@ def test_check_bench_package_through_shared_code(pt2_target, deploy_m0, tmp_path
     assert manifest["io"]["inputs"][0]["shape"] == [4, 3, 64, 64]
     assert "No app template exists for pt2" in (pkg / "INTEGRATION.md").read_text()
     assert (pkg / "m0.pt2").read_bytes() == art.path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory):
+    """The plug-in distribution built and installed for real (pip, setuptools) into a
+    folder of its own; PYTHONPATH makes that folder part of any evit-export process."""
+    site = tmp_path_factory.mktemp("plugin_site")
+    build = tmp_path_factory.mktemp("plugin_build")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--no-index", "--target", str(site), str(PLUGIN_DIST)],
+                          capture_output=True, text=True, timeout=300, cwd=build)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list(site.glob("evit_pt2_target-*.dist-info/entry_points.txt")), "no entry point was installed"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    return env
+
+
+def _cli(env, *args, cwd, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "evit_export", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+
+
+def test_entry_point_target_works_end_to_end(installed_plugin, tmp_path):
+    """Installed from its own distribution, the target has an export command built from
+    its options, and check, bench, inspect, package, verify-package and sweep take it."""
+    env = installed_plugin
+    help_text = _cli(env, "-h", cwd=tmp_path).stdout
+    assert " pt2 " in help_text, help_text
+    assert "--batch N" in _cli(env, "pt2", "-h", cwd=tmp_path).stdout
+
+    done = _cli(env, "pt2", "-v", "m0", "--img-size", "64", "--num-classes", "10", "--batch", "2",
+                "-o", "m0.pt2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote m0.pt2" in done.stdout and "PASS" in done.stdout, done.stdout
+
+    check = _cli(env, "check", "m0.pt2", "--json", cwd=tmp_path)
+    assert check.returncode == 0 and json.loads(check.stdout)["passed"], check.stderr
+    bench = _cli(env, "bench", "m0.pt2", "--threads", "1", "--iterations", "3", "--json", cwd=tmp_path)
+    assert bench.returncode == 0, bench.stderr
+    assert "torch.export" in bench.stdout
+    inspected = json.loads(_cli(env, "inspect", "m0.pt2", "--json", cwd=tmp_path).stdout)
+    assert inspected["target"] == "pt2" and inspected["op_histogram"]["conv2d"] > 50
+
+    pkg = _cli(env, "package", "m0.pt2", "--out", "pkg", "--no-latency", cwd=tmp_path)
+    assert pkg.returncode == 0, pkg.stderr
+    assert json.loads((tmp_path / "pkg" / "manifest.json").read_text())["target"] == "pt2"
+    verified = _cli(env, "verify-package", "pkg", cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    sweep = _cli(env, "sweep", "--variants", "m0", "--targets", "pt2", "--precisions", "fp32,int8",
+                 "--img-size", "64", "--num-classes", "10", "--out", "sw", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    cells = {c["precision"]: c for c in json.loads((tmp_path / "sw" / "results.json").read_text())["cells"]}
+    assert cells["fp32"]["status"] == "done" and cells["fp32"]["verdict"] == "pass", cells["fp32"]
+    assert cells["int8"]["status"] == "skipped", cells["int8"]  # the format says it has no int8
+
+
+def test_broken_plugin_is_a_warning_not_a_broken_tool(installed_plugin, tmp_path):
+    """A plug-in whose entry point cannot load leaves the built-in formats working."""
+    site = Path(installed_plugin["PYTHONPATH"].split(os.pathsep)[0])
+    broken = tmp_path / "site"
+    broken.mkdir()
+    dist = next(site.glob("evit_pt2_target-*.dist-info"))
+    (broken / "evit_broken-0.1.dist-info").mkdir()
+    (broken / "evit_broken-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: evit-broken\n"
+                                                                   "Version: 0.1\n")
+    (broken / "evit_broken-0.1.dist-info" / "entry_points.txt").write_text(
+        "[evit_export.targets]\nbroken = evit_no_such_module:Nothing\n")
+    assert dist.is_dir()
+    env = dict(installed_plugin, PYTHONPATH=os.pathsep.join([str(broken), installed_plugin["PYTHONPATH"]]))
+    done = _cli(env, "-h", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert " onnx " in done.stdout and " pt2 " in done.stdout
+    assert "evit-export target plug-in 'broken'" in done.stderr

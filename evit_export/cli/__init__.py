@@ -57,7 +57,10 @@ class _Group(_PlainHelpFlag, TyperGroup):
         except Exception as e:  # typer's UsageError; its class is not public API
             message = getattr(e, "message", None)
             if message and "Did you mean" not in message and args and get_close_matches(args[0], ["export"]):
-                e.message = f"{message.rstrip('.')}. Did you mean one of the export commands: onnx, coreml, tflite?"
+                from evit_export.targets import target_names
+
+                e.message = (f"{message.rstrip('.')}. Did you mean one of the export commands: "
+                             f"{', '.join(target_names())}?")
             raise
 
 
@@ -104,9 +107,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 COMMAND_MODULES = [
     "train",
     "models",  # models, fold
-    "onnx",
-    "coreml",
-    "tflite",
+    "export",  # one export command per registered target (cli/export.py)
     "check",  # check, inspect
     "parity",
     "bench",
@@ -167,7 +168,7 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", metavar="", 
 # The order ``--help`` lists the commands in: the workflow first (train, fold, export,
 # verify, measure, ship), then the reference commands. A module may define several
 # commands (models and fold; check and inspect), so the order is by command name.
-COMMAND_ORDER = ["train", "fold", "onnx", "coreml", "tflite", "check", "parity", "bench", "simulate", "package",
+WORKFLOW_ORDER = ["train", "fold", "@export", "check", "parity", "bench", "simulate", "package",
                  "verify-package", "sweep", "demo", "devices", "models", "inspect"]
 
 
@@ -176,10 +177,13 @@ def _register_commands() -> None:
 
     for name in COMMAND_MODULES:
         importlib.import_module(f"evit_export.cli.{name}")
+    exports = importlib.import_module("evit_export.cli.export").register_export_commands()
+    at = WORKFLOW_ORDER.index("@export")
+    order = WORKFLOW_ORDER[:at] + exports + WORKFLOW_ORDER[at + 1:]
 
     def rank(info) -> int:
         name = info.name or info.callback.__name__.replace("_", "-")
-        return COMMAND_ORDER.index(name) if name in COMMAND_ORDER else len(COMMAND_ORDER)
+        return order.index(name) if name in order else len(order)
 
     app.registered_commands.sort(key=rank)
 

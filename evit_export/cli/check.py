@@ -46,7 +46,7 @@ def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An 
     report = api.check(artifact, checkpoint=checkpoint, variant=variant, images=images, n=n, seed=seed,
                        tolerances=Tolerances(max_abs_scale=max_abs_scale, min_cosine=min_cosine,
                                              min_top1=min_top1),
-                       localize=localize, threads=threads, native=native)
+                       localize=localize, threads=threads, **({} if native is None else {"native": native}))
     if as_json:
         sys.stdout.write(dumps_strict(report.to_dict(), indent=2) + "\n")
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from evit_export.core.errors import UserError
 
@@ -165,3 +166,19 @@ def _check_fields(values: dict, where: str) -> None:
     labels, classes = values.get("labels"), values.get("num_classes", 1000)
     if labels and len(labels) != classes:
         raise SpecError(f"{where}: {len(labels)} labels for {classes} classes; re-export the artifact")
+
+
+def read_labels(path) -> list[str]:
+    """One label per line (blank lines ignored)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"labels file {p} does not exist: pass a text file with one label per line")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"labels file {p} is not UTF-8 text (byte {e.start}): save it as UTF-8, one label "
+                        "per line") from None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels:
+        raise UserError(f"labels file {p} is empty: one label per line")
+    return labels

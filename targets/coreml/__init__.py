@@ -91,6 +91,15 @@ class CoreMLTarget(Target):
     def export_suffix(self, options: CoreMLOptions) -> str:
         return options.format.suffix
 
+    def check_skip_reason(self, options: CoreMLOptions, runner_options: RunnerOptions) -> str | None:
+        from evit_export.targets.coreml.runner import native_available
+
+        native = CoreMLRunnerOptions.of(runner_options).native
+        if options.format == ModelFormat.NEURALNETWORK and not (native_available() if native is None else native):
+            return ("a NeuralNetwork .mlmodel can only be evaluated by CoreML itself (macOS); the MIL interpreter "
+                    "runs ML Programs")
+        return None
+
     def export_summary(self, artifact: Artifact, options: CoreMLOptions) -> list[str]:
         info = artifact.info
         lines = [f"wrote {artifact.path} ({info['file_size'] / 1e6:.2f} MB, {options.format}, "

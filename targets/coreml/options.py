@@ -9,7 +9,8 @@ from enum import StrEnum
 
 from evit_export.core.errors import UserError
 
-from evit_export.targets.base import PrecisionNotApplicable, RunnerOptions, TargetOptions, enum_choice
+from evit_export.core.spec import read_labels
+from evit_export.targets.base import PrecisionNotApplicable, RunnerOptions, TargetOptions, cli_option, enum_choice
 
 MLPROGRAM_MIN_IOS = 15  # ML Programs arrived in iOS 15
 COMPRESS_MIN_IOS = 16  # constexpr_* weight ops (compressed weights) arrived in iOS 16
@@ -20,6 +21,9 @@ MLPROGRAM_IOS = (15, 16, 17, 18)
 class CoreMLPrecision(StrEnum):
     FP16 = "fp16"
     FP32 = "fp32"
+    # int8 weights on fp16 activations (CoreML has no int8 activations): what every other
+    # format's --precision int8 means for CoreML; becomes FP16 + Compression.INT8.
+    INT8 = "int8"
 
 
 class ModelFormat(StrEnum):
@@ -67,14 +71,23 @@ class RunnerOutput(StrEnum):
 
 @dataclass(frozen=True)
 class CoreMLOptions(TargetOptions):
-    precision: CoreMLPrecision = CoreMLPrecision.FP16
-    min_ios: int | None = None  # None: the lowest the format and compression allow
-    format: ModelFormat = ModelFormat.MLPROGRAM
-    input: InputKind = InputKind.IMAGE
-    output: OutputKind = OutputKind.CLASSIFIER
-    labels: tuple[str, ...] | None = None  # default: the spec's own (class_0, ...)
-    compress: Compression = Compression.NONE
-    batch: int = 1  # fixed batch size
+    precision: CoreMLPrecision = cli_option(CoreMLPrecision.FP16, "Compute precision; int8 = int8 weights on "
+                                            "fp16 activations (CoreML has no int8 activations).")
+    # None: the lowest the format and compression allow
+    min_ios: int | None = cli_option(None, "15 to 18 (ML Program; 16+ with --compress), 13 or 14 (neuralnetwork); "
+                                     "default: the lowest allowed.", metavar="VERSION")
+    format: ModelFormat = cli_option(ModelFormat.MLPROGRAM, "mlprogram (.mlpackage) or neuralnetwork (.mlmodel, "
+                                     "iOS 13/14).")
+    input: InputKind = cli_option(InputKind.IMAGE, "image (pass a CVPixelBuffer as is) or tensor (normalized float "
+                                  "NCHW).")
+    output: OutputKind = cli_option(OutputKind.CLASSIFIER, "classifier (labels + probabilities, for Vision) or "
+                                    "logits.")
+    # default: the spec's own (class_0, ...)
+    labels: tuple[str, ...] | None = cli_option(None, "Text file, one label per line (default class_0...).",
+                                                metavar="FILE", parse=read_labels)
+    compress: Compression = cli_option(Compression.NONE, "Weight compression: int8 (linear) or palettize6 "
+                                       "(6-bit look-up table).")
+    batch: int = cli_option(1, "Fixed batch size.", metavar="N")
 
     def __post_init__(self):
         # Strings are accepted from the Python API; the fields hold the enum members.
@@ -82,6 +95,12 @@ class CoreMLOptions(TargetOptions):
                                  ("input", InputKind, "--input"), ("output", OutputKind, "--output"),
                                  ("compress", Compression, "--compress")):
             object.__setattr__(self, name, enum_choice(kind, getattr(self, name), flag))
+        if self.precision == CoreMLPrecision.INT8:
+            if self.compress not in (Compression.NONE, Compression.INT8):
+                raise UserError(f"--precision int8 means int8 weights; --compress {self.compress} asks for other "
+                                "weights: drop one of them")
+            object.__setattr__(self, "precision", CoreMLPrecision.FP16)
+            object.__setattr__(self, "compress", Compression.INT8)
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
         self._check_batch()
@@ -131,10 +150,8 @@ class CoreMLOptions(TargetOptions):
         ``calibration_data``/``calibration_size`` are unused). Batches above 1 need a
         tensor input and logits output."""
         io = {} if batch == 1 else {"input": InputKind.TENSOR, "output": OutputKind.LOGITS}
-        if precision in tuple(CoreMLPrecision):
+        if precision in tuple(CoreMLPrecision):  # int8: int8 weights on fp16 activations
             return cls(precision=CoreMLPrecision(precision), batch=batch, **io)
-        if precision == "int8":
-            return cls(precision=CoreMLPrecision.FP16, compress=Compression.INT8, batch=batch, **io)
         raise PrecisionNotApplicable(f"CoreML has no {precision} export: choose fp32, fp16 or int8 (int8 weights)")
 
     def precision_label(self) -> str:
@@ -149,8 +166,10 @@ class CoreMLOptions(TargetOptions):
 class CoreMLRunnerOptions(RunnerOptions):
     """RunnerOptions plus what only CoreML runners take."""
 
-    native: bool | None = None  # MLModel.predict (macOS) or the MIL interpreter; None: native where it runs
-    compute_units: ComputeUnits = ComputeUnits.ALL  # native (macOS) prediction only
+    # MLModel.predict (macOS) or the MIL interpreter; None: native where it runs
+    native: bool | None = cli_option(None, "Check with MLModel.predict (macOS) or with the MIL interpreter; default: "
+                                     "native on macOS.")
+    compute_units: ComputeUnits = cli_option(ComputeUnits.ALL, "Native check: the CoreML compute units.")
     output: RunnerOutput = RunnerOutput.LOGITS  # interpreter, classifier artifacts
     verify_integrity: bool = True  # compare program and weights with the digests sealed at export
 

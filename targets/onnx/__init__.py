@@ -73,8 +73,9 @@ class OnnxTarget(Target):
 
         return template_text("evit_export.targets.onnx", "templates/remote_bench.py")
 
-    def export_suffix(self, options: OnnxOptions) -> str:
-        return ".onnx"
+    def default_out_name(self, spec: ModelSpec, options: OnnxOptions) -> str:
+        tag = "" if options.precision == OnnxPrecision.FP32 else f"_{options.precision}"
+        return f"{spec.variant}{tag}.onnx"
 
     def export_summary(self, artifact: Artifact, options: OnnxOptions) -> list[str]:
         info = artifact.info

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from evit_export.core.errors import UserError
 
-from evit_export.targets.base import PrecisionNotApplicable, TargetOptions, enum_choice
+from evit_export.targets.base import PrecisionNotApplicable, TargetOptions, cli_option, enum_choice
 from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE, check_calibration_source
 
 MIN_OPSET = 13  # Split with sizes as an input, Softmax on the last axis only
@@ -25,6 +25,16 @@ class QuantFormat(StrEnum):
     QDQ = "qdq"  # QuantizeLinear/DequantizeLinear pairs: what NNAPI, QNN and TensorRT expect
 
 
+def parse_batch(text: str) -> int | None:
+    """``--batch 4`` or ``--batch dynamic`` (a free batch dimension)."""
+    if str(text).strip().lower() == "dynamic":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"batch={text} is not a number: pass a batch size, or dynamic") from None
+
+
 def supported_opsets() -> tuple[int, int]:
     import onnx
     import torch.onnx
@@ -38,14 +48,18 @@ def supported_opsets() -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class OnnxOptions(TargetOptions):
-    opset: int = 17
-    batch: int | None = 1  # None = a free batch dimension
-    precision: OnnxPrecision = OnnxPrecision.FP32
-    simplify: bool = True
-    ort_format: bool = False  # also write the onnxruntime mobile .ort file beside the .onnx
+    opset: int = cli_option(17, "ONNX opset.", metavar="N")
+    batch: int | None = cli_option(1, "Fixed batch size, or 'dynamic' for a free batch dimension.",
+                                   metavar="N|dynamic", parse=parse_batch)  # None = a free batch dimension
+    precision: OnnxPrecision = cli_option(OnnxPrecision.FP32, "fp32, fp16 or int8 (static, calibrated).")
+    simplify: bool = cli_option(True, "Simplify with onnxsim (onnxslim when onnxsim fails).")
+    # also write the onnxruntime mobile .ort file beside the .onnx
+    ort_format: bool = cli_option(False, "Also write the onnxruntime mobile .ort file.", flag="--ort")
     calibration_data: str | Path | None = None  # int8: image folder, None = embedded digits, "random"
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
-    quant_format: QuantFormat = QuantFormat.QOPERATOR
+    quant_format: QuantFormat = cli_option(QuantFormat.QOPERATOR, "int8: qoperator (QLinear ops, fastest on "
+                                           "onnxruntime's CPU provider) or qdq (Quantize/Dequantize pairs, for "
+                                           "NNAPI/QNN/TensorRT).")
 
     def __post_init__(self):
         # Strings are accepted from the Python API; the fields hold the enum members.

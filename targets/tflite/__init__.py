@@ -99,6 +99,10 @@ class TFLiteTarget(Target):
 
         return check_out(out)
 
+    def default_out_name(self, spec: ModelSpec, options: TFLiteOptions) -> str:
+        tag = "" if options.quantize == Quantize.NONE else f"_{options.quantize}"
+        return f"{spec.variant}{tag}.tflite"
+
     def export_summary(self, artifact: Artifact, options: TFLiteOptions) -> list[str]:
         info = artifact.info
         gpu = info.get("gpu_delegate") or {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from evit_export.core.errors import UserError
 
-from evit_export.targets.base import PrecisionNotApplicable, TargetOptions, enum_choice
+from evit_export.targets.base import PrecisionNotApplicable, TargetOptions, cli_option, enum_choice
 from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE, check_calibration_source
 
 
@@ -35,15 +35,21 @@ SWEEP_QUANTIZE = {"fp32": Quantize.NONE, "fp16": Quantize.FP16, "int8": Quantize
 
 @dataclass(frozen=True)
 class TFLiteOptions(TargetOptions):
-    quantize: Quantize = Quantize.NONE
+    # The command line calls it --precision like every format (fp32 = no quantization).
+    quantize: Quantize = cli_option(Quantize.NONE, "fp32, fp16, dynamic (int8 weights) or int8 (calibrated).",
+                                    flag="--precision", aliases=("--quantize", "-q"),
+                                    choices=("fp32", "fp16", "dynamic", "int8"))
     calibration_data: str | Path | None = None  # int8: image folder, None = embedded digits, "random"
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
-    input_type: InputType = InputType.FLOAT
-    layout: Layout = Layout.NHWC
-    batch: int = 1  # TFLite models here have a fixed batch
+    input_type: InputType = cli_option(InputType.FLOAT, "float (normalized image) or uint8 (raw RGB 0..255, "
+                                       "normalization in the graph; needs --precision int8).", flag="--input")
+    layout: Layout = cli_option(Layout.NHWC, "Input layout.")
+    batch: int = cli_option(1, "Fixed batch size.", metavar="N")  # TFLite models here have a fixed batch
     # int8 only: keep q·kᵀ, softmax and attn·v in float so the whole graph stays inside
     # the XNNPACK delegate; faster on CPU, not full-integer.
-    float_attention: bool = False
+    float_attention: bool = cli_option(False, "int8: keep q·kᵀ, softmax and attn·v in float so the whole graph "
+                                       "runs inside XNNPACK (faster on CPU; not full-integer, so not for "
+                                       "NNAPI / Edge TPU).")
     analyze: bool = True  # run TensorFlow's GPU-delegate compatibility analyzer
 
     def __post_init__(self):
