@@ -19,8 +19,8 @@ from typing import Any, Optional
 import typer
 
 from evit_export.cli import (CalibrationDataOpt, CalibrationSizeOpt, CheckpointOpt, Flag, ImgSizeOpt, NumClassesOpt,
-                             VariantOpt, app, console, err_console)
-from evit_export.cli.export_common import check_after_export, print_spec_notes, report_calibration
+                             VariantOpt, app)
+from evit_export.cli.export_common import export_and_check
 from evit_export.core.errors import UserError
 from evit_export.targets import Target, get_target, target_names
 
@@ -155,7 +155,6 @@ def run_export(target: Target, options, runner_options, *, variant, checkpoint, 
                check, check_inputs) -> None:
     """What every export command does: check the inputs, build the model, export, say
     what was written, check it against PyTorch."""
-    from evit_export.api import export
     from evit_export.models.reference import deploy_for_export
 
     # Options and --out are checked before the model is built: bad input fails before any work.
@@ -165,19 +164,7 @@ def run_export(target: Target, options, runner_options, *, variant, checkpoint, 
         target.check_output(out, options)
     deployed, spec = deploy_for_export(variant, checkpoint, num_classes, img_size, seed=seed)
     out = out or Path("out") / target.default_out_name(spec, options)
-    artifact = export(deployed, target.name, options, out=out)
-    for line in target.export_summary(artifact, options):
-        console.print(line, highlight=False)
-    print_spec_notes(spec)  # after the export: a bad input stays a one-line error
-    report_calibration(artifact.info)
-    if not check:
-        return
-    skipped = target.check_skip_reason(options, runner_options)
-    if skipped:
-        err_console.print(f"[yellow]note:[/] equivalence check skipped: {skipped}")
-        return
-    check_after_export(out, n=check_inputs, images=getattr(options, "calibration_data", None),
-                       runner_options=runner_options)
+    export_and_check(target, deployed, options, runner_options, out=out, check=check, n=check_inputs)
 
 
 def register_export_commands() -> list[str]:
