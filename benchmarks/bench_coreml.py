@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     from evit_export.core.preprocess import seeded_pixels
     from evit_export.models.reference import deploy_for_export
     from evit_export.targets.coreml import CoreMLOptions, CoreMLRunnerOptions
-    from evit_export.validation.latency.calibrate import cpu_flags
+    from evit_export.core.machine import cpu_flags
 
     options = CoreMLOptions(precision=args.precision, input=args.input, batch=args.batch,
                             output="logits" if args.batch > 1 else "classifier")
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
           f"took {import_seconds:.1f} s before that")
     print(f"MIL interpreter: {args.n / elapsed:.1f} img/s ({1000 * elapsed / args.n:.1f} ms/img, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
-    print(f"CPU flags: {cpu_flags()}")
+    print(f"CPU flags: {' '.join(cpu_flags())}")
     return 0
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from evit_export.validation.latency.calibrate import cpu_flags
-from evit_export.validation.latency.measure import machine_description
+from evit_export.core.machine import cpu_flags
+from evit_export.core.machine import machine_description
 
 CSV = Path(__file__).resolve().parents[1] / "validation" / "latency" / "data" / "mobile_tflite_calibration.csv"
 PHONES = ("pixel4-cpu1-fp32", "iphonexs-cpu1-fp32", "s10-cpu1-fp32")
@@ -108,7 +108,7 @@ def main() -> None:
     args = ap.parse_args()
     console = Console(width=200)
     console.print(f"machine: {machine_description()}; load average {os.getloadavg()[0]:.1f}")
-    console.print(f"CPU flags: {cpu_flags()}")
+    console.print(f"CPU flags: {' '.join(cpu_flags())}")
     if not args.skip_host:
         host_figures(args.variants, args.recalibrate, console)
     phone_figures(console)

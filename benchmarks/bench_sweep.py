@@ -19,8 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from evit_export.packaging.sweep import cpu_flags
-from evit_export.validation.latency.measure import machine_description
+from evit_export.core.machine import cpu_flags
+from evit_export.core.machine import machine_description
 
 GOAL_MINUTES = 15.0
 

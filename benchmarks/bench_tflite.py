@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     anchors = dict(a.split("=", 1) for a in args.litert_torch)
     try:
-        from evit_export.validation.latency.measure import machine_description
+        from evit_export.core.machine import machine_description
 
         machine = machine_description()
     except ImportError:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    from evit_export.validation.latency.calibrate import cpu_flags
+    from evit_export.core.machine import cpu_flags
 
     out = None
     if "--out" in argv:

@@ -83,12 +83,12 @@ def write_demo_report(out: Path, result: DemoResult, deployed, spec) -> Path:
     parity figures from the demo, latency measured here (one artifact at a time) and
     estimated on every device profile that runs the artifact."""
     from evit_export.packaging.report import write_report
-    from evit_export.packaging.results import new_record, utc_now
-    from evit_export.packaging.sweep import cpu_flags
-    from evit_export.packaging.sweep_cell import (CellContext, device_info, equivalence_fields, known_devices,
+    from evit_export.sweep.results import SCHEMA_VERSION, new_record, utc_now
+    from evit_export.core.machine import cpu_flags
+    from evit_export.sweep.stages import (CellContext, device_info, equivalence_fields, known_devices,
                                                   parity_fields, record_artifact, stage_estimate, stage_measure)
     from evit_export.targets import get_target
-    from evit_export.validation.latency.measure import machine_description
+    from evit_export.core.machine import machine_description
 
     devices = known_devices()
     config = {"weights": {spec.variant: str(result.checkpoint)}, "simulate": devices, "threads": 1}
@@ -111,7 +111,7 @@ def write_demo_report(out: Path, result: DemoResult, deployed, spec) -> Path:
         rec["verdict"] = "pass" if rec["equivalence"]["passed"] and rec["parity"]["passed"] else "fail"
         cells.append(rec)
     devices = [d for d in devices if any(d in c["estimates"] for c in cells)]  # plots with points only
-    results = {"schema": 1, "tool": "evit-export demo",
+    results = {"schema": SCHEMA_VERSION, "tool": "evit-export demo",
                "config": {"variants": [spec.variant], "targets": sorted({c["target"] for c in cells}),
                           "precisions": sorted({c["precision"] for c in cells}),
                           "weights": {spec.variant: Path(result.checkpoint).name},

@@ -5,8 +5,9 @@
     targets               2
     validation            3
     training, packaging   4  (packaging may use validation; the two never import each other)
-    the API               5  (evit_export/__init__.py, api.py, demo.py)
-    cli                   6  (evit_export/cli/, __main__.py)
+    sweep                 5  (runs exports, checks and packages' report for a whole matrix)
+    the API               6  (evit_export/__init__.py, api.py, demo.py)
+    cli                   7  (evit_export/cli/, __main__.py)
 
 Every module's imports are read with ``ast`` (module level and inside functions, where
 this project puts its heavy imports), so a lazy import cannot hide an upward edge.
@@ -28,7 +29,7 @@ FOLDERS = {"evit_export": "evit_export", "models": "evit_export.models", "target
            "validation": "evit_export.validation"}
 
 RANKS = {"core": 0, "data": 0, "models": 1, "targets": 2, "validation": 3, "training": 4, "packaging": 4,
-         "api": 5, "cli": 6}
+         "sweep": 5, "api": 6, "cli": 7}
 # Same-rank layers may not import each other, except these (importer, imported) pairs.
 SIDEWAYS = {("data", "core")}
 # Modules directly under evit_export/ that are not sub-packages, and their layer.

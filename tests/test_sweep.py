@@ -32,7 +32,7 @@ def sweep_process(*args) -> subprocess.Popen:
 
 
 def cell_workers(out: Path) -> list[int]:
-    """pids of sweep_cell processes working for the sweep in ``out``."""
+    """pids of sweep worker processes working for the sweep in ``out``."""
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -40,7 +40,7 @@ def cell_workers(out: Path) -> list[int]:
                 cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if "evit_export.packaging.sweep_cell" in cmd and str(out) in cmd:
+            if "evit_export.sweep.worker" in cmd and str(out) in cmd:
                 pids.append(int(proc.name))
     return pids
 
@@ -173,7 +173,7 @@ def test_acceptance_matrix_killed_and_resumed_equals_clean_run(tmp_path, calibra
 def test_impossible_cells_are_listed_as_skipped(tmp_path):
     from dataclasses import dataclass
 
-    from evit_export.packaging.sweep import SweepConfig, plan_cells
+    from evit_export.sweep.run import SweepConfig, plan_cells
     from evit_export.targets import PrecisionNotApplicable, Target, TargetOptions, register_target
     from evit_export.targets import unregister_target
 

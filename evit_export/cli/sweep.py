@@ -58,7 +58,7 @@ def sweep_cmd(variants: str = typer.Option(..., "--variants", metavar="LIST",
                                                   metavar="")):
     """Export, check, time and estimate every variant × target × precision; writes
     results.json, results.csv and a self-contained report.html. Resumable."""
-    from evit_export.packaging.sweep import SweepConfig, run_sweep
+    from evit_export.sweep.run import SweepConfig, run_sweep
 
     config = SweepConfig(variants=_csv(variants), targets=_csv(targets), precisions=_csv(precisions), out=out,
                          weights=_weights(weights or []), data=str(data) if data else None,

@@ -49,19 +49,21 @@ def signal_name(exitcode: int) -> str:
         return f"signal {-exitcode}"
 
 
-def die_with_parent() -> None:
+def die_with_parent(expected_parent: int | None = None) -> None:
     """Linux: the kernel kills this child when the parent dies (SIGKILL of the CLI must
-    not leave a converter running on, writing into a folder nobody cleans up)."""
+    not leave a converter running on, writing into a folder nobody cleans up). With
+    ``expected_parent``, a child whose parent is already another process stops at once."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died before prctl: follow it now
-            os.kill(os.getpid(), signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: best effort only
         pass
+    parent = os.getppid()
+    if parent == 1 or (expected_parent is not None and parent != expected_parent):
+        os.kill(os.getpid(), signal.SIGKILL)  # the parent died before prctl: follow it now
 
 
 def _child_main(conn, log_path, fn, args, kwargs) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from evit_export.core.atomic import write_text_atomic
 from evit_export.packaging import report_plots as plots
-from evit_export.packaging.results import strip_paths
+from evit_export.core.paths import strip_paths
 
 REPORT_HTML = "report.html"
 THIS_MACHINE = "this-machine"

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from evit_export.core.errors import UserError
+from evit_export.core.machine import cpu_flags, machine_description
 from evit_export.validation.latency.fit import Measurement, attach_features, fit_profile
-from evit_export.validation.latency.measure import machine_description
 from evit_export.validation.latency.profiles import user_profile_dir
 
 # name[@img_size]; about 5 minutes of export and timing on a busy 2-core machine.
@@ -105,17 +105,6 @@ def time_onnx_models(models: list[tuple[Path, int]], threads: int, rounds: int =
     return [float(np.percentile(times, 20)) for _, _, times in runs]
 
 
-def cpu_flags() -> str:
-    """The SIMD extensions that decide a CPU's kernel speed (AVX2, AVX-512, VNNI, AMX)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    keep = [f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "neon", "asimd"))]
-    return " ".join(sorted(set(keep))) or platform.machine()
-
-
 def measure_reference(reference: list[str], threads: int, log=lambda msg: None) -> list[Measurement]:
     """Export every reference model, then time them all together (time_onnx_models)."""
     import torch
@@ -149,7 +138,8 @@ def calibrate(runtime: str, threads: int, reference: list[str], log=lambda msg: 
     import onnxruntime
 
     profile, figures = fit_profile(
-        rows, name=name, description=f"this machine: {machine_description()}; CPU flags: {cpu_flags()}",
+        rows, name=name,
+        description=f"this machine: {machine_description()}; CPU flags: {' '.join(cpu_flags()) or platform.machine()}",
         runtime=f"onnxruntime {onnxruntime.__version__} CPU, {threads} thread(s), batch 1",
         formats=["onnx"], precisions=["fp32"],
         source_text=f"measured here with `devices calibrate` in {time.perf_counter() - started:.0f} s",

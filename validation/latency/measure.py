@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from evit_export.core.machine import machine_description
 from evit_export.core.preprocess import seeded_pixels
 
 
@@ -28,22 +29,6 @@ class Latency:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def machine_description() -> str:
-    import os
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def measure_latency(runner, batch: int = 1, threads: int | None = None, warmup: int = 3,

@@ -1,27 +1,27 @@
-"""One sweep cell, run in its own process: ``python -m evit_export.packaging.sweep_cell
-REQUEST.json RESULT.json``.
+"""The stages of one sweep cell (a variant × target × precision), as a library: the
+worker process (``sweep/worker.py``) runs them for the sweep, and the demo calls them
+directly.
 
-A cell is one variant × target × precision. Its stages:
   build     export → check against PyTorch → parity on --data → graph inspection
   estimate  simulated latency on each requested device profile the target runs on
   measure   latency on this machine's runtime, one cell at a time (run by the sweep
-            only when no other cell is running), plus onnxruntime's op-time profile
-
-Each cell runs in a fresh interpreter so that a native crash (a segfault in a
-converter or runtime) takes down that cell only, and so that TensorFlow and torch
-load in a safe order in every cell. The worker dies with the sweep (PR_SET_PDEATHSIG),
-so a killed sweep leaves no orphan writing into its folder.
+            only when no other cell is running), plus the runtime's op-time profile
+            where it has one
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 
 from evit_export.core.errors import UserError
+from evit_export.models.reference import deploy_for_export
+from evit_export.sweep.results import artifact_size, sha256_artifact, utc_now
+from evit_export.targets import RunnerOptions, get_target
+from evit_export.validation.check import check_artifact
+from evit_export.validation.latency.measure import measure_latency
+from evit_export.validation.latency.profiles import all_profiles, resolve_profile
+from evit_export.validation.parity import check_parity
 
-PARENT_ENV = "EVIT_SWEEP_PARENT"
 CHECKER_NOT_DEVICE = ("not measured: {runtime} is a numerical checker, not a device runtime "
                       "(--simulate gives device estimates)")
 
@@ -39,13 +39,11 @@ def cell_options(target, precision: str, config: dict):
 
 def known_devices() -> list[str]:
     """Names of the device profiles ``--simulate`` accepts."""
-    from evit_export.validation.latency.profiles import all_profiles
 
     return sorted(all_profiles())
 
 
 def _profile(device: str):
-    from evit_export.validation.latency.profiles import resolve_profile
 
     return resolve_profile(device)
 
@@ -95,7 +93,6 @@ class CellContext:
 
     def deployed(self):
         if self._deployed is None:
-            from evit_export.models.reference import deploy_for_export
 
             self._deployed = deploy_for_export(self.record["variant"], self.checkpoint,
                                                self.config.get("num_classes"), self.config.get("img_size"),
@@ -107,8 +104,6 @@ class CellContext:
 
 
 def stage_build(ctx: CellContext) -> list[str]:
-    from evit_export.targets import get_target
-    from evit_export.validation.check import check_artifact
 
     rec = ctx.record
     target = get_target(rec["target"])
@@ -122,7 +117,6 @@ def stage_build(ctx: CellContext) -> list[str]:
     images = _int8_check_images(ctx) if target.precision_family(target.read_spec(path)) == "int8" else None
     rec["equivalence"] = equivalence_fields(check_artifact(path, checkpoint=ctx.checkpoint, images=images), ctx)
     if ctx.config.get("data"):
-        from evit_export.validation.parity import check_parity
 
         report = check_parity([path], data=ctx.config["data"], checkpoint=ctx.checkpoint)
         rec["parity"] = parity_fields(report, report.artifacts[0], Path(ctx.config["data"]).name)
@@ -132,7 +126,6 @@ def stage_build(ctx: CellContext) -> list[str]:
 def record_artifact(ctx: CellContext, target, path: Path) -> None:
     """File, model and graph figures of an exported artifact (sweep and demo)."""
     from evit_export.models.profile import count_macs, count_params
-    from evit_export.packaging.results import artifact_size, sha256_artifact
 
     deployed, spec = ctx.deployed()
     graph = target.inspect(path)
@@ -161,7 +154,6 @@ def _latency_not_measurable(ctx: CellContext, target, path: Path) -> list[str]:
     """Decide here, in parallel with other cells, whether this machine has a device
     runtime for the artifact; when it has none (e.g. CoreML's MIL interpreter on Linux)
     the measure stage is finished at once and the sweep's serial timing phase skips it."""
-    from evit_export.targets import RunnerOptions
 
     with target.open(path, options=RunnerOptions(threads=1)) as runner:
         if runner.deployment_runtime:
@@ -196,8 +188,6 @@ def stage_estimate(ctx: CellContext) -> None:
 
 
 def stage_measure(ctx: CellContext) -> None:
-    from evit_export.targets import RunnerOptions, get_target
-    from evit_export.validation.latency.measure import measure_latency
 
     rec = ctx.record
     target = get_target(rec["target"])
@@ -235,7 +225,6 @@ def one_line(exc: BaseException) -> str:
 def run_stages(record: dict, stages: list[str], config: dict, out_dir: Path, fingerprints: dict) -> dict:
     """Run ``stages`` on ``record`` (updated in place and returned); the first stage that
     raises ends the cell as failed with a one-line reason."""
-    from evit_export.packaging.results import utc_now
 
     ctx = CellContext(record, config, out_dir)
     for stage in stages:
@@ -252,39 +241,3 @@ def run_stages(record: dict, stages: list[str], config: dict, out_dir: Path, fin
                                       "seconds": round(time.perf_counter() - t0, 3) if name == stage else 0.0,
                                       "fingerprint": fingerprints[name]}
     return record
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the sweep that started it dies."""
-    expected = os.environ.get(PARENT_ENV)
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-    if expected and os.getppid() != int(expected):  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from evit_export.core.jsonio import loads_strict, write_json_atomic
-
-    _die_with_parent()
-    request_path, result_path = (argv or sys.argv[1:])[:2]
-    request = loads_strict(Path(request_path).read_text(encoding="utf-8"))
-    threads = request["config"].get("worker_threads")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    record = run_stages(request["record"], request["stages"], request["config"], Path(request["out_dir"]),
-                        request["fingerprints"])
-    write_json_atomic(result_path, record)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

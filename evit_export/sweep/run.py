@@ -4,7 +4,7 @@ estimated, with results.json / results.csv / report.html in one folder.
 Resumable: results are rewritten atomically after every cell, and a re-run keeps each
 stage of a cell whose inputs (fingerprint) are unchanged and whose artifact still has
 its recorded sha256. Export and check run ``jobs`` cells at a time, each in its own
-process (``sweep_cell``); latency is then measured one cell at a time with nothing
+process (``sweep.worker``); latency is then measured one cell at a time with nothing
 else of the sweep running, since parallel timings are noise.
 """
 from __future__ import annotations
@@ -20,10 +20,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from evit_export.core.errors import UserError
-from evit_export.packaging.results import (STAGES, load_results, new_record, sha256_artifact, strip_paths,
-                                           utc_now, write_results)
-
-PRECISIONS = ("fp32", "fp16", "int8")
+from evit_export.core.machine import cpu_flags, machine_description
+from evit_export.core.jsonio import loads_strict, write_json_atomic
+from evit_export.core.paths import strip_paths
+from evit_export.packaging.report import write_report
+from evit_export.sweep.results import (SCHEMA_VERSION, STAGES, load_results, new_record, sha256_artifact, utc_now,
+                                       write_results)
+from evit_export.sweep.stages import cell_options, check_device, device_info
+from evit_export.sweep.worker import PARENT_ENV
+from evit_export.targets import PrecisionNotApplicable, get_target, target_names
+from evit_export.targets.base import PRECISION_FAMILIES as PRECISIONS
 BUILD_STAGES = ("build", "estimate")  # run in parallel; "measure" runs alone afterwards
 
 
@@ -49,8 +55,6 @@ class SweepConfig:
         """Checks every option before any work; returns a copy with canonical names and
         absolute folder paths (the worker processes share them)."""
         from evit_export.models import canonical_variant
-        from evit_export.packaging.sweep_cell import check_device
-        from evit_export.targets import target_names
 
         variants = tuple(dict.fromkeys(canonical_variant(v) for v in self.variants))
         if not variants or not self.targets or not self.precisions:
@@ -125,8 +129,6 @@ def _checked_weights(checkpoint) -> str:
 def plan_cells(config: SweepConfig) -> list[dict]:
     """Every cell of the matrix, in order; cells the format cannot do come back skipped
     with the target's own reason."""
-    from evit_export.packaging.sweep_cell import cell_options
-    from evit_export.targets import PrecisionNotApplicable, get_target
 
     cells = []
     for variant in config.variants:
@@ -217,34 +219,18 @@ def finish_record(rec: dict) -> None:
         rec["finished_at"] = max(v["finished_at"] for v in rec["stages"].values())
 
 
-def cpu_flags() -> list[str]:
-    """The SIMD flags that decide CPU kernel speed (AVX2, AVX-512, VNNI), printed and
-    recorded beside every measured figure."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return sorted({w for w in line.split(":", 1)[1].split()
-                                   if w.startswith(("avx", "fma", "sse4", "amx", "vnni"))})
-    except OSError:
-        pass
-    return []
-
-
 # --- running -----------------------------------------------------------------------------
 
 class SweepRun:
     """The cells of one sweep, their worker processes and the results files."""
 
     def __init__(self, config: SweepConfig, cells: list[dict], log):
-        from evit_export.packaging.sweep_cell import device_info
-        from evit_export.validation.latency.measure import machine_description
 
         self.config, self.cells, self.log = config, cells, log
         self.by_id = {c["id"]: c for c in cells}
         self.lock = threading.Lock()
         self.running: dict[str, subprocess.Popen] = {}
-        self.results = {"schema": 1, "tool": "evit-export sweep", "config": config.public(),
+        self.results = {"schema": SCHEMA_VERSION, "tool": "evit-export sweep", "config": config.public(),
                         "machine": {"description": machine_description(), "cpu_flags": cpu_flags()},
                         "devices": {d: device_info(d) for d in config.simulate},
                         "started_at": utc_now(), "updated_at": None, "complete": False, "cells": cells}
@@ -263,7 +249,6 @@ class SweepRun:
     def run_cell(self, cell: str, stages: list[str], fps: dict, worker_threads: int) -> dict:
         """Run ``stages`` of one cell in a fresh process; the updated record, or the cell
         marked failed when the process died without writing one."""
-        from evit_export.core.jsonio import loads_strict, write_json_atomic
 
         rec = self.by_id[cell]
         if rec["started_at"] is None:
@@ -274,11 +259,11 @@ class SweepRun:
         config = dict(self.config.worker_config(), worker_threads=worker_threads)
         write_json_atomic(request, {"record": rec, "stages": stages, "config": config, "fingerprints": fps,
                                     "out_dir": str(self.config.out.resolve())})
-        env = dict(os.environ, EVIT_SWEEP_PARENT=str(os.getpid()))
+        env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
         with open(self.config.out / "logs" / f"{cell}.log", "a", encoding="utf-8") as log:
             log.write(f"--- {utc_now()} stages {', '.join(stages)}\n")
             log.flush()
-            proc = subprocess.Popen([sys.executable, "-m", "evit_export.packaging.sweep_cell", str(request),
+            proc = subprocess.Popen([sys.executable, "-m", "evit_export.sweep.worker", str(request),
                                      str(result)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=env)
             with self.lock:
@@ -383,7 +368,6 @@ def run_sweep(config: SweepConfig, console=None) -> dict:
         finish_record(rec)
     run.results["complete"] = all(c["status"] in ("done", "failed", "skipped") for c in cells)
     run.save()
-    from evit_export.packaging.report import write_report
 
     write_report(out, run.results)
     return run.results

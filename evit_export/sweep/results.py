@@ -12,8 +12,6 @@ import datetime as dt
 import hashlib
 import io
 import math
-import os
-import re
 from pathlib import Path
 
 from evit_export.core.atomic import write_text_atomic
@@ -149,17 +147,3 @@ def results_csv(results: dict) -> str:
         writer.writerow({k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v)
                          for k, v in csv_row(rec, devices).items()})
     return buf.getvalue()
-
-
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.+@~-]+/)+([\w.+@~-]+)")
-
-
-def strip_paths(text: str | None, base: Path | None = None) -> str | None:
-    """``text`` with paths of this machine shortened: under ``base`` (the sweep folder)
-    to their relative name, anything else absolute to its last component."""
-    if not text:
-        return text
-    if base is not None:
-        root = str(Path(base).resolve())
-        text = text.replace(root + os.sep, "").replace(root, ".")
-    return _ABSOLUTE_PATH.sub(lambda m: m.group(1), text)
