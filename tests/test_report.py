@@ -91,14 +91,16 @@ def test_report_in_headless_chromium(sweep, tmp_path):
 
 
 def check_plots(page, expected: dict) -> None:
+    """Every device's points, once each (one plot per device, or one for all when each
+    has few points), and the estimates say they are estimates."""
     figures = page.eval_on_selector_all(
-        "figure.pareto", "fs => fs.map(f => [f.dataset.device, "
+        "figure.pareto", "fs => fs.map(f => [f.dataset.devices, "
         "Array.from(f.querySelectorAll('g[id^=\"point--\"]')).map(g => g.id)])")
-    assert [device for device, _ in figures] == list(expected)  # one plot per device
-    for device, ids in figures:
-        assert sorted(ids) == sorted(f"point--{device}--{cell}" for cell in expected[device])
-    assert page.locator("figure.pareto:not([data-device=this-machine]) figcaption").first.inner_text() \
-        .startswith("ESTIMATE")
+    assert sorted(d for devices, _ in figures for d in devices.split(",")) == sorted(expected)
+    ids = [i for _, found in figures for i in found]
+    assert sorted(ids) == sorted(f"point--{device}--{cell}" for device in expected for cell in expected[device])
+    captions = page.locator("figure.pareto figcaption").all_inner_texts()
+    assert any("ESTIMATE" in text for text in captions)
     assert "published" in page.locator("#published").locator("xpath=ancestor::div[1]").inner_text().lower()
 
 
@@ -169,6 +171,122 @@ def test_demo_report_over_real_artifacts(tmp_path):
     report = write_demo_report(tmp_path, result, deployed, spec)
     html = report.read_text()
     assert report == tmp_path / "report.html" and str(tmp_path) not in html
-    assert html.count("<tr data-cell=") == 1 and 'data-device="this-machine" data-points="1"' in html
+    assert html.count("<tr data-cell=") == 1 and 'data-devices="this-machine' in html
     assert 'id="point--this-machine--m0-onnx-fp32"' in html
     assert "embedded digits" in html and "demo" in html
+
+
+# ----------------------------------------------------------------------------- issue 19.16: layout
+
+def synthetic_results(devices: list[str], top1s: list[float], img_size=None) -> dict:
+    """A results.json shape (results.new_record) for layout checks: one cell per top-1
+    value, measured here and estimated on every device in ``devices``."""
+    from evit_export.sweep.results import new_record
+
+    cells = []
+    for i, top1 in enumerate(top1s):
+        rec = new_record(f"m{i}", "onnx", ("fp32", "fp16")[i % 2])
+        rec.update(status="done", verdict="pass", img_size=224, file_size=(2 + i) * 1e6, params=(2 + i) * 1e6,
+                   macs=(80 + 40 * i) * 1e6, memory_bound_ops=40 + i, total_ops=100, memory_bound_time_share=0.3,
+                   parity={"top1": top1, "delta_top1": 0.0, "agreement": 99.0, "images": 40},
+                   latency={"runtime": "onnxruntime", "median_ms": 1.0 + i, "p90_ms": 1.1 + i},
+                   estimates={d: {"estimate_ms": (1.0 + i) * (j + 2), "kind": "estimate"}
+                              for j, d in enumerate(devices)})
+        cells.append(rec)
+    return {"config": {"variants": [c["variant"] for c in cells], "targets": ["onnx"], "precisions": ["fp32", "fp16"],
+                       "img_size": img_size, "data": "pets", "simulate": devices, "threads": 1},
+            "machine": {"description": "test machine", "cpu_flags": ["avx2"]}, "cells": cells}
+
+
+BOXES = """ids => ids.map(id => { const e = document.getElementById(id);
+  if (!e) return null; const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; })"""
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _inside(inner, outer) -> bool:
+    return outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, html: str, path: Path):
+    path.write_text(html)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    return page
+
+
+def test_plot_layout_labels_rings_and_legends(browser, tmp_path):
+    """Point labels clear the plot titles; points at 100 % sit inside the axes with their
+    Pareto rings whole; the memory-bound legend covers no bar; the precision legend
+    draws no hollow marker (hollow means estimate); the header names the image size."""
+    from evit_export.packaging.report import build_report
+
+    results = synthetic_results(["a13-ane-fp16"], [100.0, 99.5, 100.0, 90.0])
+    html = build_report(results)
+    assert "image size 224" in html and "image size default" not in html
+    page = _open(browser, html, tmp_path / "report.html")
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "report-layout.png"), full_page=True)
+    for key in ("this-machine", "a13-ane-fp16"):
+        ids = [c["id"] for c in results["cells"]]
+        title, axes, ring = page.evaluate(BOXES, [f"title--{key}", f"axes--{key}", f"front--{key}"])
+        labels = page.evaluate(BOXES, [f"label--{key}--{i}" for i in ids])
+        points = page.evaluate(BOXES, [f"point--{key}--{i}" for i in ids])
+        assert None not in (title, axes, ring) and None not in labels + points, key
+        assert [i for i, box in zip(ids, labels) if _overlap(box, title)] == [], key
+        assert _inside(ring, axes), (key, ring, axes)
+        for i, box in zip(ids, points):
+            assert _inside(box, axes) and box[1] > axes[1] + 1, (key, i, box, axes)  # not on the border
+        fills = page.eval_on_selector_all(f"[id^='legend--{key}--']", "gs => gs.map(g => [g.id, "
+                                          "Array.from(g.querySelectorAll('path, use')).map(p => { const s = getComputedStyle(p); "
+                                          "return s.fill === 'none' || s.fillOpacity === '0' ? 'none' : s.fill; })])")
+        by_entry = dict(fills)
+        for prec in ("fp32", "fp16"):
+            assert by_entry[f"legend--{key}--{prec}"] and "none" not in by_entry[f"legend--{key}--{prec}"], by_entry
+        if key != "this-machine":
+            assert "none" in by_entry[f"legend--{key}--estimate"]  # hollow is kept for "estimate"
+    legend = page.evaluate(BOXES, ["legend--share"])[0]
+    bars = page.evaluate(BOXES, [f"bar--{c['id']}--{kind}" for c in results["cells"] for kind in ("ops", "time")])
+    assert legend is not None and None not in bars
+    assert [b for b in bars if _overlap(b, legend)] == []
+    page.close()
+
+
+def test_few_points_per_device_share_one_plot(browser, tmp_path):
+    """One point on each of seven devices: one plot holding all of them, not seven near-empty
+    panels; with several points per device each keeps its own plot."""
+    from evit_export.packaging.report import build_report
+
+    devices = ["a13-ane-fp16", "a13-cpu1-fp32", "pixel4-cpu1-fp32", "d4", "d5", "d6"]
+    few = synthetic_results(devices, [71.0])
+    page = _open(browser, build_report(few), tmp_path / "few.html")
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "report-few.png"), full_page=True)
+    assert page.locator("figure.pareto").count() == 1
+    ids = page.eval_on_selector_all("figure.pareto g[id^='point--']", "gs => gs.map(g => g.id)")
+    assert sorted(ids) == sorted(f"point--{d}--m0-onnx-fp32" for d in ["this-machine"] + devices)
+    assert "ESTIMATE" in page.locator("figure.pareto figcaption").inner_text()
+    labels = page.evaluate(BOXES, [i.replace("point--", "label--") for i in ids])
+    title = page.evaluate(BOXES, ["title--all"])[0]
+    assert None not in labels and title is not None
+    assert [(a, b) for a in range(len(labels)) for b in range(a) if _overlap(labels[a], labels[b])] == []
+    assert [box for box in labels if _overlap(box, title)] == []
+    page.close()
+    many = synthetic_results(devices[:2], [71.0, 75.0, 80.0])
+    page = _open(browser, build_report(many), tmp_path / "many.html")
+    assert page.eval_on_selector_all("figure.pareto", "fs => fs.map(f => f.dataset.device)") == \
+        ["this-machine"] + devices[:2]
+    page.close()

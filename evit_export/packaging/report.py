@@ -164,7 +164,7 @@ def _header(results: dict) -> str:
         f"{counts['failed']} failed, {counts['skipped']} skipped"
         + (f", {counts['pending']} not finished" if counts["pending"] else "")),
         (f"variants {', '.join(cfg['variants'])} · targets {', '.join(cfg['targets'])} · precisions "
-        f"{', '.join(cfg['precisions'])} · image size {cfg.get('img_size') or 'default'}"),
+        f"{', '.join(cfg['precisions'])} · image size {_image_size(cfg, cells)}"),
         (_weights_line(cfg)
          + " · accuracy data: "
         f"{cfg.get('data') or 'none (plots use MACs)'} · int8 calibration: {cfg.get('calibration_data') or 'default'}"),
@@ -175,6 +175,14 @@ def _header(results: dict) -> str:
     title = results.get("title") or "EfficientViT export sweep"
     return (f"<h1>{escape(title)}</h1>"
             + "".join(f"<p class=\"muted\">{escape(strip_paths(t))}</p>" for t in lines))
+
+
+def _image_size(cfg: dict, cells: list[dict]) -> str:
+    """The size the cells were built at (each variant's default when none was given)."""
+    if cfg.get("img_size"):
+        return str(cfg["img_size"])
+    built = sorted({c["img_size"] for c in cells if c.get("img_size")})
+    return ", ".join(map(str, built)) + " (the variants' default)" if built else "each variant's default"
 
 
 def _weights_line(cfg: dict) -> str:
@@ -190,16 +198,51 @@ def _figure(svg: str, caption: str, attrs: str = "") -> str:
     return f"<figure{attrs}>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
+# With at most this many points on every device, one plot holds them all: seven
+# near-empty panels say less than one with seven labelled points.
+FEW_POINTS = 2
+
+
+def combined_plot(devices: list[dict]) -> dict:
+    """One plot for every device's points, a row per device (no Pareto front: points of
+    different devices are not alternatives on one device)."""
+    points = [{**p, "plot": d["key"]} for d in devices for p in d["points"]]
+    estimated = [d for d in devices if d["key"] != THIS_MACHINE]
+    provenance = "; ".join(f"{d['key']}: {d.get('provenance') or '?'}" for d in estimated)
+    caption = ("Few points per device, so one plot with a row per device; labels give each point's "
+               "variant and its accuracy (or MMACs). "
+               + ("Filled: measured with the runtime on this machine. " if len(estimated) < len(devices) else "")
+               + (f"Hollow: ESTIMATES from device profiles, not measurements. Profiles: {provenance}"
+                  if estimated else ""))
+    return {"key": "all", "title": "latency on every device", "points": points,
+            "caption": caption, "devices": [d["key"] for d in devices]}
+
+
+def _device_figures(results: dict) -> list[dict]:
+    devices = device_plots(results)
+    if len(devices) > 1 and max(len(d["points"]) for d in devices) <= FEW_POINTS:
+        return [combined_plot(devices)]
+    for d in devices:
+        d["caption"] = ("measured with the runtime on this machine" if d["key"] == THIS_MACHINE else
+                        f"ESTIMATE from a device profile, not a measurement. Profile: {d.get('provenance') or '?'}")
+        d["devices"] = [d["key"]]
+    return devices
+
+
 def _device_section(results: dict) -> str:
     ylabel = _y_label(results)
     figures = []
-    for d in device_plots(results):
-        svg = plots.scatter_plot(d["points"], d["key"], "latency per image, ms (batch 1)", ylabel, d["title"],
-                                 percent=bool(results["config"].get("data")))
-        caption = ("measured with the runtime on this machine" if d["key"] == THIS_MACHINE else
-                   f"ESTIMATE from a device profile, not a measurement. Profile: {d.get('provenance') or '?'}")
-        attrs = (f" class=\"plot pareto\" data-device=\"{escape(d['key'])}\" data-points=\"{len(d['points'])}\"")
-        figures.append(_figure(svg, strip_paths(caption), attrs))
+    for d in _device_figures(results):
+        percent = bool(results["config"].get("data"))
+        if d["key"] == "all":
+            svg = plots.device_rows_plot(d["points"], d["devices"], "latency per image, ms (batch 1)", d["title"],
+                                         percent)
+        else:
+            svg = plots.scatter_plot(d["points"], d["key"], "latency per image, ms (batch 1)", ylabel, d["title"],
+                                     front=True, percent=percent)
+        attrs = (f" class=\"plot pareto\" data-device=\"{escape(d['key'])}\" "
+                 f"data-devices=\"{escape(','.join(d['devices']))}\" data-points=\"{len(d['points'])}\"")
+        figures.append(_figure(svg, strip_paths(d["caption"]), attrs))
     if not figures:
         return "<h2>Speed against accuracy</h2><p class=\"muted\">No cell has a latency yet.</p>"
     what = "accuracy" if results["config"].get("data") else "MACs (no --data: accuracy unknown)"
