@@ -280,8 +280,9 @@ def test_build_prints_no_setuptools_warning(tmp_path):
     app templates."""
     src = tmp_path / "src"
     src.mkdir()
-    shutil.copy(REPO / "pyproject.toml", src)
-    shutil.copy(REPO / "README.md", src)
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        if (REPO / name).is_file():
+            shutil.copy(REPO / name, src)
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".*")
     for name in ("evit_export", "models", "targets", "validation"):
         if (REPO / name).is_dir():
