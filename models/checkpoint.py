@@ -19,6 +19,7 @@ from evit_export.models.efficientvit import VARIANTS, EfficientViT
 
 from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
+from evit_export.core.paths import cache_dir
 
 # Official model-zoo releases (microsoft/Cream EfficientViT, mirrored by timm), the
 # ImageNet-1K weights behind ``--pretrained imagenet``. Their sha256 could not be
@@ -32,12 +33,6 @@ OFFICIAL_URLS = {
 # Serve the official files from elsewhere (a mirror, or the tests' local server):
 # a base URL that holds efficientvit_m0.pth ... efficientvit_m5.pth.
 PRETRAINED_URL_ENV = "EVIT_EXPORT_PRETRAINED_URL"
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("EVIT_EXPORT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "evit-export")
-    return Path(root)
 
 
 def is_url(s: str | os.PathLike) -> bool:
@@ -133,7 +128,7 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def sidecar_path(path: Path) -> Path:
+def weights_sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
@@ -154,7 +149,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise UserError(f"checkpoint {path} is not a readable safetensors file ({_short(e)}): "
                             "re-save or re-download it") from None
-        side = sidecar_path(path)
+        side = weights_sidecar_path(path)
         if side.exists():
             try:
                 meta = json.loads(side.read_text())
@@ -370,5 +365,5 @@ def save_project_checkpoint(model: torch.nn.Module, spec, path: str | os.PathLik
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "evit-export"})
     meta = {"format": "evit-export", **spec.to_dict(), **(extra or {})}
-    write_text_atomic(sidecar_path(path), dumps_strict(meta, indent=2, sort_keys=True))
+    write_text_atomic(weights_sidecar_path(path), dumps_strict(meta, indent=2, sort_keys=True))
     return path

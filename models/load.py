@@ -1,4 +1,4 @@
-"""``load_model``: one entry point for every checkpoint kind the project accepts."""
+"""``build_model``: one entry point for every checkpoint kind the project accepts."""
 from __future__ import annotations
 
 import os
@@ -14,14 +14,14 @@ from evit_export.models.deploy import fold
 from evit_export.models.efficientvit import EfficientViT, canonical_variant
 
 
-def load_model(variant: str | None = None, checkpoint: str | os.PathLike | None = None,
+def build_model(variant: str | None = None, checkpoint: str | os.PathLike | None = None,
                num_classes: int | None = None, img_size: int | None = None, *,
                pretrained: bool = False, reset_head: bool = False, labels: list[str] | None = None,
                quiet: bool = False) -> torch.nn.Module:
     """Build EfficientViT ``variant`` in eval mode, optionally with checkpoint weights.
 
     ``pretrained=True`` (no ``checkpoint``): the official ImageNet-1K weights of the
-    variant, downloaded once into the cache (``models.checkpoint.cache_dir``) and read
+    variant, downloaded once into the cache (``core.paths.cache_dir``) and read
     from there afterwards, offline. Downloads show a progress bar on stderr unless
     ``quiet``. ``num_classes``/``img_size`` default to what the checkpoint says (1000 /
     224 without one). The returned module carries ``.spec`` (a ModelSpec),

@@ -22,7 +22,7 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
 def _index_path() -> Path:
-    from evit_export.models.checkpoint import cache_dir
+    from evit_export.core.paths import cache_dir
 
     return cache_dir() / INDEX_NAME
 
@@ -74,7 +74,7 @@ def _matches(path: Path, sha256: str | None) -> bool:
 
 
 def _in_cache(sha256: str) -> Path | None:
-    from evit_export.models.checkpoint import cache_dir
+    from evit_export.core.paths import cache_dir
 
     root = cache_dir()
     if not root.is_dir():

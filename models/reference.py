@@ -8,9 +8,9 @@ from evit_export.core.errors import UserError
 
 def prepare_model(variant=None, checkpoint=None, num_classes=None, img_size=None, *, seed=None,
                   labels=None, reset_head=False, pretrained=False):
-    """load_model, plus seeded realistic random weights when there is no checkpoint;
+    """build_model, plus seeded realistic random weights when there is no checkpoint;
     ``pretrained``: the official ImageNet weights (cached after the first download)."""
-    from evit_export.models import load_model, randomize_
+    from evit_export.models import build_model, randomize_
     from evit_export.models.checkpoint import fetch_pretrained, pretrained_url
     from evit_export.models.efficientvit import canonical_variant
     from evit_export.models.provenance import describe_source
@@ -26,7 +26,7 @@ def prepare_model(variant=None, checkpoint=None, num_classes=None, img_size=None
         url = pretrained_url(canonical_variant(variant))
         checkpoint = fetch_pretrained(canonical_variant(variant))
         reset_head = reset_head or num_classes not in (None, 1000)
-    model = load_model(variant, checkpoint, num_classes, img_size, labels=labels, reset_head=reset_head)
+    model = build_model(variant, checkpoint, num_classes, img_size, labels=labels, reset_head=reset_head)
     if checkpoint is not None:
         model.spec.source = describe_source(checkpoint, url=url)
     else:

@@ -98,11 +98,11 @@ JSON = st.recursive(
 def small_checkpoint(tmp_path_factory):
     """A real (tiny) project checkpoint and a .pth state dict of M0 at 64 px, 10 classes."""
     from evit_export.models import randomize_
-    from evit_export.models.load import load_model
+    from evit_export.models.load import build_model
     from safetensors.torch import save_file
 
     d = tmp_path_factory.mktemp("fuzz_ck")
-    model = randomize_(load_model("m0", None, num_classes=10, img_size=64), seed=0)
+    model = randomize_(build_model("m0", None, num_classes=10, img_size=64), seed=0)
     state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("attention_bias_idxs")}
     save_file(state, str(d / "m0.safetensors"))
     torch.save(state, d / "m0.pth")
@@ -137,8 +137,8 @@ KEY_EDITS = st.sampled_from(["drop", "extra", "shape", "dtype", "prefix", "wrap"
 @pytest.mark.parametrize("scale", SCALE)
 def test_load_model_state_dicts(small_checkpoint, tmp_path, scale):
     """Generated state dicts (real keys edited: dropped, extra, reshaped, another dtype,
-    wrapped, non-tensors) through load_model: a model or a UserError."""
-    from evit_export.models.load import load_model
+    wrapped, non-tensors) through build_model: a model or a UserError."""
+    from evit_export.models.load import build_model
 
     _, state = small_checkpoint
     keys = sorted(state)
@@ -172,10 +172,10 @@ def test_load_model_state_dicts(small_checkpoint, tmp_path, scale):
             elif kind == "empty":
                 sd = {}
         torch.save(sd, path)
-        model = load_model(None, path)
+        model = build_model(None, path)
         assert model.spec.num_classes >= 1
 
-    _run("load_model(state dict)", 40 * scale, st.lists(edit, min_size=0, max_size=4), prop)
+    _run("build_model(state dict)", 40 * scale, st.lists(edit, min_size=0, max_size=4), prop)
 
 
 # ----------------------------------------------------------------------------- spec and sidecars
@@ -323,7 +323,7 @@ def test_measurements_csv_reader(tmp_path, scale):
 
 @pytest.mark.parametrize("scale", SCALE)
 def test_zz_report_counts(capsys, scale):
-    """Prints how many cases each reader saw (run last: the name sorts last)."""
+    """Prints how many cases each reader saw (pytest runs a module's tests in file order: this one is last)."""
     with capsys.disabled():
         print("\nfuzz cases:", json.dumps(COUNTS), "total", sum(COUNTS.values()))
 

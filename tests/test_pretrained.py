@@ -1,4 +1,4 @@
-"""``--pretrained imagenet`` / ``load_model(..., pretrained=True)``: the official weights
+"""``--pretrained imagenet`` / ``build_model(..., pretrained=True)``: the official weights
 fetched through the real download path from a local http.server standing in for the
 model-zoo host (``EVIT_EXPORT_PRETRAINED_URL``), sha256 recorded and printed on first
 download, used offline from the cache afterwards, a progress bar on a terminal."""
@@ -19,7 +19,7 @@ from PIL import Image
 from cli_helpers import assert_one_line_error, run_cli_process
 from conftest import make_timm_model, timm_to_official
 from evit_export.core.errors import UserError
-from evit_export.models import load_model
+from evit_export.models import build_model
 from evit_export.models.checkpoint import PRETRAINED_URL_ENV
 
 
@@ -62,7 +62,7 @@ def test_download_records_sha256_then_works_offline(zoo, tmp_path, monkeypatch, 
     monkeypatch.setenv("EVIT_EXPORT_CACHE", str(tmp_path / "cache"))
     with serve(root) as base:
         monkeypatch.setenv(PRETRAINED_URL_ENV, base)
-        model = load_model("m0", pretrained=True)
+        model = build_model("m0", pretrained=True)
         err = capsys.readouterr().err
     assert _same_outputs(model, ref)
     assert model.spec.num_classes == 1000
@@ -70,21 +70,21 @@ def test_download_records_sha256_then_works_offline(zoo, tmp_path, monkeypatch, 
     records = list((tmp_path / "cache").glob("*.sha256"))
     assert len(records) == 1 and records[0].read_text().split()[0] == sha
     # the server is gone: the cache serves it, silently
-    again = load_model("m0", pretrained=True, num_classes=4, reset_head=True)
+    again = build_model("m0", pretrained=True, num_classes=4, reset_head=True)
     assert "downloaded" not in capsys.readouterr().err
     assert again.head_reinitialised and again.spec.num_classes == 4
     # a cached file that no longer matches its record is refused, not used
     cached = records[0].with_suffix("")
     cached.write_bytes(cached.read_bytes()[:-10])
     with pytest.raises(UserError, match="does not match its sha256"):
-        load_model("m0", pretrained=True)
+        build_model("m0", pretrained=True)
 
 
 def test_pretrained_needs_a_variant_and_no_checkpoint(tmp_path):
     with pytest.raises(UserError, match="needs a variant"):
-        load_model(None, pretrained=True)
+        build_model(None, pretrained=True)
     with pytest.raises(UserError, match="not both"):
-        load_model("m0", tmp_path / "x.pth", pretrained=True)
+        build_model("m0", tmp_path / "x.pth", pretrained=True)
 
 
 def test_progress_bar_shows_on_a_terminal(zoo, tmp_path):
@@ -97,8 +97,8 @@ def test_progress_bar_shows_on_a_terminal(zoo, tmp_path):
                    **{PRETRAINED_URL_ENV: base})
         env.pop("NO_COLOR", None)
         master, slave = pty.openpty()
-        proc = subprocess.Popen([sys.executable, "-c", "from evit_export.models import load_model; "
-                                 "load_model('m0', pretrained=True)"], stdin=slave, stdout=slave, stderr=slave,
+        proc = subprocess.Popen([sys.executable, "-c", "from evit_export.models import build_model; "
+                                 "build_model('m0', pretrained=True)"], stdin=slave, stdout=slave, stderr=slave,
                                 env=env)
         os.close(slave)
         chunks = []
@@ -140,7 +140,7 @@ def test_train_pretrained_imagenet_from_cache(zoo, tmp_path):
     assert f"sha256 {sha}" in first.stderr
     assert "fine-tuning from the official ImageNet weights of EfficientViT-M0 (head re-initialised)" in first.stderr
     assert "classifier head re-initialised: 1000 -> 3 classes" in first.stderr
-    model = load_model(checkpoint=tmp_path / "ft" / "model.safetensors")
+    model = build_model(checkpoint=tmp_path / "ft" / "model.safetensors")
     assert model.spec.labels == ["cat", "dog", "fox"]
     body = "patch_embed.conv1.conv.weight"
     w0, w1 = ref.state_dict()[body], model.state_dict()[body]

@@ -311,13 +311,13 @@ def test_unwritable_output(capsys, tmp_path):
 @pytest.mark.parametrize("variant", ["m0", "m1", "m2", "m3", "m4", "m5"])
 @pytest.mark.parametrize("quantize", ["none", "fp16"])
 def test_all_variants_against_timm(variant, quantize, tmp_path):
-    from evit_export.models import fold, load_model
+    from evit_export.models import fold, build_model
     from evit_export.validation.equivalence import compare_outputs
 
     timm_model = make_timm_model(variant, seed=7)
     ck = tmp_path / "timm.pth"
     torch.save(timm_model.state_dict(), ck)
-    model = load_model(variant, str(ck))
+    model = build_model(variant, str(ck))
     deployed = fold(model)
     target = get_target("tflite")
     art = target.export(deployed, model.spec, tmp_path / f"{variant}.tflite", TFLiteOptions(quantize=quantize))

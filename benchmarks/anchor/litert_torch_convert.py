@@ -37,9 +37,9 @@ def main(argv=None) -> int:
     import torch
     import litert_torch
 
-    from evit_export.models import fold, load_model, randomize_
+    from evit_export.models import fold, build_model, randomize_
 
-    model = load_model(args.variant, args.checkpoint, None, None)
+    model = build_model(args.variant, args.checkpoint, None, None)
     if args.checkpoint is None:
         randomize_(model, seed=args.seed)
     model = (fold(model) if args.folded else model).eval()

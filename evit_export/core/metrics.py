@@ -28,9 +28,3 @@ def topk_correct(logits, targets, k: int) -> np.ndarray:
     k = max(1, min(int(k), scores.shape[1]))
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return (top == labels[:, None]).any(axis=1)
-
-
-def topk_accuracy(logits, targets, k: int) -> float:
-    """Top-k accuracy in percent (0..100); 0.0 for no samples."""
-    hits = topk_correct(logits, targets, k)
-    return 100.0 * float(hits.mean()) if hits.size else 0.0

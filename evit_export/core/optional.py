@@ -41,14 +41,3 @@ def require(module: str) -> None:
     without importing it (importing TensorFlow here would break the import order)."""
     if not is_available(module):
         raise UserError(missing_message(module))
-
-
-def import_optional(module: str):
-    """Import ``module``; a missing one becomes the one-line install hint."""
-    require(module)
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module or (e.name or "").split(".")[0] == module:
-            raise UserError(missing_message(module)) from None
-        raise

@@ -1,10 +1,22 @@
-"""Nothing the tool ships (records, reports, manifests) carries a path of the machine
-that made it: messages that name files are shortened before they are written."""
+"""Where the tool keeps its cache, and what it ships never carries: nothing it writes
+for others (records, reports, manifests) holds a path of the machine that made it, so
+messages that name files are shortened before they are written."""
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+
+CACHE_ENV = "EVIT_EXPORT_CACHE"
+
+
+def cache_dir() -> Path:
+    """The one cache folder (weights, device profiles, graph features, npm packages):
+    ``$EVIT_EXPORT_CACHE``, else ``$XDG_CACHE_HOME/evit-export``, else ``~/.cache/evit-export``."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "evit-export")
+    return Path(root)
+
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.+@~-]+/)+([\w.+@~-]+)")
 

@@ -13,7 +13,6 @@ import numpy as np
 from evit_export.core.errors import UserError
 from evit_export.core.spec import ModelSpec
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def seeded_pixels(n: int, img_size: int, seed: int = 0) -> np.ndarray:

@@ -224,9 +224,8 @@ def finish_record(rec: dict) -> None:
 class SweepRun:
     """The cells of one sweep, their worker processes and the results files."""
 
-    def __init__(self, config: SweepConfig, cells: list[dict], log):
-
-        self.config, self.cells, self.log = config, cells, log
+    def __init__(self, config: SweepConfig, cells: list[dict]):
+        self.config, self.cells = config, cells
         self.by_id = {c["id"]: c for c in cells}
         self.lock = threading.Lock()
         self.running: dict[str, subprocess.Popen] = {}
@@ -356,7 +355,7 @@ def run_sweep(config: SweepConfig, console=None) -> dict:
     console.print(f"sweep: {len(cells)} cells, {len(cells) - skipped - len(todo)} kept from the previous run, "
                   f"{len(todo) - fresh} resumed, {fresh} to run, {skipped} skipped; --jobs {config.jobs}; "
                   f"writing {out}")
-    run = SweepRun(config, cells, console.print)
+    run = SweepRun(config, cells)
     run.save()
     try:
         with _progress(console) as progress:

@@ -65,10 +65,10 @@ def is_imagenet(pretrained: str | None) -> bool:
 def _pretrained_img_size(checkpoint: str) -> int:
     """The resolution a checkpoint was trained at: its project sidecar's, else 224
     (the official and timm releases)."""
-    from evit_export.models.checkpoint import is_url, sidecar_path
+    from evit_export.models.checkpoint import is_url, weights_sidecar_path
 
     if not is_url(checkpoint) and not is_imagenet(checkpoint):
-        side = sidecar_path(Path(checkpoint))
+        side = weights_sidecar_path(Path(checkpoint))
         if Path(checkpoint).suffix == ".safetensors" and side.exists():
             try:
                 return int(json.loads(side.read_text()).get("img_size") or 224)

@@ -17,14 +17,14 @@ def _set_drop_path(model: nn.Module, rate: float) -> None:
 
 
 def _load_pretrained(c: TrainConfig, num_classes: int, notes: list[str]) -> nn.Module:
-    from evit_export.models import load_model
+    from evit_export.models import build_model
     from evit_export.models.deploy import DeployEfficientViT
 
     if is_imagenet(c.pretrained):
-        model = load_model(c.variant, None, num_classes, c.img_size, reset_head=True, pretrained=True)
+        model = build_model(c.variant, None, num_classes, c.img_size, reset_head=True, pretrained=True)
         source = f"the official ImageNet weights of EfficientViT-{model.spec.variant.upper()}"
     else:
-        model = load_model(c.variant, c.pretrained, num_classes, c.img_size, reset_head=True)
+        model = build_model(c.variant, c.pretrained, num_classes, c.img_size, reset_head=True)
         source = c.pretrained
     if isinstance(model, DeployEfficientViT):
         raise UserError(f"--pretrained {c.pretrained} is a folded deploy checkpoint: fine-tune from "

@@ -16,7 +16,7 @@ ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd
 
 
 def npm_cache() -> Path:
-    from evit_export.models.checkpoint import cache_dir
+    from evit_export.core.paths import cache_dir
 
     return Path(os.environ.get("EVIT_EXPORT_NPM_CACHE") or cache_dir() / "npm")
 

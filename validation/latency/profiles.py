@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evit_export.core.errors import UserError
+from evit_export.core.paths import cache_dir
 
 PROFILE_FORMAT = "evit-export device profile 1"
 BUILTIN_DIR = Path(__file__).with_name("profiles")
@@ -20,11 +21,6 @@ BUILTIN_DIR = Path(__file__).with_name("profiles")
 # graph-accelerator: whole-graph compilers (one launch, compute and memory overlap).
 # simulate.estimate explains the two cost structures.
 DEVICE_CLASSES = ("cpu-interpreter", "graph-accelerator")
-
-
-def cache_dir() -> Path:
-    """evit-export's cache folder (EVIT_EXPORT_CACHE overrides ~/.cache/evit-export)."""
-    return Path(os.environ.get("EVIT_EXPORT_CACHE") or Path.home() / ".cache" / "evit-export")
 
 
 def user_profile_dir() -> Path:
@@ -123,19 +119,3 @@ def resolve_profile(name_or_path: str) -> DeviceProfile:
         raise UserError(f"unknown device profile {name_or_path!r}: choose from {', '.join(sorted(profiles))} "
                         "(evit-export devices list), or pass a PROFILE.json")
     return profiles[name_or_path][0]
-
-
-def derived_profile(base: DeviceProfile, *, name: str, description: str, speedup: float, reason: str,
-                    formats: list | None = None, runtime: str | None = None) -> DeviceProfile:
-    """A profile for a device nobody measured, made from a measured relative: every
-    price divided by ``speedup``. It keeps the base's validation figures only as the
-    base's (labelled so): the derivation itself is unvalidated."""
-    return DeviceProfile(
-        name=name, description=description, device_class=base.device_class, runtime=runtime or base.runtime,
-        formats=list(formats or base.formats), precisions=list(base.precisions),
-        coefficients={k: float(f"{v / speedup:.6g}") for k, v in base.coefficients.items()},
-        source={"kind": "derived", "text": f"derived from {base.name} ({base.provenance()}) by dividing every "
-                f"price by {speedup}: {reason}; not measured on this device", "base": base.name,
-                "speedup": speedup},
-        validation={"base_profile": base.name, **{k: v for k, v in base.validation.items()
-                                                   if k.endswith("error") or k == "held_out_transformers"}})

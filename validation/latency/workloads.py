@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from evit_export.core.errors import UserError
-from evit_export.validation.latency.profiles import cache_dir
+from evit_export.core.paths import cache_dir
 from evit_export.validation.latency.simulate import GraphFeatures, model_features
 
 # Bump when op classification changes, so cached features are recomputed.
