@@ -7,6 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evit_export.core.machine import cpu_flags, machine_description
+from evit_export.models.reference import deploy_for_export
+from evit_export.packaging.package import build_package
+from evit_export.packaging.report import write_report
+from evit_export.sweep.results import SCHEMA_VERSION, artifact_size, new_record, utc_now
+from evit_export.sweep.stages import (CellContext, device_info, equivalence_fields, known_devices, parity_fields,
+                                      record_artifact, stage_estimate, stage_measure)
+from evit_export.targets import get_target
+from evit_export.training import ensure_default_model
+from evit_export.validation.check import check_artifact
+from evit_export.validation.parity import check_parity
+
 # (target, file name, export options): the artifacts the demo ships.
 DEMO_ARTIFACTS = (
     ("onnx", "m0_digits.onnx", {}),
@@ -15,13 +27,6 @@ DEMO_ARTIFACTS = (
     ("tflite", "m0_digits.tflite", {}),  # fp32, NHWC
     ("tflite", "m0_digits_int8.tflite", {"quantize": "int8", "input_type": "uint8"}),
 )
-
-
-def artifact_size(path: Path) -> int:
-    path = Path(path)
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
 
 
 @dataclass
@@ -37,12 +42,6 @@ def run_demo(out: Path, targets: list[str], run_dir: Path = Path("runs/default")
              package: bool = True) -> DemoResult:
     import json
 
-    from evit_export.packaging.package import build_package
-    from evit_export.models.reference import deploy_for_export
-    from evit_export.targets import get_target
-    from evit_export.training import ensure_default_model
-    from evit_export.validation.check import check_artifact
-    from evit_export.validation.parity import check_parity
 
     out = Path(out)
     known = sorted({name for name, _, _ in DEMO_ARTIFACTS})
@@ -82,13 +81,6 @@ def write_demo_report(out: Path, result: DemoResult, deployed, spec) -> Path:
     """report.html over the demo's artifacts, in the sweep's record schema: check and
     parity figures from the demo, latency measured here (one artifact at a time) and
     estimated on every device profile that runs the artifact."""
-    from evit_export.packaging.report import write_report
-    from evit_export.sweep.results import SCHEMA_VERSION, new_record, utc_now
-    from evit_export.core.machine import cpu_flags
-    from evit_export.sweep.stages import (CellContext, device_info, equivalence_fields, known_devices,
-                                                  parity_fields, record_artifact, stage_estimate, stage_measure)
-    from evit_export.targets import get_target
-    from evit_export.core.machine import machine_description
 
     devices = known_devices()
     config = {"weights": {spec.variant: str(result.checkpoint)}, "simulate": devices, "threads": 1}

@@ -28,6 +28,7 @@ from evit_export.core import optional
 from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
 from evit_export.core.spec import ModelSpec
+from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE
 
 # The precision families every tolerance, sweep and report speaks in; each target maps
 # its own precision labels (e.g. TFLite "dynamic", CoreML int8 weights) onto one.
@@ -60,7 +61,7 @@ class TargetOptions:
     ``__init__`` rejects them."""
 
     @classmethod
-    def for_precision(cls, precision: str, *, calibration_data=None, calibration_size: int = 200,
+    def for_precision(cls, precision: str, *, calibration_data=None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
                       batch: int = 1) -> TargetOptions:
         """This target's options for a sweep precision ("fp32" | "fp16" | "int8");
         raises PrecisionNotApplicable for one the format cannot do."""

@@ -17,6 +17,7 @@ from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from evit_export.core.errors import UserError
+from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE
 
 
 def reflow(text: str | None) -> str | None:
@@ -142,7 +143,7 @@ CalibrationDataOpt = typer.Option(None, "--calibration-data", metavar="DIR",
                                   help="int8: folder of images of the model's own domain (ImageFolder or flat), "
                                   "required except for the embedded digits model; 'random' calibrates on "
                                   "random data (the artifact carries the warning).")
-CalibrationSizeOpt = typer.Option(200, "--calibration-size", metavar="N", help="int8: calibration images used.")
+CalibrationSizeOpt = typer.Option(DEFAULT_CALIBRATION_SIZE, "--calibration-size", metavar="N", help="int8: calibration images used.")
 
 
 def print_notes(model) -> None:

@@ -1,4 +1,4 @@
-"""Top-k accuracy, written once for training, validation and parity.
+"""Top-k accuracy and softmax, written once for training, validation, parity and packages.
 
 Ties are broken towards the lower class index (a stable sort), so two callers that
 score the same logits always agree, whichever framework produced them.
@@ -28,3 +28,9 @@ def topk_correct(logits, targets, k: int) -> np.ndarray:
     k = max(1, min(int(k), scores.shape[1]))
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return (top == labels[:, None]).any(axis=1)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax along ``axis`` (a batch of logits, or one image's)."""
+    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return z / z.sum(axis=axis, keepdims=True)

@@ -30,6 +30,7 @@ from evit_export.sweep.stages import cell_options, check_device, device_info
 from evit_export.sweep.worker import PARENT_ENV
 from evit_export.targets import PrecisionNotApplicable, get_target, target_names
 from evit_export.targets.base import PRECISION_FAMILIES as PRECISIONS
+from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE
 BUILD_STAGES = ("build", "estimate")  # run in parallel; "measure" runs alone afterwards
 
 
@@ -42,7 +43,7 @@ class SweepConfig:
     weights: dict = field(default_factory=dict)  # variant -> checkpoint (path or URL)
     data: str | None = None
     calibration_data: str | None = None
-    calibration_size: int = 200
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
     simulate: tuple[str, ...] = ()
     jobs: int = 1
     img_size: int | None = None

@@ -10,6 +10,7 @@ from enum import StrEnum
 from evit_export.core.errors import UserError
 
 from evit_export.core.spec import read_labels
+from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE
 from evit_export.targets.base import PrecisionNotApplicable, RunnerOptions, TargetOptions, cli_option, enum_choice
 
 MLPROGRAM_MIN_IOS = 15  # ML Programs arrived in iOS 15
@@ -143,7 +144,7 @@ class CoreMLOptions(TargetOptions):
         return self.compress.spec_precision or str(self.precision)
 
     @classmethod
-    def for_precision(cls, precision: str, *, calibration_data=None, calibration_size: int = 200,
+    def for_precision(cls, precision: str, *, calibration_data=None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
                       batch: int = 1) -> "CoreMLOptions":
         """fp32, fp16, or int8 = weight-only int8 compression with fp16 activations (CoreML
         has no int8 activations; weight-only quantization needs no calibration data, so
