@@ -14,7 +14,6 @@ from pathlib import Path
 
 from evit_export.core.isolation import die_with_parent
 from evit_export.core.jsonio import loads_strict, write_json_atomic
-from evit_export.sweep.stages import run_stages
 
 PARENT_ENV = "EVIT_SWEEP_PARENT"  # the sweep's pid, so a worker started after its death stops at once
 
@@ -22,6 +21,10 @@ PARENT_ENV = "EVIT_SWEEP_PARENT"  # the sweep's pid, so a worker started after i
 def main(argv: list[str] | None = None) -> int:
     expected = os.environ.get(PARENT_ENV)
     die_with_parent(int(expected) if expected else None)
+    # Only now the stages (torch, the targets): seconds of imports during which a killed
+    # sweep would otherwise leave this process running on.
+    from evit_export.sweep.stages import run_stages
+
     request_path, result_path = (argv or sys.argv[1:])[:2]
     request = loads_strict(Path(request_path).read_text(encoding="utf-8"))
     threads = request["config"].get("worker_threads")
