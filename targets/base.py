@@ -184,6 +184,13 @@ class Runner(ABC):
         Runners override it to keep input conversion out of the timed region."""
         return lambda: self.run(pixels)
 
+    def memory_plan(self) -> dict | None:
+        """The runtime's own account of the memory it set aside for this model, read after
+        opening (bench reports it beside the measured resident peak): e.g.
+        ``{"planned_bytes": N, "source": "what the figure is"}``. None where the runtime
+        exposes nothing (the measured peak is then the only figure)."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -283,10 +290,18 @@ class Target(ABC):
         histogram) on one run, or None where the runtime has no op profiler."""
         return None
 
+    def import_runtime(self) -> None:
+        """Import the modules ``open`` will need, without opening anything: bench takes its
+        memory baseline after this, so a model's resident peak excludes the runtime's own
+        import. The default imports nothing (the runtime's import then counts as the model's)."""
+
     def remote_bench_source(self) -> str | None:
         """Python source, run on a remote device with only the runtime installed, defining
-        ``open_model(path, threads, batch) -> (call, runtime_name, input_shape)``; None when
-        this format cannot be measured remotely (``validation/latency/remote_bench_script.py``)."""
+        ``open_model(path, threads, batch) -> (call, runtime_name, input_shape)`` (a fourth
+        item, a ``memory_plan`` dict as ``Runner.memory_plan`` returns, is optional) and
+        optionally ``import_runtime()``, which the harness calls before its memory baseline;
+        None when this format cannot be measured remotely
+        (``validation/latency/remote_bench_script.py``)."""
         return None
 
     def check_output(self, out: Path, options: TargetOptions) -> Path:
