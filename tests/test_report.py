@@ -273,11 +273,15 @@ def test_few_points_per_device_share_one_plot(browser, tmp_path):
 
     devices = ["a13-ane-fp16", "a13-cpu1-fp32", "pixel4-cpu1-fp32", "d4", "d5", "d6"]
     few = synthetic_results(devices, [71.0])
+    twin = few["cells"][0]["estimates"]["a13-ane-fp16"]
+    few["cells"].append({**few["cells"][0], "id": "m0-onnx-fp16", "precision": "fp16",
+                         "estimates": {"a13-ane-fp16": twin}, "latency": None})  # same latency: labels must not collide
     page = _open(browser, build_report(few), tmp_path / "few.html")
     page.screenshot(path=str(screenshot_dir(tmp_path) / "report-few.png"), full_page=True)
     assert page.locator("figure.pareto").count() == 1
     ids = page.eval_on_selector_all("figure.pareto g[id^='point--']", "gs => gs.map(g => g.id)")
-    assert sorted(ids) == sorted(f"point--{d}--m0-onnx-fp32" for d in ["this-machine"] + devices)
+    assert sorted(ids) == sorted([f"point--{d}--m0-onnx-fp32" for d in ["this-machine"] + devices]
+                                 + ["point--a13-ane-fp16--m0-onnx-fp16"])
     assert "ESTIMATE" in page.locator("figure.pareto figcaption").inner_text()
     labels = page.evaluate(BOXES, [i.replace("point--", "label--") for i in ids])
     title = page.evaluate(BOXES, ["title--all"])[0]

@@ -246,9 +246,11 @@ def _device_section(results: dict) -> str:
     if not figures:
         return "<h2>Speed against accuracy</h2><p class=\"muted\">No cell has a latency yet.</p>"
     what = "accuracy" if results["config"].get("data") else "MACs (no --data: accuracy unknown)"
+    front = ("" if len(figures) == 1 and "data-device=\"all\"" in figures[0] else
+             "; the line and rings mark the Pareto front (nothing else is both faster and higher)")
     return (f"<h2>Speed against {escape(what)}, per device</h2><p class=\"muted\">One point per cell the device "
-            "runs; filled markers are measured, hollow ones estimated; the line and rings mark the Pareto front "
-            "(nothing else is both faster and higher).</p><div class=\"plots\">" + "".join(figures) + "</div>")
+            f"runs; filled markers are measured, hollow ones estimated{front}.</p><div class=\"plots\">"
+            + "".join(figures) + "</div>")
 
 
 def _size_and_share_section(results: dict) -> str:

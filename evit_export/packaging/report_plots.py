@@ -151,14 +151,20 @@ def device_rows_plot(points: list[dict], devices: list[str], xlabel: str, title:
     fig, ax = plt.subplots(figsize=(5.6, 1.3 + 0.38 * len(devices)))
     ax.patch.set_gid("axes--all")
     row = {d: i for i, d in enumerate(devices)}
+    xs = [p["x"] for p in points]
+    near = 0.04 * ((max(xs) - min(xs)) or max(xs) or 1.0)
+    placed: list[tuple[int, float]] = []
     for p in points:
         colour = target_colour(p["target"])
         art = ax.scatter([p["x"]], [row[p["plot"]]], s=46, marker=PRECISION_MARKERS.get(p["precision"], "D"),
                          c=colour if p["measured"] else "none", edgecolors=colour, linewidths=1.6, zorder=3)
         art.set_gid(f"point--{p['plot']}--{p['id']}")
         value = f"{p['y']:.1f} %" if percent else f"{p['y']:.0f} MMACs"
+        # A second point at (nearly) the same latency on the same row gets its label below.
+        below = sum(r == row[p["plot"]] and abs(x - p["x"]) <= near for r, x in placed)
+        placed.append((row[p["plot"]], p["x"]))
         label = ax.annotate(f"{p['label']} · {value}", (p["x"], row[p["plot"]]), textcoords="offset points",
-                            xytext=(6, 5), fontsize=7)
+                            xytext=(6, 5 - 13 * below), fontsize=7)
         label.set_gid(f"label--{p['plot']}--{p['id']}")
     ax.set_yticks(range(len(devices)), devices, fontsize=8)
     ax.set_ylim(len(devices) - 0.4, -0.7)  # first device on top, room above it for its labels
