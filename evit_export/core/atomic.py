@@ -17,14 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from evit_export.core.errors import UserError
-from evit_export.core.interrupt import raise_if_cancelled
+from evit_export.core.interrupt import protected, raise_if_cancelled
 
 # Errors that mean "the disk (or the file-size limit) is full", whatever wrote.
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def check_writable(dest: Path, directory: bool = False) -> Path:
-    """Fail early, with a one-line error, when ``dest`` cannot be written."""
+    """Fail early, with a one-line error, when ``dest`` cannot be written. Creates
+    nothing: a missing parent folder is made when the output is written (``atomic_path``,
+    ``staged_outputs``), so a command that fails first leaves no empty folder behind."""
     dest = Path(dest)
     parent = dest.parent if str(dest.parent) else Path(".")
     if not directory and dest.is_dir():
@@ -37,14 +39,37 @@ def check_writable(dest: Path, directory: bool = False) -> Path:
         if above.exists():
             if not above.is_dir():
                 raise UserError(f"cannot write {dest}: {above} is a file, not a folder; choose another --out")
+            if not os.access(above, os.W_OK | os.X_OK):
+                what = "output folder" if above == parent else "folder"
+                raise UserError(f"{what} {above} is not writable: choose another --out")
             break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {parent}: {e.strerror}; choose a writable --out") from None
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"output folder {parent} is not writable: choose another --out")
     return dest
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and missing folders above it; return those created, top first."""
+    missing = []
+    for above in (folder, *folder.parents):
+        if above.exists():
+            break
+        missing.append(above)
+    missing.reverse()
+    try:
+        for path in missing:
+            path.mkdir(exist_ok=True)
+    except OSError as e:
+        _remove_made(missing)
+        if e.errno in _FULL:
+            raise _disk_full(e, folder) from None
+        raise UserError(f"cannot create output folder {folder}: {e.strerror}; choose a writable --out") from None
+    return missing
+
+
+def _remove_made(folders: list[Path]) -> None:
+    """Remove the folders ``_make_parents`` created, deepest first, where still empty."""
+    for path in reversed(folders):
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def _umask() -> int:
@@ -154,9 +179,11 @@ def _disk_full(e: BaseException, dest: Path) -> UserError:
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success rename it onto ``dest``."""
+    """Yield a temporary path beside ``dest``; on success rename it onto ``dest``.
+    Folders above ``dest`` that this creates are removed again when the write fails."""
     dest = check_writable(Path(dest), directory=directory)
-    parent = dest.parent
+    parent = dest.parent if str(dest.parent) else Path(".")
+    made = _make_parents(parent)
     remove_stale_temps(dest)
     prefix = f"{_temp_prefix(dest)}{os.getpid()}."
     try:
@@ -168,6 +195,7 @@ def atomic_path(dest: str | os.PathLike, directory: bool = False) -> Iterator[Pa
             os.close(fd)
             tmp = Path(name)
     except OSError as e:
+        _remove_made(made)
         if e.errno in _FULL:
             raise _disk_full(e, dest) from None
         raise UserError(f"cannot write in {parent}: {e.strerror}; choose a writable --out") from None
@@ -185,9 +213,52 @@ def atomic_path(dest: str | os.PathLike, directory: bool = False) -> Iterator[Pa
             _swap_dirs(tmp, dest)
     except BaseException as e:
         _remove(tmp)
+        _remove_made(made)
         if is_disk_full(e):
             raise _disk_full(e, dest) from None
         raise
+
+
+@contextlib.contextmanager
+def staged_outputs(dest: str | os.PathLike) -> Iterator[Path]:
+    """A private folder beside ``dest`` in which ``dest`` and the files written with it
+    (sidecars, companion files) are written under their final names, and can be used
+    (checked) before anyone sees them. When the block ends normally every entry is
+    renamed into ``dest``'s folder, the one named like ``dest`` last, with Ctrl-C held
+    until all are in place; on an error or Ctrl-C nothing is published and the folder
+    goes (one a killed run left is removed by the next write to ``dest``)."""
+    dest = Path(dest)
+    check_writable(dest, directory=dest.is_dir())
+    parent = dest.parent if str(dest.parent) else Path(".")
+    made = _make_parents(parent)
+    remove_stale_temps(dest)
+    stage = parent / f"{_temp_prefix(dest)}{os.getpid()}.stage.tmp"
+    try:
+        _remove(stage)
+        stage.mkdir()
+    except OSError as e:
+        _remove_made(made)
+        if e.errno in _FULL:
+            raise _disk_full(e, dest) from None
+        raise UserError(f"cannot write in {parent}: {e.strerror}; choose a writable --out") from None
+    try:
+        yield stage
+        raise_if_cancelled()
+        with protected():
+            entries = sorted(stage.iterdir(), key=lambda p: (p.name == dest.name, p.name))
+            for entry in entries:
+                target = parent / entry.name
+                if entry.is_dir() and not entry.is_symlink():
+                    _swap_dirs(entry, target)
+                else:
+                    os.replace(entry, target)
+    except BaseException as e:
+        _remove(stage)
+        _remove_made(made)
+        if is_disk_full(e):
+            raise _disk_full(e, dest) from None
+        raise
+    _remove(stage)
 
 
 @contextlib.contextmanager
