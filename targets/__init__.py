@@ -31,6 +31,7 @@ TARGET_CLASSES = [
     "evit_export.targets.onnx:OnnxTarget",
     "evit_export.targets.coreml:CoreMLTarget",
     "evit_export.targets.tflite:TFLiteTarget",
+    "evit_export.targets.executorch:ExecuTorchTarget",
 ]
 ENTRY_POINT_GROUP = "evit_export.targets"
 _REQUIRED_ATTRIBUTES = ("name", "suffixes", "precisions", "memory_bound_ops", "options_type")
