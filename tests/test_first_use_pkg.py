@@ -85,7 +85,7 @@ def test_sample_is_the_first_of_the_users_images(capsys, photo_artifact, photo_f
 
 
 def test_sample_option_and_generated_sample(capsys, photo_artifact, photo_folder, tmp_path):
-    chosen = sorted(photo_folder.rglob("*.png"))[-1]
+    chosen = max(photo_folder.rglob("*.png"))
     out = tmp_path / "chosen"
     code, _, err = run_cli(capsys, "package", photo_artifact, "--out", out, "--sample", chosen,
                            "--no-latency", "--app", "python")
@@ -116,10 +116,11 @@ def test_sample_option_and_generated_sample(capsys, photo_artifact, photo_folder
 
 
 def test_digits_model_keeps_the_digit_scan(tmp_path):
-    from evit_export.data import DIGITS_LABELS
     from evit_export.models.reference import deploy_for_export
-    from evit_export.packaging.package import build_package
     from evit_export.targets import get_target
+
+    from evit_export.data import DIGITS_LABELS
+    from evit_export.packaging.package import build_package
 
     deployed, spec = deploy_for_export("m0", num_classes=10, img_size=32, seed=1, labels=DIGITS_LABELS)
     artifact = get_target("onnx").export(deployed, spec, tmp_path / "m0_digits.onnx").path
@@ -292,8 +293,8 @@ def test_build_prints_no_setuptools_warning(tmp_path):
                             "-w", str(tmp_path / "wheels")], cwd=src, env=env, capture_output=True, text=True,
                            timeout=600, check=False)
     assert wheel.returncode == 0, wheel.stderr[-3000:]
-    editable = subprocess.run([sys.executable, "-c", "from setuptools import build_meta as b; "
-                               f"b.build_editable({str(tmp_path / 'editable')!r})"], cwd=src, env=env,
+    build_editable = f"from setuptools import build_meta as b; b.build_editable({str(tmp_path / 'editable')!r})"
+    editable = subprocess.run([sys.executable, "-c", build_editable], cwd=src, env=env,
                               capture_output=True, text=True, timeout=600, check=False)
     assert editable.returncode == 0, editable.stderr[-3000:]
     for name, proc in (("pip wheel", wheel), ("build_editable", editable)):

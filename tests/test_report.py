@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import write_digits_folder
 
 from evit_export.cli import main
-from conftest import write_digits_folder
 from evit_export.core.jsonio import loads_strict
 from evit_export.packaging.report_plots import pareto_front
 
@@ -154,12 +154,13 @@ def test_pareto_front_keeps_only_undominated_points():
 def test_demo_report_over_real_artifacts(tmp_path):
     """The demo's report.html: its own artifacts (a digits model exported to ONNX),
     checked, parity on the held-out digits, latency measured here."""
-    from evit_export.data import DIGITS_LABELS
-    from evit_export.demo import DemoResult, artifact_size, write_demo_report
     from evit_export.models.reference import deploy_for_export
     from evit_export.targets import get_target
     from evit_export.validation.check import check_artifact
     from evit_export.validation.parity import check_parity
+
+    from evit_export.data import DIGITS_LABELS
+    from evit_export.demo import DemoResult, artifact_size, write_demo_report
 
     deployed, spec = deploy_for_export("m0", None, 10, 32, seed=0, labels=DIGITS_LABELS)
     path = tmp_path / "m0_digits.onnx"

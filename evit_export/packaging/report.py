@@ -9,8 +9,8 @@ from html import escape
 from pathlib import Path
 
 from evit_export.core.atomic import write_text_atomic
-from evit_export.packaging import report_plots as plots
 from evit_export.core.paths import strip_paths
+from evit_export.packaging import report_plots as plots
 
 REPORT_HTML = "report.html"
 THIS_MACHINE = "this-machine"
