@@ -12,7 +12,9 @@ from evit_export.cli import JsonFlag, app, console
 def verify_package_cmd(package: Path = typer.Argument(..., metavar="DIR", help="A folder written by package."),
                        as_json: bool = JsonFlag()):
     """Check a package: every file against manifest.json, the model's embedded spec, and the model re-run on
-    sample.png against expected.json. Exit 1 with the reason on any mismatch."""
+    sample.png against expected.json. Exit 1 with the reason on any mismatch. What npm install, Gradle, SwiftPM
+    and Python create beside their project file (node_modules/, package-lock.json, build/, .gradle/, .build/,
+    Package.resolved, __pycache__/) is accepted; any other file not in manifest.json fails, named."""
     from evit_export.core.jsonio import dumps_strict
     from evit_export.packaging.verify import verify_package
 

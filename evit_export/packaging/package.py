@@ -157,7 +157,9 @@ def render_integration(model_file: str, target_name: str, usage: dict[str, str])
     lines = [f"# Using {model_file}", "",
              ("Every app below preprocesses exactly as `preprocessing.json` says (the checks used the same "
               "pixels) and is tested against `sample.png` / `expected.json`. "
-              "`evit-export verify-package .` re-checks checksums, the embedded spec and the sample."), ""]
+              "`evit-export verify-package .` re-checks checksums, the embedded spec and the sample; it accepts "
+              "what the install and build steps below create (node_modules/, package-lock.json, Gradle and "
+              "SwiftPM build folders, __pycache__/) and fails on any other file not in `manifest.json`."), ""]
     if not usage:
         lines += [generic_note(target_name, model_file)]
     for kind, text in usage.items():
