@@ -248,3 +248,75 @@ def test_chance_level_warning_thresholds():
     assert chance_warning(99.15, digits, 10, 8, pretrained=False) is None
     assert chance_warning(25.0, digits, 10, 8, pretrained=False) is None  # clearly above 10 %
     assert chance_warning(11.0, digits, 10, 8, pretrained=False) is not None
+
+
+def _photo_classes(root, per_class: int = 40, seed: int = 0):
+    """Three classes of real photo crops from scikit-learn's two sample photos (no
+    download): the temple's roof and sky, its garden, and the flower; crops of 96-180 px
+    at random places, saved as JPEG like a user's ImageFolder."""
+    from sklearn.datasets import load_sample_images
+
+    china, flower = load_sample_images().images
+    rng = np.random.default_rng(seed)
+    regions = {"roof": (china, 0, 213), "garden": (china, 214, 427), "flower": (flower, 0, 427)}
+    for name, (photo, top, bottom) in regions.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            size = int(rng.integers(96, 180))
+            y = int(rng.integers(top, max(top + 1, bottom - size)))
+            x = int(rng.integers(0, photo.shape[1] - size))
+            Image.fromarray(photo[y:y + size, x:x + size]).save(folder / f"{i:03d}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_photo_run(tmp_path_factory):
+    """`evit-export train --data DIR --img-size 64 --epochs 8` with every other default on
+    120 photos of 3 classes, two of the files unreadable."""
+    import subprocess
+    import sys
+
+    d = tmp_path_factory.mktemp("photos")
+    data = _photo_classes(d / "data")
+    (data / "roof" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (data / "flower" / "notes.txt").write_text("where the photos came from")
+    run = d / "run"
+    proc = subprocess.run([sys.executable, "-m", "evit_export", "train", "--data", str(data), "--img-size", "64",
+                           "--epochs", "8", "--out", str(run), "--no-progress", "--threads", "1"],
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    return data, run, proc.stderr
+
+
+def test_small_set_defaults_learn_within_8_epochs(small_photo_run):
+    """Issue 19.12: on ~120 images the default batch of 64 was 2 steps per epoch and val
+    stayed at chance. The batch now follows the training set's size (here 8, 12 steps)
+    and the defaults reach well above chance (1/3) within 8 epochs; the printed losses say
+    which one carries label smoothing."""
+    _, run, err = small_photo_run
+    log = json.loads((run / "log.json").read_text())
+    assert log["batching"]["batch"] == 8 and log["batching"]["steps_per_epoch"] == 12, log["batching"]
+    assert "batch 8 chosen for 96 training images" in err, err
+    assert log["best"]["val_top1"] >= 70.0, [e["val_top1"] for e in log["epochs"]]
+    assert "train loss (label smoothing 0.1)" in err and "val loss (cross-entropy)" in err, err
+
+
+def test_unreadable_files_are_named(small_photo_run):
+    """Issue 19.13: "4 unreadable files skipped" without names."""
+    data, run, err = small_photo_run
+    line = next(line for line in err.splitlines() if "unreadable or non-image files skipped" in line)
+    assert "broken.jpg" in line and "notes.txt" in line and str(run / "split.json") in line, line
+    skipped = json.loads((run / "split.json").read_text())["skipped"]
+    assert sorted(os.path.basename(s) for s in skipped) == ["broken.jpg", "notes.txt"]
+
+
+def test_resume_of_a_finished_run_reports_the_runs_speed(small_photo_run, capsys):
+    """Issue 19.14: --resume on a finished run printed "0 img/s"."""
+    _, run, _ = small_photo_run
+    code, out, err = run_cli(capsys, "train", "--resume", "--out", run, "--no-progress")
+    assert code == 0, err
+    assert "nothing to do" in err and " 0 img/s" not in out, out
+    log = json.loads((run / "log.json").read_text())
+    speed = sum(e["train_images"] for e in log["epochs"]) / sum(e["seconds"] for e in log["epochs"])
+    assert f"{speed:.0f} img/s" in out, out

@@ -37,8 +37,9 @@ def train_cmd(
                                                help="Default 64 (digits), 128 (--data), or the --pretrained "
                                                "checkpoint's when fine-tuning on --data."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N",
-                                                 help="Global batch, split over torchrun processes; default 64, "
-                                                 "shrinks to a smaller dataset."),
+                                                 help="Global batch, split over torchrun processes; default: 64, "
+                                                 "halved for a small training set until an epoch is 16 steps "
+                                                 "(not below 8)."),
         lr: Optional[float] = typer.Option(None, "--lr", metavar="LR",
                                            help="Peak AdamW learning rate; default 2e-3 (5e-4 fine-tuning) × "
                                            "sqrt(batch/64)."),

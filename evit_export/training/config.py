@@ -25,7 +25,7 @@ class TrainConfig:
     data: str | None = None  # ImageFolder DIR; None = embedded digits
     epochs: int | None = None
     img_size: int | None = None
-    batch_size: int | None = None  # global batch (split over torchrun processes)
+    batch_size: int | None = None  # global batch (split over torchrun processes); None: from the data size
     lr: float | None = None  # peak learning rate
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
@@ -83,17 +83,47 @@ def _fill_defaults(c: TrainConfig) -> None:
         c.img_size = _pretrained_img_size(c.pretrained) if (c.pretrained and c.data) else base["img_size"]
     if c.epochs is None:
         c.epochs = base["epochs"]
-    if c.batch_size is None:
-        c.batch_size = base["batch_size"]
-    if c.batch_size < 1:  # before the square-root lr scaling below
+    if c.batch_size is not None and c.batch_size < 1:
         raise UserError(f"--batch-size {c.batch_size}: use at least 1")
-    if c.lr is None:
-        # square-root scaling with the batch (AdamW)
-        c.lr = (FINETUNE_LR if c.pretrained else base["lr"]) * math.sqrt(c.batch_size / base["batch_size"])
+    # batch_size None: chosen from the dataset's size once it is read (size_batch), and
+    # the learning rate with it.
     if c.augment == "auto":
         c.augment = "affine" if c.data is None else "crop"
     if c.variant is None and (c.pretrained is None or is_imagenet(c.pretrained)):
         c.variant = "m0"
+
+
+# An epoch should be enough optimizer steps to learn from: a default batch of 64 on 96
+# training images was 2 steps per epoch, and 6 epochs stayed at chance.
+MIN_STEPS_PER_EPOCH = 16
+MIN_AUTO_BATCH = 8
+
+
+def auto_batch(train_images: int, default: int) -> int:
+    """The batch for ``train_images`` when the user set none: the default, halved while an
+    epoch would have fewer than ``MIN_STEPS_PER_EPOCH`` steps, down to ``MIN_AUTO_BATCH``."""
+    batch = default
+    while batch > MIN_AUTO_BATCH and train_images / batch < MIN_STEPS_PER_EPOCH:
+        batch //= 2
+    return max(batch, 1)
+
+
+def size_batch(c: TrainConfig, train_images: int) -> str | None:
+    """Fill ``batch_size`` (when the user set none) from the training set's size, and the
+    learning rate with it (square-root scaling, AdamW). Returns what was chosen, in words,
+    or None when the user set the batch."""
+    base = DIGITS_DEFAULTS if c.data is None else FOLDER_DEFAULTS
+    chosen = c.batch_size is None
+    if chosen:
+        c.batch_size = auto_batch(train_images, base["batch_size"])
+    if c.lr is None:
+        c.lr = (FINETUNE_LR if c.pretrained else base["lr"]) * math.sqrt(c.batch_size / base["batch_size"])
+        if not c.lr > 0:
+            raise UserError(f"--lr {c.lr}: the learning rate must be positive")
+    if not chosen:
+        return None
+    return (f"batch {c.batch_size} chosen for {train_images} training images (at least {MIN_STEPS_PER_EPOCH} steps "
+            f"per epoch where the batch can stay >= {MIN_AUTO_BATCH}; --batch-size sets it)")
 
 
 def _check_ranges(c: TrainConfig) -> None:
@@ -101,9 +131,9 @@ def _check_ranges(c: TrainConfig) -> None:
         raise UserError(f"--img-size {c.img_size} is too small: EfficientViT needs at least 32 pixels")
     if c.epochs < 1:
         raise UserError(f"--epochs {c.epochs}: train at least 1 epoch")
-    if c.batch_size < 1:
+    if c.batch_size is not None and c.batch_size < 1:
         raise UserError(f"--batch-size {c.batch_size}: use at least 1")
-    if not c.lr > 0:
+    if c.lr is not None and not c.lr > 0:
         raise UserError(f"--lr {c.lr}: the learning rate must be positive")
     if not 0 < c.crop_pct <= 1:
         raise UserError(f"--crop-pct {c.crop_pct}: choose a value in (0, 1]")

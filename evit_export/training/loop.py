@@ -21,7 +21,7 @@ from evit_export.core.interrupt import cancellable
 from evit_export.core.jsonio import dumps_strict
 from evit_export.core.preprocess import normalize
 from evit_export.core.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
-from evit_export.training.config import TrainConfig, resolve_config
+from evit_export.training.config import TrainConfig, resolve_config, size_batch
 from evit_export.training.dataset import AugmentedSet, build_augmentation, load_data, plan_batches
 from evit_export.training.distributed import Distributed, place
 from evit_export.training.evaluate import chance_warning, evaluate
@@ -33,6 +33,13 @@ from evit_export.training.rundir import RunDir, resumed_config
 def plural(n: int, word: str, many: str | None = None) -> str:
     """``1 epoch``, ``2 epochs``; ``many`` for irregular plurals."""
     return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
+
+
+def skipped_note(skipped: list[str], listed_in: Path, shown: int = 3) -> str:
+    """Which files were skipped: the first few by name, and where the full list is."""
+    names = ", ".join(skipped[:shown]) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
+    return (f"{plural(len(skipped), 'unreadable or non-image file')} skipped: {names} "
+            f"(all listed under \"skipped\" in {listed_in})")
 
 
 @dataclass
@@ -152,13 +159,20 @@ class Trainer:
         t0 = time.perf_counter()
         self.train_set, self.val_set = load_data(c, reading)
         self.classes = self.train_set.classes
-        self.skipped = len(self.train_set.skipped) + len(self.val_set.skipped)
+        skipped = self.train_set.skipped + self.val_set.skipped
+        self.skipped = len(skipped)
         self.say(f"data: {self.train_set.source}: {len(self.train_set)} train / {len(self.val_set)} val images, "
                  f"{plural(len(self.classes), 'class', 'classes')}"
                  + (f", {plural(self.skipped, 'unreadable file')} skipped" if self.skipped else "")
                  + f" (read in {time.perf_counter() - t0:.1f} s)")
         if self.skipped:
-            self.notes.append(f"{plural(self.skipped, 'unreadable or non-image file')} skipped")
+            note = skipped_note(skipped, self.run_dir.split)
+            self.say(f"[yellow]note:[/] {note}")
+            self.notes.append(note)
+        chosen = size_batch(c, len(self.train_set))
+        if chosen:
+            self.say(f"note: {chosen}")
+            self.notes.append(chosen)
 
     def _prepare_model(self) -> None:
         from torch.nn.parallel import DistributedDataParallel
@@ -325,8 +339,11 @@ class Trainer:
                  "val_per_class_top1": {self.classes[k]: round(v, 3) for k, v in m["per_class_top1"].items()}}
         self.run_dir.write_epoch(eval_model, self.spec, extra, self._state(epoch), self.log, improved, self.split)
         self.split = None
-        self.say(f"epoch {epoch + 1}/{c.epochs}: train loss {train_loss:.4f} top-1 {train_acc:.2f}% · "
-                 f"val loss {m['loss']:.4f} top-1 {m['top1']:.2f}% top-5 {m['top5']:.2f}% · "
+        # The train loss carries the label smoothing the optimizer sees; val is plain
+        # cross-entropy, so it can sit below train without anything being wrong.
+        smoothing = f" (label smoothing {c.label_smoothing:g})" if c.label_smoothing else ""
+        self.say(f"epoch {epoch + 1}/{c.epochs}: train loss{smoothing} {train_loss:.4f} top-1 {train_acc:.2f}% · "
+                 f"val loss (cross-entropy) {m['loss']:.4f} top-1 {m['top1']:.2f}% top-5 {m['top5']:.2f}% · "
                  f"{record['images_per_second']:.0f} img/s · {seconds:.1f} s" + (" · best" if improved else ""))
 
     def _state(self, epoch: int) -> dict:
@@ -343,8 +360,11 @@ class Trainer:
         from evit_export.core.errors import UserError
 
         run, epochs = self.run_dir, self.log["epochs"]
-        ips = self.images_seen / self.train_time if self.train_time else 0.0
         total = sum(e["seconds"] for e in epochs) if epochs else self.train_time
+        # over every epoch of the run, so a resumed (or already finished) run reports its own
+        # speed, not this call's share of it (0 img/s when nothing was left to train)
+        seen = sum(e.get("train_images", 0) for e in epochs)
+        ips = seen / total if epochs and total else (self.images_seen / self.train_time if self.train_time else 0.0)
         if not self.dist.main:
             nan = float("nan")
             return RunResult(run.path, run.best, run.last, self.c.epochs, 0, nan, nan, nan, nan, total, ips,
