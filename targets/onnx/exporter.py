@@ -12,7 +12,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from evit_export.core.atomic import atomic_path, check_writable
 from evit_export.core.errors import UserError
@@ -20,7 +19,7 @@ from evit_export.core.spec import ModelSpec
 
 from evit_export.targets.base import SPEC_KEY, Artifact, write_sidecar
 from evit_export.targets.calibration import calibration_record
-from evit_export.targets.onnx.options import OnnxOptions, OnnxPrecision, QuantFormat
+from evit_export.targets.onnx.options import OnnxOptions, OnnxPrecision
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
@@ -54,43 +53,6 @@ def _to_fp16(model):
     return converted
 
 
-def _to_int8(model, spec: ModelSpec, pixels: np.ndarray, quant_format: QuantFormat, batch: int):
-    """Static int8 with onnxruntime.quantization, calibrated (min/max) on ``pixels``.
-
-    Weights int8 per output channel, activations uint8: the u8·s8 pair is what
-    onnxruntime's CPU kernels (MLAS) run fastest on x86 and Arm. ``qoperator`` gives
-    QLinearConv/QLinearMatMul nodes (fastest on the CPU provider); ``qdq`` gives
-    QuantizeLinear/DequantizeLinear pairs around float ops, the form NNAPI, QNN and
-    TensorRT providers expect. Weights use 7 bits (reduce_range): without VNNI, x86's
-    u8·s8 multiply-add (vpmaddubsw) saturates 16-bit sums of two 8-bit products.
-    """
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat as OrtFormat,
-                                          QuantType, quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from evit_export.core.preprocess import normalize
-
-    x = normalize(pixels, spec).astype(np.float32)
-
-    class Batches(CalibrationDataReader):
-        def __init__(self):
-            self._it = ({INPUT_NAME: np.repeat(x[i:i + 1], batch, axis=0)} for i in range(len(x)))
-
-        def get_next(self):
-            return next(self._it, None)
-
-    with tempfile.TemporaryDirectory(prefix="evit-onnx-int8-") as d:
-        src, pre, dst = (Path(d) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        onnx.save(model, str(src))
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(dst), Batches(), calibrate_method=CalibrationMethod.MinMax,
-                        quant_format=OrtFormat.QOperator if quant_format == QuantFormat.QOPERATOR else OrtFormat.QDQ,
-                        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
-        return onnx.load(str(dst))
-
-
 def _trace(model, spec: ModelSpec, options: OnnxOptions):
     """The deploy model as an ONNX proto (TorchScript exporter, constants folded)."""
     import onnx
@@ -111,13 +73,36 @@ def _apply_precision(proto, spec: ModelSpec, options: OnnxOptions, info: dict):
     if options.precision == OnnxPrecision.FP16:
         return _to_fp16(proto)
     if options.precision == OnnxPrecision.INT8:
-        pixels, info["calibration"] = calibration_record(spec, options.calibration_data,
-                                                         options.calibration_size)
-        info["quant_format"] = str(options.quant_format)
-        info["quantization"] = ("static; weights int8 per channel (7-bit range), activations uint8, "
-                                "min/max calibration")
-        return _to_int8(proto, spec, pixels, options.quant_format, options.batch or 1)
+        return _to_int8(proto, spec, options, info)
     return proto
+
+
+def _to_int8(proto, spec: ModelSpec, options: OnnxOptions, info: dict):
+    """Static int8 with onnxruntime.quantization (``quantize.py``), calibrated on the
+    calibration images; held-out images judge ``keep_float="auto"`` and fill the record.
+
+    Weights int8 per output channel, activations uint8: the u8·s8 pair is what
+    onnxruntime's CPU kernels (MLAS) run fastest on x86 and Arm. ``qoperator`` gives
+    QLinearConv/QLinearMatMul nodes (fastest on the CPU provider); ``qdq`` gives
+    QuantizeLinear/DequantizeLinear pairs around float ops, the form NNAPI, QNN and
+    TensorRT providers expect.
+    """
+    from evit_export.targets.calibration import heldout_pixels
+    from evit_export.targets.onnx.quantize import quantize_int8
+
+    pixels, info["calibration"] = calibration_record(spec, options.calibration_data, options.calibration_size)
+    held = heldout_pixels(spec, options.calibration_data)
+    int8, record = quantize_int8(proto, spec, pixels, held, options, options.batch or 1)
+    info["quant_format"] = str(options.quant_format)
+    info["int8"] = record
+    kept = record["kept_float"]
+    info["quantization"] = (f"static; weights int8 per channel ({record['weight_bits']}-bit range: "
+                            f"{record['weight_bits_why']}), activations uint8, {record['calibration_method']} "
+                            f"calibration; kept in float: {', '.join(kept) if kept else 'nothing'}")
+    if kept:
+        spec.notes.append(f"int8 with {', '.join(kept)} kept in float (keep_float={options.keep_float}), so that "
+                          "held-out images stay within the int8 tolerance")
+    return int8
 
 
 def _embed_spec(proto, spec: ModelSpec) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from evit_export.core.errors import UserError
 
 from evit_export.targets.base import PrecisionNotApplicable, TargetOptions, cli_option, enum_choice
-from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE, check_calibration_source
+from evit_export.targets.calibration import (DEFAULT_CALIBRATION_SIZE, INT8_MIN_COSINE_MEAN, KEEP_FLOAT_AUTO,
+                                             KEEP_FLOAT_NONE, check_calibration_source, parse_keep_float)
 
 MIN_OPSET = 13  # Split with sizes as an input, Softmax on the last axis only
 TORCHSCRIPT_MAX_OPSET = 20  # the TorchScript exporter's ceiling when torch does not say
@@ -18,6 +19,18 @@ class OnnxPrecision(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"  # static, calibrated (onnxruntime.quantization)
+
+
+class CalibrationMethod(StrEnum):
+    MINMAX = "minmax"  # the observed range (measured best or equal on our anchors)
+    PERCENTILE = "percentile"  # clip the range at the 99.999th percentile
+    ENTROPY = "entropy"  # the range that keeps the histogram's KL divergence least
+
+
+class WeightBits(StrEnum):
+    AUTO = "auto"  # 8 where this CPU has VNNI/AMX (or is not x86), 7 otherwise
+    SEVEN = "7"  # safe on every x86 CPU (no u8·s8 saturation), a little coarser
+    EIGHT = "8"  # finer; on x86 without VNNI onnxruntime's kernels saturate
 
 
 class QuantFormat(StrEnum):
@@ -60,11 +73,29 @@ class OnnxOptions(TargetOptions):
     quant_format: QuantFormat = cli_option(QuantFormat.QOPERATOR, "int8: qoperator (QLinear ops, fastest on "
                                            "onnxruntime's CPU provider) or qdq (Quantize/Dequantize pairs, for "
                                            "NNAPI/QNN/TensorRT).")
+    calibration_method: CalibrationMethod = cli_option(
+        CalibrationMethod.MINMAX, "int8: how activation ranges are set from the calibration images: minmax, "
+        "percentile or entropy.")
+    keep_float: str = cli_option(
+        KEEP_FLOAT_AUTO, "int8: blocks kept in float. auto: the fewest, counted from the output, that bring "
+        "held-out images to --min-cosine (and the check's SQNR and top-1); none: every op int8; or NAMES, comma-"
+        "separated (patch_embed.0, stages.2, stages.2.3, head, attention).", metavar="auto|none|NAMES")
+    min_cosine: float = cli_option(INT8_MIN_COSINE_MEAN, "int8, keep-float auto: the mean logits cosine on "
+                                   "held-out images to reach.", metavar="COSINE")
+    weight_bits: WeightBits = cli_option(
+        WeightBits.AUTO, "int8: weight bits. auto: 8 where this CPU has VNNI/AMX or is not x86, 7 otherwise "
+        "(onnxruntime's u8·s8 kernels saturate with 8-bit weights on x86 without VNNI).", metavar="auto|7|8")
 
     def __post_init__(self):
         # Strings are accepted from the Python API; the fields hold the enum members.
         object.__setattr__(self, "precision", enum_choice(OnnxPrecision, self.precision, "precision"))
         object.__setattr__(self, "quant_format", enum_choice(QuantFormat, self.quant_format, "quant_format"))
+        object.__setattr__(self, "calibration_method",
+                           enum_choice(CalibrationMethod, self.calibration_method, "calibration_method"))
+        object.__setattr__(self, "weight_bits", enum_choice(WeightBits, self.weight_bits, "weight_bits"))
+        object.__setattr__(self, "keep_float", ",".join(parse_keep_float(self.keep_float)) or KEEP_FLOAT_NONE)
+        if not -1 <= self.min_cosine <= 1:
+            raise UserError(f"min_cosine={self.min_cosine} is a cosine: give a value in -1..1, e.g. 0.99")
         lo, hi = supported_opsets()
         if not lo <= self.opset <= hi:
             raise UserError(f"opset={self.opset} is not supported here: choose {lo}..{hi}")
