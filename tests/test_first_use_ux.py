@@ -42,3 +42,40 @@ def test_a_failed_write_removes_the_folders_it_made(tmp_path):
         (stage / "model.bin").write_bytes(b"whole")
         (stage / "model.bin.evit.json").write_text("{}")
     assert sorted(p.name for p in dest.parent.iterdir()) == ["model.bin", "model.bin.evit.json"]
+
+
+def _api_error(call) -> str:
+    import evit_export
+
+    with pytest.raises(evit_export.UserError) as info:
+        call()
+    return str(info.value)
+
+
+def test_messages_speak_the_interface_in_use(capsys, tmp_path, monkeypatch):
+    """19.10: the API's errors name Python parameters (``batch_size=``, ``data=``,
+    ``out=``), the command line's the flags (``--batch-size``, ``--data``, ``--out``);
+    neither leaks the other's wording."""
+    import evit_export
+    from evit_export.training import TrainConfig, train
+
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file where a folder is wanted")
+    cases = [
+        (lambda: train(TrainConfig(batch_size=0, out=str(tmp_path / "r1"))),
+         ("train", "--batch-size", "0", "--out", tmp_path / "r1"), "batch_size=0", "--batch-size 0"),
+        (lambda: train(TrainConfig(data=str(tmp_path / "nodata"), out=str(tmp_path / "r2"))),
+         ("train", "--data", tmp_path / "nodata", "--out", tmp_path / "r2"), "data=", "--data"),
+        (lambda: train(TrainConfig(epochs=0, out=str(tmp_path / "r3"))),
+         ("train", "--epochs", "0", "--out", tmp_path / "r3"), "epochs=0", "--epochs 0"),
+        (lambda: evit_export.export(evit_export.load_model("m0", img_size=32, num_classes=2, seed=0), "onnx",
+                                    out=blocker / "m0.onnx"),
+         ("onnx", "--variant", "m0", "--out", blocker / "m0.onnx"), "out=", "--out"),
+    ]
+    for api_call, cli_args, api_word, cli_word in cases:
+        message = _api_error(api_call)
+        assert api_word in message and "--" not in message, message
+        code, _, err = run_cli(capsys, *cli_args)
+        line = assert_one_line_error(code, err)
+        assert cli_word in line and api_word not in line, line

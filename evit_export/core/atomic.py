@@ -38,10 +38,10 @@ def check_writable(dest: Path, directory: bool = False) -> Path:
     for above in (parent, *parent.parents):
         if above.exists():
             if not above.is_dir():
-                raise UserError(f"cannot write {dest}: {above} is a file, not a folder; choose another --out")
+                raise UserError(f"cannot write {dest}: {above} is a file, not a folder; choose another out=")
             if not os.access(above, os.W_OK | os.X_OK):
                 what = "output folder" if above == parent else "folder"
-                raise UserError(f"{what} {above} is not writable: choose another --out")
+                raise UserError(f"{what} {above} is not writable: choose another out=")
             break
     return dest
 
@@ -61,7 +61,7 @@ def _make_parents(folder: Path) -> list[Path]:
         _remove_made(missing)
         if e.errno in _FULL:
             raise _disk_full(e, folder) from None
-        raise UserError(f"cannot create output folder {folder}: {e.strerror}; choose a writable --out") from None
+        raise UserError(f"cannot create output folder {folder}: {e.strerror}; choose a writable out=") from None
     return missing
 
 
@@ -174,7 +174,7 @@ def is_disk_full(e: BaseException) -> bool:
 def _disk_full(e: BaseException, dest: Path) -> UserError:
     reason = e.strerror if isinstance(e, OSError) and e.strerror else "disk full or file-size limit reached"
     return UserError(f"no space left while writing {dest} ({reason}): free some space or choose another "
-                     "--out; nothing was written")
+                     "out=; nothing was written")
 
 
 @contextlib.contextmanager
@@ -198,7 +198,7 @@ def atomic_path(dest: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         _remove_made(made)
         if e.errno in _FULL:
             raise _disk_full(e, dest) from None
-        raise UserError(f"cannot write in {parent}: {e.strerror}; choose a writable --out") from None
+        raise UserError(f"cannot write in {parent}: {e.strerror}; choose a writable out=") from None
     try:
         yield tmp
         # A Ctrl-C that the writer swallowed (a converter catching broad exceptions)
@@ -240,7 +240,7 @@ def staged_outputs(dest: str | os.PathLike) -> Iterator[Path]:
         _remove_made(made)
         if e.errno in _FULL:
             raise _disk_full(e, dest) from None
-        raise UserError(f"cannot write in {parent}: {e.strerror}; choose a writable --out") from None
+        raise UserError(f"cannot write in {parent}: {e.strerror}; choose a writable out=") from None
     try:
         yield stage
         raise_if_cancelled()

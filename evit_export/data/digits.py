@@ -33,7 +33,7 @@ def _digits_raw():
 
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
-        raise UserError(missing_message("sklearn") + ", or pass --data DIR")
+        raise UserError(missing_message("sklearn") + ", or pass data=DIR")
     csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
     if csv.is_file():
         table = np.loadtxt(csv, delimiter=",")

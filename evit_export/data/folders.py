@@ -36,7 +36,7 @@ def _decode(path: Path, spec: ModelSpec):
 
 
 def read_class_folders(split_dir: Path, spec: ModelSpec, classes: list[str] | None = None,
-                       workers: int | None = None, what: str = "--data") -> ImageSet:
+                       workers: int | None = None, what: str = "data=") -> ImageSet:
     """Read ``split_dir/<class>/*`` with ``spec``'s preprocessing.
 
     ``classes``: the class list to index by (folder names must be among them);
@@ -45,7 +45,7 @@ def read_class_folders(split_dir: Path, spec: ModelSpec, classes: list[str] | No
     """
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
-        raise UserError(f"{what} folder {split_dir} does not exist: pass an existing ImageFolder DIR "
+        raise UserError(f"{what}{split_dir} does not exist: pass an existing ImageFolder DIR "
                         "(DIR/train/<class>/*, DIR/val/<class>/*)")
     dirs = _class_dirs(split_dir)
     if not dirs:
@@ -112,7 +112,7 @@ def load_imagefolder(root: str | os.PathLike, spec: ModelSpec, val_fraction: flo
     """(train, val) of an ImageFolder DIR, preprocessed with ``spec``."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"--data {root} does not exist: pass an ImageFolder DIR (DIR/train/<class>/*, "
+        raise UserError(f"data={root} does not exist: pass an ImageFolder DIR (DIR/train/<class>/*, "
                         "optional DIR/val/<class>/*)")
     train_dir = root / "train" if (root / "train").is_dir() else root
     train = read_class_folders(train_dir, spec, workers=workers)
@@ -140,7 +140,7 @@ def load_eval_folder(root: str | os.PathLike, spec: ModelSpec, workers: int | No
     when the labels are the default ``class_i`` names, sorted folder order is used."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"--data {root} does not exist: pass a folder of class folders (DIR/<class>/* or "
+        raise UserError(f"data={root} does not exist: pass a folder of class folders (DIR/<class>/* or "
                         "DIR/val/<class>/*)")
     split = root / "val" if (root / "val").is_dir() else root
     dirs = _class_dirs(split) if split.is_dir() else []

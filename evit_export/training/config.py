@@ -84,7 +84,7 @@ def _fill_defaults(c: TrainConfig) -> None:
     if c.epochs is None:
         c.epochs = base["epochs"]
     if c.batch_size is not None and c.batch_size < 1:
-        raise UserError(f"--batch-size {c.batch_size}: use at least 1")
+        raise UserError(f"batch_size={c.batch_size}: use at least 1")
     # batch_size None: chosen from the dataset's size once it is read (size_batch), and
     # the learning rate with it.
     if c.augment == "auto":
@@ -119,28 +119,28 @@ def size_batch(c: TrainConfig, train_images: int) -> str | None:
     if c.lr is None:
         c.lr = (FINETUNE_LR if c.pretrained else base["lr"]) * math.sqrt(c.batch_size / base["batch_size"])
         if not c.lr > 0:
-            raise UserError(f"--lr {c.lr}: the learning rate must be positive")
+            raise UserError(f"lr={c.lr}: the learning rate must be positive")
     if not chosen:
         return None
     return (f"batch {c.batch_size} chosen for {train_images} training images (at least {MIN_STEPS_PER_EPOCH} steps "
-            f"per epoch where the batch can stay >= {MIN_AUTO_BATCH}; --batch-size sets it)")
+            f"per epoch where the batch can stay >= {MIN_AUTO_BATCH}; batch_size= sets it)")
 
 
 def _check_ranges(c: TrainConfig) -> None:
     if c.img_size < 32:
-        raise UserError(f"--img-size {c.img_size} is too small: EfficientViT needs at least 32 pixels")
+        raise UserError(f"img_size={c.img_size} is too small: EfficientViT needs at least 32 pixels")
     if c.epochs < 1:
-        raise UserError(f"--epochs {c.epochs}: train at least 1 epoch")
+        raise UserError(f"epochs={c.epochs}: train at least 1 epoch")
     if c.batch_size is not None and c.batch_size < 1:
-        raise UserError(f"--batch-size {c.batch_size}: use at least 1")
+        raise UserError(f"batch_size={c.batch_size}: use at least 1")
     if c.lr is not None and not c.lr > 0:
-        raise UserError(f"--lr {c.lr}: the learning rate must be positive")
+        raise UserError(f"lr={c.lr}: the learning rate must be positive")
     if not 0 < c.crop_pct <= 1:
-        raise UserError(f"--crop-pct {c.crop_pct}: choose a value in (0, 1]")
+        raise UserError(f"crop_pct={c.crop_pct}: choose a value in (0, 1]")
     if not 0 < c.val_fraction < 1:
         raise UserError(f"val fraction {c.val_fraction}: choose a value in (0, 1)")
     if c.limit_train is not None and c.limit_train < 1:
-        raise UserError("--limit-train must be at least 1")
+        raise UserError(f"limit_train={c.limit_train} must be at least 1")
     if c.augment not in ("affine", "crop", "none"):
         raise UserError(f"unknown augmentation {c.augment!r}: choose auto, affine, crop or none")
 

@@ -77,7 +77,7 @@ def pick_device(requested: str | None, dist: Distributed) -> torch.device:
     if requested:
         dev = torch.device(requested)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {requested}: no CUDA GPU here; drop --device to train on the CPU")
+            raise UserError(f"device={requested}: no CUDA GPU here; leave device= out to train on the CPU")
     else:
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and dist.enabled:

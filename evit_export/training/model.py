@@ -27,7 +27,7 @@ def _load_pretrained(c: TrainConfig, num_classes: int, notes: list[str]) -> nn.M
         model = build_model(c.variant, c.pretrained, num_classes, c.img_size, reset_head=True)
         source = c.pretrained
     if isinstance(model, DeployEfficientViT):
-        raise UserError(f"--pretrained {c.pretrained} is a folded deploy checkpoint: fine-tune from "
+        raise UserError(f"pretrained={c.pretrained} is a folded deploy checkpoint: fine-tune from "
                         "the training checkpoint it was folded from")
     notes += list(model.load_notes)
     if getattr(model, "distillation", False):  # train and export one head

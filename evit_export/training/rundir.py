@@ -49,18 +49,18 @@ class RunDir:
 
     def refuse_existing(self) -> None:
         if self.state.exists() or self.best.exists():
-            raise UserError(f"{self.path} already holds a training run: pass --resume to continue it or choose "
-                            "another --out")
+            raise UserError(f"{self.path} already holds a training run: pass resume= to continue it or choose "
+                            "another out=")
 
     def read_state(self) -> dict:
         if not self.state.exists():
-            raise UserError(f"nothing to resume in {self.path} (no {STATE_NAME}): drop --resume or pass the "
-                            "--out of an earlier run")
+            raise UserError(f"nothing to resume in {self.path} (no {STATE_NAME}): drop resume= or pass the "
+                            "out= of an earlier run")
         try:
             return torch.load(str(self.state), map_location="cpu", weights_only=True)
         except Exception as e:  # corrupt or foreign file: torch raises many types
             raise UserError(f"{self.state} is not a readable training state ({str(e).splitlines()[0][:80]}): "
-                            "start a new run with another --out") from None
+                            "start a new run with another out=") from None
 
     def write_epoch(self, model: torch.nn.Module, spec, extra: dict, state: dict, log: dict,
                     improved: bool, split: dict | None = None) -> None:
