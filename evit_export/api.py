@@ -180,22 +180,25 @@ def parity(artifacts: Sequence[PathLike], *, data: PathLike | None = None, check
                         runner_options=RunnerOptions(threads=threads))
 
 
-def bench(artifacts: Sequence[PathLike], *, threads: int = 1, iterations: int = 30) -> list[Latency]:
-    """Measured latency of each artifact on this machine's runtime for it, at the
-    artifact's batch size: median / p90 / min ms and images per second, over
-    ``iterations`` timed runs after a warm-up. A runner that only checks numerics (the
-    MIL interpreter standing in for CoreML off macOS) is labelled as such in ``kind``."""
-    from evit_export.targets import RunnerOptions, open_artifact
-    from evit_export.validation.latency.measure import measure_latency
+def bench(artifacts: Sequence[PathLike], *, threads: int = 1, iterations: int = 30,
+          fresh_process: bool = True) -> list[Latency]:
+    """What each artifact costs on this machine's runtime for it, at the artifact's batch
+    size: ``load_ms`` (session / interpreter / program creation), ``first_ms`` (the first
+    inference), ``p50_ms`` / ``p90_ms`` / ``p99_ms`` / ``min_ms`` over ``iterations`` timed
+    runs after a warm-up, images per second, and ``peak_rss_bytes``: the process's resident
+    high-water mark above its baseline after the runtime's import, with the runtime's own
+    memory plan in ``memory`` where it reports one. Each artifact is measured in a fresh
+    process (``fresh_process=False``: in this one, where an earlier model's freed memory
+    can hide part of the next one's peak). A runner that only checks numerics (the MIL
+    interpreter standing in for CoreML off macOS) is labelled as such in ``kind``."""
+    from evit_export.targets import open_artifact
+    from evit_export.validation.latency.measure import bench_artifact, bench_in_fresh_process
 
     results = []
     for item in _paths(artifacts):
-        path, target, spec = open_artifact(item)
-        with target.open(path, spec=spec, options=RunnerOptions(threads=threads)) as runner:
-            latency = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=iterations)
-            if not runner.deployment_runtime:
-                latency.kind = "measured (checker, not a device runtime)"
-        results.append(latency)
+        path, _, _ = open_artifact(item)  # a missing or foreign file: one line, before any process starts
+        measure = bench_in_fresh_process if fresh_process else bench_artifact
+        results.append(measure(path, threads=threads, iterations=iterations))
     return results
 
 

@@ -293,7 +293,22 @@ class Target(ABC):
     def import_runtime(self) -> None:
         """Import the modules ``open`` will need, without opening anything: bench takes its
         memory baseline after this, so a model's resident peak excludes the runtime's own
-        import. The default imports nothing (the runtime's import then counts as the model's)."""
+        import. The default calls ``import_runtime()`` of the target package's ``runner``
+        module where it defines one; otherwise nothing is imported beforehand (the runtime's
+        import then counts as the model's)."""
+        import importlib
+        import sys
+
+        package = getattr(sys.modules.get(type(self).__module__), "__package__", None)
+        try:
+            runner_module = importlib.import_module(f"{package}.runner") if package else None
+        except ModuleNotFoundError as e:
+            if e.name != f"{package}.runner":  # the runner exists but its runtime is missing: say so
+                raise
+            return
+        hook = getattr(runner_module, "import_runtime", None)
+        if callable(hook):
+            hook()
 
     def remote_bench_source(self) -> str | None:
         """Python source, run on a remote device with only the runtime installed, defining

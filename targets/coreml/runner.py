@@ -18,6 +18,15 @@ from evit_export.targets.coreml.files import coremltools
 from evit_export.targets.coreml.options import CoreMLRunnerOptions, RunnerOutput
 
 
+def import_runtime() -> None:
+    """coremltools (behind the import-order guard) and, off macOS, the MIL interpreter:
+    imported before bench's memory baseline. CoreML exposes no memory plan of its own
+    (``Runner.memory_plan`` stays None): the measured resident peak is the figure."""
+    coremltools()
+    if not native_available():
+        import evit_export.targets.coreml.mil_interpreter  # noqa: F401
+
+
 def native_available() -> bool:
     return platform.system() == "Darwin"
 

@@ -11,6 +11,11 @@ from evit_export.core.spec import ModelSpec
 from evit_export.targets.base import Runner, run_in_batches
 
 
+def import_runtime() -> None:
+    """onnxruntime's import, before bench's memory baseline (``Target.import_runtime``)."""
+    import onnxruntime  # noqa: F401
+
+
 def session_options(threads: int | None = None, optimize: bool = True):
     import onnxruntime as ort
 
@@ -47,6 +52,12 @@ class OnnxRunner(Runner):
         x = to_model_input(pixels, self.spec)
         feeds = {self.input_name: x}
         return lambda: self.session.run(None, feeds)
+
+    def memory_plan(self) -> dict | None:
+        """None: onnxruntime plans its activations (memory patterns over a BFC arena) inside
+        the session and exposes neither the plan nor the arena's size to Python; the
+        measured resident peak is the figure for it."""
+        return None
 
     def tensors(self, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """All node outputs of the (unoptimised) graph, in node order."""

@@ -12,6 +12,44 @@ from evit_export.core.spec import ModelSpec
 from evit_export.targets.base import Runner, pad_batch, run_in_batches
 
 
+def import_runtime() -> None:
+    """LiteRT's import (behind the import-order guard), before bench's memory baseline."""
+    from evit_export.core.import_order import tf_safe
+    from evit_export.core.optional import require
+
+    require("ai_edge_litert")
+    tf_safe()
+    import ai_edge_litert.interpreter  # noqa: F401
+
+
+def arena_extent(path: Path) -> int:
+    """Bytes LiteRT's arena planner spans for ``path`` with its builtin kernels (no
+    delegate): the extent of the addresses of every non-constant tensor of the model after
+    ``allocate_tensors``. The Python Interpreter exposes no arena size, but each tensor's
+    buffer is a numpy view at its planned address. Kernel temporaries (im2col) share the
+    arena but cannot be read from Python (indices past the model's tensors crash it), so
+    this is the arena up to the last model tensor: a lower bound of the whole."""
+    from evit_export.targets.tflite.inspector import read_model
+
+    model = read_model(Path(path).read_bytes())
+    subgraph = model.subgraphs[0]
+    constant = {i for i, t in enumerate(subgraph.tensors)
+                if model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data)}
+    it = interpreter(path, 1, delegate=False)
+    spans = []
+    for index in range(len(subgraph.tensors)):
+        if index in constant:
+            continue
+        try:
+            view = it.tensor(index)()
+        except ValueError:  # a tensor without data (optional, or not allocated)
+            continue
+        if view.nbytes:
+            start = view.__array_interface__["data"][0]
+            spans.append((start, start + view.nbytes))
+    return max(end for _, end in spans) - min(start for start, _ in spans) if spans else 0
+
+
 def interpreter(path: Path | None = None, threads: int | None = None, delegate: bool = True,
                 preserve: bool = False, content: bytes | None = None):
     """An allocated LiteRT Interpreter; ``delegate=False`` runs the builtin kernels only,
@@ -111,6 +149,13 @@ class LiteRTRunner(Runner):
         x = pad_batch(self.feed(pixels[: self.batch]), self.batch)
         self.interpreter.set_tensor(self.input["index"], x)
         return self.interpreter.invoke
+
+    def memory_plan(self) -> dict | None:
+        """LiteRT's planned arena for this model with its builtin kernels (``arena_extent``).
+        The XNNPACK delegate, when on, keeps its own workspace, which Python cannot see."""
+        return {"planned_bytes": arena_extent(self.path),
+                "source": "LiteRT arena planner, builtin kernels without delegates: extent of the model's "
+                          "non-constant tensors (kernel scratch and XNNPACK's workspace not included)"}
 
     def tensors(self, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """Every op output of one forward pass in execution order, dequantised, from the

@@ -5,14 +5,22 @@
 import platform
 
 
-def open_model(path, threads, batch):
+def import_runtime():
+    """Called by the harness before its memory baseline."""
     if platform.system() != "Darwin":
         fail(CANNOT_RUN, error="CoreML models run only on macOS (coremltools MLModel.predict)")
     try:
-        import coremltools as ct
-        import numpy as np
+        import coremltools  # noqa: F401
+        import numpy  # noqa: F401
     except ImportError:
         fail(MISSING_RUNTIME, error="runtime missing", package="coremltools")
+
+
+def open_model(path, threads, batch):
+    import_runtime()
+    import coremltools as ct
+    import numpy as np
+
     model = ct.models.MLModel(path)
     inp = model.get_spec().description.input[0]
     if inp.type.WhichOneof("Type") == "imageType":

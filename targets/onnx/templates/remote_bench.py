@@ -4,12 +4,20 @@
 # ruff: noqa: F821
 
 
-def open_model(path, threads, batch):
+def import_runtime():
+    """Called by the harness before its memory baseline."""
     try:
-        import numpy as np
-        import onnxruntime as ort
+        import numpy  # noqa: F401
+        import onnxruntime  # noqa: F401
     except ImportError:
         fail(MISSING_RUNTIME, error="runtime missing", package="onnxruntime")
+
+
+def open_model(path, threads, batch):
+    import_runtime()
+    import numpy as np
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1

@@ -5,13 +5,22 @@
 
 
 def tflite_interpreter(path, threads):
+    mod, package = tflite_runtime_module()
+    return mod.Interpreter(model_path=path, num_threads=threads or None), package
+
+
+def import_runtime():
+    """Called by the harness before its memory baseline: the first runtime that imports."""
+    tflite_runtime_module()
+
+
+def tflite_runtime_module():
     for module, package in (("ai_edge_litert.interpreter", "ai-edge-litert"),
                             ("tflite_runtime.interpreter", "tflite-runtime"), ("tensorflow.lite", "tensorflow")):
         try:
-            mod = __import__(module, fromlist=["Interpreter"])
+            return __import__(module, fromlist=["Interpreter"]), package
         except ImportError:
             continue
-        return mod.Interpreter(model_path=path, num_threads=threads or None), f"{package}"
     fail(MISSING_RUNTIME, error="runtime missing", package="ai-edge-litert")
 
 
