@@ -35,7 +35,10 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
               known_hosts: Path = typer.Option(None, "--known-hosts", metavar="FILE",
                                                help="Default: ~/.ssh/known_hosts."),
               as_json: bool = JsonFlag()):
-    """Measured latency of each artifact, here or --remote on a device over SSH.
+    """Measured latency and memory of each artifact, here or --remote on a device over SSH.
+
+    Load time, first inference, p50/p90/p99 and the peak resident memory the model adds
+    (each artifact in a fresh process), with the runtime's own memory plan where it has one.
 
     --simulate adds estimates, kept apart, each with its profile's provenance and validation error.
     """
@@ -85,15 +88,34 @@ def _estimates(artifact, simulate: str) -> list[dict]:
     return [{"artifact": artifact.name, **row} for row in rows]
 
 
+def _mb(value) -> str:
+    return f"{value / 1e6:.1f}" if isinstance(value, (int, float)) else "-"
+
+
+def _ms(value) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
 def _print(rows: list[dict], threads: int) -> None:
     measured = [r for r in rows if r["kind"] != "estimate"]
-    table = Table(title=f"MEASURED latency, {threads} thread(s)")
-    for col in ("artifact", "runtime", "kind", "batch", "median ms", "p90 ms", "img/s", "machine"):
+    machines = {r["machine"] for r in measured}
+    one_machine = len(machines) == 1  # then it is said once, under the table
+    table = Table(title=f"MEASURED latency and memory, {threads} thread(s)")
+    for col in ("artifact", "runtime", "kind", "batch", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms",
+                "img/s", "peak RSS MB", "runtime plan MB") + (() if one_machine else ("machine",)):
         table.add_column(col)
     for r in measured:
-        table.add_row(r["artifact"], r["runtime"], r["kind"], str(r["batch"]), f"{r['median_ms']:.2f}",
-                      f"{r['p90_ms']:.2f}", f"{r['images_per_s']:.1f}", r["machine"])
+        plan = (r.get("memory") or {}).get("runtime_plan") or {}
+        table.add_row(r["artifact"], r["runtime"], r["kind"], str(r["batch"]), _ms(r.get("load_ms")),
+                      _ms(r.get("first_ms")), _ms(r.get("p50_ms", r["median_ms"])), _ms(r["p90_ms"]),
+                      _ms(r.get("p99_ms")), f"{r['images_per_s']:.1f}", _mb(r.get("peak_rss_bytes")),
+                      _mb(plan.get("planned_bytes")), *(() if one_machine else (r["machine"],)))
     console.print(table)
+    if one_machine and measured:
+        console.print(f"machine: {measured[0]['machine']}")
+    methods = sorted({(r.get("memory") or {}).get("peak_rss") for r in measured} - {None})
+    for method in methods:
+        console.print(f"peak RSS: resident high-water mark above the process after the runtime's import: {method}")
     estimates = [r for r in rows if r["kind"] == "estimate"]
     if not estimates:
         return
