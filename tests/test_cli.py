@@ -178,7 +178,7 @@ def test_help_at_80_columns_keeps_words_whole_and_descriptions_wide(capsys, monk
 
 def test_bench_options_have_help_and_check_n_has_a_long_form(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
-    commands = dict((tuple(p), c) for p, c in _all_commands())
+    commands = {tuple(p): c for p, c in _all_commands()}
     for name in ("threads", "iterations"):
         param = next(p for p in commands[("bench",)].params if p.name == name)
         assert param.help, name

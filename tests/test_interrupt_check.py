@@ -5,7 +5,6 @@ none), says what it stopped and what is on disk, within a second; a check that f
 (not interrupted) still publishes the artifact, to be diagnosed."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -1,8 +1,8 @@
-"""The README's Python API example runs as written, on a checkpoint and a folder of
-labelled images this test makes under the names the example uses."""
+"""The README's examples run as written, in a fresh clone, in order: the Python API
+example reads only what the Quick start's `make demo` leaves, and every make target and
+benchmark script the README names exists."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -16,23 +16,37 @@ def python_blocks(section: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text[start:end if end > 0 else None], re.S)
 
 
-def test_python_api_example_runs_as_written(tmp_path, monkeypatch):
-    from conftest import write_digits_folder
-    from evit_export.data import DIGITS_LABELS
-    from evit_export.models.checkpoint import save_project_checkpoint
-    from evit_export.models.reference import prepare_model
+def _first_python_block_strings(block: str) -> list[str]:
+    return re.findall(r"[\"']([^\"']+)[\"']", block)
+
+
+def test_python_api_example_runs_in_a_fresh_clone_after_the_quick_start(tmp_path, monkeypatch):
+    """Issue 19.18: every README example runs in a fresh clone, in order. The Python
+    example comes after the Quick start, whose `make demo` leaves `runs/default/` (a
+    trained digits model): that is all the example may read. Here a short training run
+    writes the same folder (the demo's takes minutes); nothing else is provided."""
+    from evit_export.training import TrainConfig, train
 
     monkeypatch.setenv("EVIT_EXPORT_CACHE", str(tmp_path / "cache"))
-    model = prepare_model("m0", None, 10, 64, seed=0, labels=list(DIGITS_LABELS))
-    save_project_checkpoint(model, model.spec, tmp_path / "m0_digits.safetensors")
-    write_digits_folder(tmp_path / "val_images", 40, size=64)
-    (blocks,) = [python_blocks("Python API")]
-    assert len(blocks) == 1
     monkeypatch.chdir(tmp_path)
+    train(TrainConfig(out="runs/default", img_size=32, epochs=1, limit_train=200, limit_val=60, progress=False,
+                      threads=1))
+    (block,) = python_blocks("Python API")
+    before = {p for p in tmp_path.rglob("*")}
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
-    assert namespace["report"].passed
-    assert namespace["parity"].passed
-    assert namespace["latency"].median_ms > 0
-    assert (tmp_path / "m0_package" / "manifest.json").is_file()
-    assert os.path.exists(tmp_path / "m0_fp16.onnx")
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    made = {p for p in tmp_path.rglob("*")} - before
+    assert any(p.name == "manifest.json" for p in made), sorted(map(str, made))
+    for name in _first_python_block_strings(block):
+        if "/" in name or name.endswith((".safetensors", ".onnx", ".pth")):
+            assert (tmp_path / name).exists(), f"the example names {name}, which neither it nor make demo made"
+
+
+def test_every_make_target_and_benchmark_the_readme_names_exists():
+    text = README.read_text(encoding="utf-8")
+    makefile = (README.parent / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+    for name in re.findall(r"\bmake ([a-z][a-z-]*)", text):
+        assert name in targets, f"README runs `make {name}`, which the Makefile does not have"
+    for script in re.findall(r"(benchmarks/[\w/]+\.py)", text):
+        assert (README.parent / script).is_file(), script

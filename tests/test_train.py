@@ -304,7 +304,7 @@ def test_small_set_defaults_learn_within_8_epochs(small_photo_run):
 
 def test_unreadable_files_are_named(small_photo_run):
     """Issue 19.13: "4 unreadable files skipped" without names."""
-    data, run, err = small_photo_run
+    _, run, err = small_photo_run
     line = next(line for line in err.splitlines() if "unreadable or non-image files skipped" in line)
     assert "broken.jpg" in line and "notes.txt" in line and str(run / "split.json") in line, line
     skipped = json.loads((run / "split.json").read_text())["skipped"]

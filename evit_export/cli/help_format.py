@@ -11,8 +11,8 @@ description to ~20 characters. Here each option is one left cell, ``--native/--n
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from enum import Enum
-from typing import Iterator
 
 from rich import box
 from rich.console import Group
