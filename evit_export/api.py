@@ -238,14 +238,16 @@ def simulate(model: PathLike, device: PathLike | Sequence[PathLike], *, img_size
 
 
 def package(artifact: PathLike, out: PathLike, *, checkpoint: PathLike | None = None,
-            images: PathLike | None = None, threads: int = 1, measure_latency: bool = True) -> Path:
+            images: PathLike | None = None, sample: PathLike | None = None, threads: int = 1,
+            measure_latency: bool = True) -> Path:
     """An app-integration package folder at ``out`` (replaced atomically): the artifact,
     labels, preprocessing, manifest, integration snippet and report, after checking the
     artifact against PyTorch (``checkpoint``, ``images`` as in ``check``) and timing it
-    (``threads``; ``measure_latency=False`` skips it)."""
+    (``threads``; ``measure_latency=False`` skips it). ``sample``: the image shipped as
+    sample.png (default: the first of ``images``, else a generated pattern that says so)."""
     from evit_export.packaging.package import build_package
 
-    return build_package(artifact, out, checkpoint=checkpoint, images=images, threads=threads,
+    return build_package(artifact, out, checkpoint=checkpoint, images=images, sample=sample, threads=threads,
                          measure=measure_latency)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from evit_export.core.errors import UserError
+from evit_export.core.metrics import softmax
 from evit_export.core.preprocess import list_images
 from evit_export.packaging.preprocessing import sample_side
 
@@ -128,11 +129,6 @@ def _generated_sample(spec) -> Sample:
     return Sample(image, "generated", description)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max())
-    return z / z.sum()
-
-
 def top_k(scores: np.ndarray, labels: list[str], k: int = 5, probabilities: bool = False) -> list[dict]:
     probs = scores if probabilities else softmax(scores.astype(np.float64))
     order = np.argsort(-probs, kind="stable")[:k]
@@ -163,7 +159,7 @@ def expected_record(image, description: str, spec, reference, runner) -> dict:
     }
 
 
-def compare_outputs(recorded: dict, outputs: np.ndarray) -> str | None:
+def compare_with_expected(recorded: dict, outputs: np.ndarray) -> str | None:
     """Why the re-run ``outputs`` differ from the recorded ones, or None. Same artifact,
     same runtime: only thread-order noise is allowed."""
     want = np.asarray(recorded["outputs"], np.float64)

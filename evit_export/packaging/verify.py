@@ -16,7 +16,7 @@ from pathlib import Path
 
 from evit_export.core.errors import UserError
 from evit_export.packaging.manifest import MANIFEST, portable_spec, sha256_file
-from evit_export.packaging.sample import EXPECTED, SAMPLE, compare_outputs
+from evit_export.packaging.sample import EXPECTED, SAMPLE, compare_with_expected
 
 # What the documented install and build steps create inside a package, recognised by the
 # project file that makes a folder that tool's project: (project files, files, folders).
@@ -168,7 +168,7 @@ def _sample_problem(root: Path, opened) -> str | None:
     with target.open(path, spec, RunnerOptions(threads=1)) as runner:
         outputs = runner.run(pixels)
     try:
-        return compare_outputs(recorded, outputs)
+        return compare_with_expected(recorded, outputs)
     except (KeyError, TypeError, ValueError):
         return f"{EXPECTED} does not record the model's outputs: re-create the package"
 
