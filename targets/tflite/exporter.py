@@ -33,7 +33,7 @@ SIGNATURE_KEY = "serving_default"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 WORKER_TIMEOUT_S = 1800
 FLOAT_ATTENTION_NOTE = ("int8 with the attention core (q·kᵀ, softmax, attn·v) in float: runs inside XNNPACK on "
-                        "CPU; not a full-integer model (NNAPI / Edge TPU need one)")
+                        "CPU; not a full-integer model (NNAPI / Edge TPU need one: keep_float=none)")
 
 
 def check_out(out: Path) -> Path:
@@ -77,23 +77,28 @@ def _export_spec(spec: ModelSpec, options: TFLiteOptions) -> ModelSpec:
     return spec
 
 
-def _calibration(spec: ModelSpec, options: TFLiteOptions, info: dict) -> np.ndarray | None:
-    """Graph-ready float calibration inputs for int8 (None otherwise); notes in ``spec``."""
+def _calibration(spec: ModelSpec, options: TFLiteOptions, info: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Graph-ready float (calibration, held-out) inputs for int8 (None otherwise); notes in ``spec``."""
+    from evit_export.targets.calibration import heldout_pixels
+
     if options.quantize != Quantize.INT8:
-        return None
+        return None, None
     pixels, info["calibration"] = calibration_record(spec, options.calibration_data, options.calibration_size)
     if spec.input_range == "pixels" and pixels.max() < 255:
         # The uint8 input's scale comes from the calibrated input range; make it exactly
         # 0..255 (scale 1, zero point 0) so raw pixels go in unchanged.
         pixels = pixels.copy()
         pixels[0, :, 0, 0] = 255.0
-    info["float_attention"] = bool(options.float_attention)
-    if options.float_attention:
+    info["float_attention"] = "attention" in options.keep_float.split(",")
+    info["keep_float"] = options.keep_float
+    if info["float_attention"]:
         spec.notes.append(FLOAT_ATTENTION_NOTE)
-    return graph_input(pixels, spec)
+    held = None if options.full_integer else heldout_pixels(spec, options.calibration_data)
+    return graph_input(pixels, spec), (graph_input(held, spec) if held is not None else None)
 
 
-def _convert(model, spec: ModelSpec, options: TFLiteOptions, calib: np.ndarray | None) -> tuple[bytes, dict]:
+def _convert(model, spec: ModelSpec, options: TFLiteOptions, calib: np.ndarray | None,
+             held: np.ndarray | None = None) -> tuple[bytes, dict]:
     """(flatbuffer bytes, worker report): the plan and weights go to the worker process."""
     from evit_export.targets.tflite.graph import make_plan
 
@@ -102,7 +107,8 @@ def _convert(model, spec: ModelSpec, options: TFLiteOptions, calib: np.ndarray |
                       "mean": list(spec.mean), "std": list(spec.std), "quantize": str(options.quantize),
                       "input_dtype": spec.input_dtype, "output_dtype": spec.input_dtype,
                       "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "analyze": options.analyze,
-                      "float_attention": bool(options.float_attention)}
+                      "keep_float": [] if options.full_integer else options.keep_float.split(","),
+                      "min_cosine": options.min_cosine}
     from evit_export.core.atomic import scratch_dir
 
     with scratch_dir("evit-tflite-") as job:
@@ -111,6 +117,8 @@ def _convert(model, spec: ModelSpec, options: TFLiteOptions, calib: np.ndarray |
         (job / "options.json").write_text(json.dumps(worker_options))
         if calib is not None:
             np.save(job / "calibration.npy", calib)
+        if held is not None:
+            np.save(job / "heldout.npy", held)
         report = _run_worker(job)
         return (job / "model.tflite").read_bytes(), report
 
@@ -128,7 +136,13 @@ def export_tflite(model, spec: ModelSpec, out: Path, options: TFLiteOptions | No
                   "layout": spec.input_layout, "input": str(options.input_type), "signature": SIGNATURE_KEY,
                   "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
                   "converter": "tf.lite.TFLiteConverter (native NHWC graph)"}
-    data, report = _convert(model, spec, options, _calibration(spec, options, info))
+    data, report = _convert(model, spec, options, *_calibration(spec, options, info))
+    if report.get("int8"):
+        info["int8"] = report["int8"]
+        kept = [k for k in report["int8"].get("kept_float", []) if k != "attention"]
+        if kept:
+            spec.notes.append(f"int8 with {', '.join(kept)} kept in float (keep_float={options.keep_float}), so "
+                              "that held-out images stay within the int8 tolerance")
     spec.toolchain["tensorflow"] = report.get("tensorflow", "?")
     labels_text = "\n".join(spec.labels) + "\n"
     data = add_flatbuffer_metadata(data, {SPEC_KEY: spec.to_json().encode("utf-8"),

@@ -204,21 +204,28 @@ class GraphBuilder:
             in_scale = (1.0 / (255.0 * np.asarray(std, np.float32))).astype(np.float32)
         elif input_range != "normalized":
             raise ValueError(f"input_range {input_range!r} is not supported by the TFLite graph")
+        # Each block's ops carry its deploy-model name (``stages.2.3/...``): the names
+        # keep_float and the per-layer report use, the same as the ONNX graph's.
         pe = self.plan["patch_embed"]
         for i, name in enumerate(pe):
-            x = self.conv(x, name, relu=i < len(pe) - 1, in_scale=in_scale if i == 0 else None)
+            with tf.name_scope(name):
+                x = self.conv(x, name, relu=i < len(pe) - 1, in_scale=in_scale if i == 0 else None)
         for stage in self.plan["stages"]:
             for layer in stage:
-                if layer["kind"] == "block":
-                    x = self.block(x, layer)
-                elif layer["kind"] == "patch_merging":
-                    x = self.patch_merging(x, layer["prefix"])
-                else:
-                    x = self.conv(x, f"{layer['prefix']}.0")
-                    x = self.ffn(x, f"{layer['prefix']}.1")
-        x = tf.reduce_mean(x, axis=[1, 2])
-        w = self.w["head.weight"]
-        return tf.matmul(x, tf.constant(np.ascontiguousarray(w.T))) + tf.constant(self.w["head.bias"])
+                with tf.name_scope(layer["prefix"]):
+                    x = self._layer(x, layer)
+        with tf.name_scope("head"):
+            x = tf.reduce_mean(x, axis=[1, 2])
+            w = self.w["head.weight"]
+            return tf.matmul(x, tf.constant(np.ascontiguousarray(w.T))) + tf.constant(self.w["head.bias"])
+
+    def _layer(self, x, layer: dict):
+        if layer["kind"] == "block":
+            return self.block(x, layer)
+        if layer["kind"] == "patch_merging":
+            return self.patch_merging(x, layer["prefix"])
+        x = self.conv(x, f"{layer['prefix']}.0")
+        return self.ffn(x, f"{layer['prefix']}.1")
 
 
 def build_function(plan: dict, weights: dict[str, np.ndarray], *, batch: int = 1, layout: str = "NHWC",

@@ -8,7 +8,11 @@ from pathlib import Path
 from evit_export.core.errors import UserError
 
 from evit_export.targets.base import PrecisionNotApplicable, TargetOptions, cli_option, enum_choice
-from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE, check_calibration_source
+from evit_export.targets.calibration import (ATTENTION, DEFAULT_CALIBRATION_SIZE, INT8_MIN_COSINE_MEAN,
+                                             KEEP_FLOAT_AUTO, KEEP_FLOAT_NONE, check_calibration_source,
+                                             parse_keep_float)
+
+DEFAULT_KEEP_FLOAT = f"{ATTENTION},{KEEP_FLOAT_AUTO}"
 
 
 class Quantize(StrEnum):
@@ -51,6 +55,18 @@ class TFLiteOptions(TargetOptions):
                                        "runs inside XNNPACK (faster on CPU; not full-integer, so not for "
                                        "NNAPI / Edge TPU).")
     analyze: bool = True  # run TensorFlow's GPU-delegate compatibility analyzer
+    # int8: what stays float. The default keeps the attention core float (XNNPACK runs
+    # the whole graph) and then the fewest trailing blocks held-out images need; "none"
+    # is strict full-integer (what input_type=uint8 gets, for NNAPI / Edge TPU / Hexagon).
+    keep_float: str = cli_option(
+        DEFAULT_KEEP_FLOAT, "int8: what stays float. Default attention,auto: the attention core, then the "
+        "fewest blocks counted from the output that bring held-out images to --min-cosine; none: full-integer "
+        "(every op int8); or NAMES, comma-separated (patch_embed.0, stages.2, stages.2.3, head, attention).",
+        metavar="auto|none|NAMES")
+    min_cosine: float = cli_option(INT8_MIN_COSINE_MEAN, "int8, keep-float auto: the mean logits cosine on "
+                                   "held-out images to reach.", metavar="COSINE")
+    calibration_method: str = cli_option("minmax", "int8: how activation ranges are set. TensorFlow's converter "
+                                         "calibrates min/max only.", choices=("minmax",))
 
     def __post_init__(self):
         quantize = "none" if str(self.quantize).lower() == "fp32" else self.quantize
@@ -70,6 +86,27 @@ class TFLiteOptions(TargetOptions):
         if self.float_attention and self.input_type == InputType.UINT8:
             raise UserError("float_attention= keeps float ops, but input_type=uint8 is for full-integer models "
                             "(NNAPI / Edge TPU): use input_type=float, or drop float_attention=")
+        self._check_keep_float()
+
+    def _check_keep_float(self) -> None:
+        if str(self.calibration_method).lower() != "minmax":
+            raise UserError(f"calibration_method={self.calibration_method}: TensorFlow's converter calibrates "
+                            "min/max only; drop it (ONNX offers percentile and entropy)")
+        if not -1 <= self.min_cosine <= 1:
+            raise UserError(f"min_cosine={self.min_cosine} is a cosine: give a value in -1..1, e.g. 0.99")
+        names = parse_keep_float(self.keep_float)
+        if self.input_type == InputType.UINT8:
+            if names and self.keep_float != DEFAULT_KEEP_FLOAT:
+                raise UserError("keep_float= keeps float ops, but input_type=uint8 is a full-integer model "
+                                "(NNAPI / Edge TPU): use input_type=float, or keep_float=none")
+            names = ()  # uint8 input: strict full-integer
+        if self.float_attention and ATTENTION not in names:
+            names = (ATTENTION, *names)
+        object.__setattr__(self, "keep_float", ",".join(names) or KEEP_FLOAT_NONE)
+
+    @property
+    def full_integer(self) -> bool:
+        return self.quantize == Quantize.INT8 and self.keep_float == KEEP_FLOAT_NONE
 
     @classmethod
     def for_precision(cls, precision: str, *, calibration_data=None,
@@ -89,6 +126,6 @@ class TFLiteOptions(TargetOptions):
     def precision_label(self) -> str:
         if self.quantize == Quantize.DYNAMIC:
             return "int8 weights (dynamic-range activations)"
-        if self.quantize == Quantize.INT8 and self.float_attention:
-            return "int8 (attention core in float)"
+        if self.quantize == Quantize.INT8 and not self.full_integer:
+            return "int8 (some ops in float)" if self.keep_float != ATTENTION else "int8 (attention core in float)"
         return self.precision

@@ -45,16 +45,70 @@ def _gpu_compatibility(tf, data: bytes) -> dict:
 FLOAT_ATTENTION_OPS = ["BATCH_MATMUL", "SOFTMAX"]
 
 
-def _quantize_keeping_float(tf, converter, representative, float_ops: list[str]) -> bytes:
-    """int8 everywhere except ``float_ops``, which get DEQUANTIZE/QUANTIZE around them
-    (TensorFlow's selective quantization: QuantizationDebugger's denylist). Float I/O."""
+def _block_names(plan: dict) -> list[str]:
+    """The deploy model's blocks in execution order: the name scopes graph.py gives them."""
+    return list(plan["patch_embed"]) + [layer["prefix"] for stage in plan["stages"] for layer in stage] + ["head"]
+
+
+def _run_tflite(tf, np, data: bytes, x, batch: int):
+    it = tf.lite.Interpreter(model_content=data)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    results = []
+    for i in range(len(x)):
+        it.set_tensor(inp["index"], np.repeat(x[i:i + 1], batch, axis=0).astype(np.float32))
+        it.invoke()
+        results.append(it.get_tensor(out["index"])[:1])
+    return np.concatenate(results)
+
+
+def _quantize_keeping_float(tf, np, converter, representative, opts: dict, job: Path, fn) -> tuple[bytes, dict]:
+    """int8 with some ops in float (TensorFlow's selective quantization through the
+    QuantizationDebugger's denylists, calibrated once): the attention core
+    (``FLOAT_ATTENTION_OPS``) and/or whole blocks, by the name scopes graph.py gives
+    them; ``auto`` searches the trailing blocks on held-out inputs. Float I/O."""
+    from evit_export.targets.calibration import (ATTENTION, KEEP_FLOAT_AUTO, int8_quality, resolve_keep_float,
+                                                 search_keep_float)
+
+    names = tuple(opts["keep_float"])
+    blocks = _block_names(json.loads((job / "plan.json").read_text()))
+    base = resolve_keep_float(names, blocks)
+    ops = FLOAT_ATTENTION_OPS if ATTENTION in names else []
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.inference_input_type = tf.float32
     converter.inference_output_type = tf.float32
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops)
+    debug_options = tf.lite.experimental.QuantizationDebugOptions
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
-                                                         debug_options=options)
-    return debugger.get_nondebug_quantized_model()
+                                                         debug_options=debug_options(denylisted_ops=ops))
+    probe = tf.lite.Interpreter(model_content=debugger.quant_model)
+    tensor_names = [d["name"] for d in probe.get_tensor_details()]
+
+    def build(kept: list[str]) -> bytes:
+        nodes = [n for n in tensor_names if any(n.startswith(b + "/") for b in kept)]
+        debugger.options = debug_options(denylisted_ops=ops, denylisted_nodes=nodes)
+        return debugger.get_nondebug_quantized_model()
+
+    held_path = job / "heldout.npy"
+    held = np.load(held_path) if held_path.exists() else None
+    record: dict = {"calibration_method": "minmax", "weight_bits": 8}
+    reference = None
+    if held is not None:
+        reference = np.concatenate([fn(tf.constant(np.repeat(held[i:i + 1], opts["batch"], axis=0)))
+                                    [opts["output_name"]].numpy()[:1] for i in range(len(held))])
+    kept = base
+    if KEEP_FLOAT_AUTO in names and reference is not None:
+        found = search_keep_float(blocks, lambda k: int8_quality(reference, _run_tflite(tf, np, build(k), held,
+                                                                                        opts["batch"])),
+                                  base, opts["min_cosine"])
+        kept = found["kept"]
+        record["auto"] = {"met": found["met"], "tried": found["tried"], "min_cosine": opts["min_cosine"]}
+    elif KEEP_FLOAT_AUTO in names:
+        record["auto"] = {"met": None, "skipped": "no held-out images to judge candidates on"}
+    data = build(kept)
+    if reference is not None:
+        record["heldout_quality"] = int8_quality(reference, _run_tflite(tf, np, data, held, opts["batch"]))
+    record["kept_float"] = kept + ([ATTENTION] if ops else [])
+    return data, record
 
 
 def convert(job: Path) -> dict:
@@ -92,15 +146,20 @@ def convert(job: Path) -> dict:
         converter.inference_input_type = io_type[opts["input_dtype"]]
         converter.inference_output_type = io_type[opts["output_dtype"]]
     built = time.perf_counter()
-    if quantize == "int8" and opts.get("float_attention"):
-        data = _quantize_keeping_float(tf, converter, representative, FLOAT_ATTENTION_OPS)
+    int8_record = None
+    if quantize == "int8" and opts.get("keep_float"):
+        data, int8_record = _quantize_keeping_float(tf, np, converter, representative, opts, job, fn)
     else:
         data = converter.convert()
+        if quantize == "int8":
+            int8_record = {"calibration_method": "minmax", "weight_bits": 8, "kept_float": [],
+                           "full_integer": True}
     converted = time.perf_counter()
     (job / "model.tflite").write_bytes(data)
     report = {"tensorflow": tf.__version__, "graph_seconds": round(built - started, 2),
               "convert_seconds": round(converted - built, 2),
-              "gpu_delegate": _gpu_compatibility(tf, data) if opts.get("analyze", True) else {"checked": False}}
+              "gpu_delegate": _gpu_compatibility(tf, data) if opts.get("analyze", True) else {"checked": False},
+              "int8": int8_record}
     report["analyze_seconds"] = round(time.perf_counter() - converted, 2)
     (job / "report.json").write_text(json.dumps(report, indent=2))
     return report
