@@ -49,7 +49,11 @@ def new_record(variant: str, target: str, precision: str) -> dict:
         "params": None, "macs": None, "img_size": None, "num_classes": None,
         "equivalence": None,  # runtime, max_abs, cosine_min, top1/top5 agreement, tolerance, passed, failures
         "parity": None,  # data, images, top1, reference_top1, delta_top1, agreement, tolerance, passed
-        "latency": None,  # measured on this machine: runtime, machine, median_ms, p90_ms, ...; or {"skipped": why}
+        # measured on this machine: runtime, machine, median_ms, p50/p90/p99_ms, load_ms, first_ms,
+        # peak_rss_bytes (resident high-water mark the model adds), ...; or {"skipped": why}
+        "latency": None,
+        # planned from the graph (validation.memory.static_memory): activation arena and weights
+        "activation_bytes": None, "weight_bytes": None,
         "estimates": {},  # device -> {estimate_ms, kind "estimate", description, provenance, ...}
         "memory_bound_ops": None, "total_ops": None,
         # share of the runtime's kernel time in memory-bound ops, where it has an op profiler
@@ -106,8 +110,9 @@ def csv_columns(devices: list[str]) -> list[str]:
             "artifact", "sha256", "file_size", "params", "macs", "img_size",
             "eq_runtime", "eq_max_abs", "eq_cosine_min", "eq_top1_agreement", "eq_passed",
             "parity_top1", "parity_reference_top1", "parity_delta_top1", "parity_agreement", "parity_passed",
-            "latency_median_ms", "latency_p90_ms", "latency_runtime", "latency_machine", "latency_kind",
-            "memory_bound_ops", "total_ops", "memory_bound_time_share", "started_at", "finished_at"]
+            "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_load_ms", "latency_first_ms",
+            "peak_rss_bytes", "activation_bytes", "weight_bytes",
+            "latency_runtime", "latency_machine", "latency_kind", "memory_bound_ops", "total_ops", "memory_bound_time_share", "started_at", "finished_at"]
     for d in devices:
         base += [f"estimate_ms[{d}]", f"estimate_provenance[{d}]"]
     return base
@@ -119,7 +124,7 @@ def csv_row(rec: dict, devices: list[str]) -> dict:
     lat = rec.get("latency") or {}
     row = {k: rec.get(k) for k in ("id", "variant", "target", "precision", "precision_label", "status",
                                    "verdict", "reason", "artifact", "sha256", "file_size", "params", "macs",
-                                   "img_size", "memory_bound_ops", "total_ops", "memory_bound_time_share",
+                                   "img_size", "activation_bytes", "weight_bytes", "memory_bound_ops", "total_ops", "memory_bound_time_share",
                                    "started_at", "finished_at")}
     row.update({"eq_runtime": eq.get("runtime"), "eq_max_abs": eq.get("max_abs"),
                 "eq_cosine_min": eq.get("cosine_min"), "eq_top1_agreement": eq.get("top1_agreement"),
@@ -128,6 +133,8 @@ def csv_row(rec: dict, devices: list[str]) -> dict:
                 "parity_delta_top1": par.get("delta_top1"), "parity_agreement": par.get("agreement"),
                 "parity_passed": par.get("passed"),
                 "latency_median_ms": lat.get("median_ms"), "latency_p90_ms": lat.get("p90_ms"),
+                "latency_p99_ms": lat.get("p99_ms"), "latency_load_ms": lat.get("load_ms"),
+                "latency_first_ms": lat.get("first_ms"), "peak_rss_bytes": lat.get("peak_rss_bytes"),
                 "latency_runtime": lat.get("runtime"), "latency_machine": lat.get("machine"),
                 "latency_kind": lat.get("kind") or lat.get("skipped")})
     for d in devices:

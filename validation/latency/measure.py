@@ -123,7 +123,8 @@ def bench_artifact(path: Path, threads: int | None = 1, iterations: int = 30, ru
 
 
 def bench_in_fresh_process(path: Path, threads: int | None = 1, iterations: int = 30,
-                           runner_settings: dict | None = None, timeout: float = 900.0) -> Latency:
+                           runner_settings: dict | None = None, min_seconds: float = 0.0,
+                           timeout: float = 900.0) -> Latency:
     """``bench_artifact`` in a new Python process (one per artifact: see the module docstring)."""
     import tempfile
 
@@ -132,7 +133,8 @@ def bench_in_fresh_process(path: Path, threads: int | None = 1, iterations: int 
     with tempfile.TemporaryDirectory(prefix="evit-bench-") as scratch:
         request, result = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request.write_text(dumps_strict({"path": str(Path(path).resolve()), "threads": threads,
-                                         "iterations": iterations, "runner_settings": runner_settings or {}}))
+                                         "iterations": iterations, "runner_settings": runner_settings or {},
+                                         "min_seconds": min_seconds}))
         try:
             proc = subprocess.run([sys.executable, "-m", __name__, str(request), str(result)],
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
@@ -155,7 +157,8 @@ def _worker(request: Path, result: Path) -> int:
     die_with_parent()
     args = json.loads(request.read_text(encoding="utf-8"))
     try:
-        answer = bench_artifact(Path(args["path"]), args["threads"], args["iterations"], args["runner_settings"])
+        answer = bench_artifact(Path(args["path"]), args["threads"], args["iterations"], args["runner_settings"],
+                                args.get("min_seconds", 0.0))
         payload = answer.to_dict()
     except UserError as e:
         payload = {"error": str(e)}
