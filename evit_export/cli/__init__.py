@@ -112,6 +112,7 @@ COMMAND_MODULES = [
     "check",  # check, inspect
     "parity",
     "bench",
+    "compare",
     "simulate",
     "devices",
     "package",
@@ -169,7 +170,7 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", metavar="", 
 # The order ``--help`` lists the commands in: the workflow first (train, fold, export,
 # verify, measure, ship), then the reference commands. A module may define several
 # commands (models and fold; check and inspect), so the order is by command name.
-WORKFLOW_ORDER = ["train", "fold", "@export", "check", "parity", "bench", "simulate", "package",
+WORKFLOW_ORDER = ["train", "fold", "@export", "check", "parity", "bench", "compare", "simulate", "package",
                  "verify-package", "sweep", "demo", "devices", "models", "inspect"]
 
 
