@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # names for annotations only; importing them here would load 
 
     from evit_export.targets import Artifact, RunnerOptions, Target, TargetOptions
     from evit_export.validation.check import Tolerances
+    from evit_export.validation.compare import Comparison
     from evit_export.validation.equivalence import EquivalenceReport
     from evit_export.validation.latency.measure import Latency
     from evit_export.validation.latency.simulate import Estimate
@@ -200,6 +201,24 @@ def bench(artifacts: Sequence[PathLike], *, threads: int = 1, iterations: int = 
         measure = bench_in_fresh_process if fresh_process else bench_artifact
         results.append(measure(path, threads=threads, iterations=iterations))
     return results
+
+
+def compare(variants: Sequence[str] = ("m2", "m5"), baselines: Sequence[str] | None = None, *, batch: int = 16,
+            threads: int = 1, iterations: int = 10, progress=None) -> Comparison:
+    """The paper's CPU comparison on this machine: each EfficientViT ``variant`` (exported by
+    this tool) against each timm ``baseline`` (BatchNorm randomised, exported by hand with
+    torch.onnx.export + onnxsim), all in onnxruntime at ``batch`` and ``threads`` (the
+    paper's protocol: 16 and 1), each model measured in a fresh process by the device
+    harness. ``baselines`` default to the paper's ONNX table rows that timm has. The result
+    has a row per model (images/s, p50, load time, peak resident memory) and each pair's
+    measured throughput ratio beside the paper's published one where there is one.
+    ``progress``: called with a line of text as each model starts."""
+    from evit_export.validation.compare import DEFAULT_BASELINES
+    from evit_export.validation.compare import compare as run_comparison
+
+    # The paper measured onnxruntime: the comparison is the ONNX target's by definition.
+    return run_comparison(list(variants), list(baselines or DEFAULT_BASELINES), target="onnx", batch=batch,
+                          threads=threads, iterations=iterations, progress=progress)
 
 
 def simulate(model: PathLike, device: PathLike | Sequence[PathLike], *, img_size: int | None = None,
