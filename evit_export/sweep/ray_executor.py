@@ -177,6 +177,7 @@ class RayExecutor:
         if self._remote is not None:
             return
         ray = _ray()
+        _check_reachable(self.address)
         try:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      configure_logging=True, logging_level="warning")
@@ -281,6 +282,21 @@ class RayExecutor:
         updated[f"{where}_id"], updated["host" if where == "node" else "measure_host"] = \
             answer["node_id"], answer["host"]
         return updated
+
+
+def _check_reachable(address: str | None) -> None:
+    """A one-line error at once for a HOST:PORT nobody listens on (Ray itself retries
+    for minutes); "auto" and None are Ray's to resolve."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address!r} is not HOST:PORT (the head's port, 6379 by default) or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {e.strerror or e} (start it with "
+                        "`ray start --head`, or check --ray-address)") from None
 
 
 def _publish_artifact(out: Path, name: str, blob: bytes) -> None:
