@@ -7,6 +7,8 @@ from importlib.metadata import version
 
 import pytest
 
+from evit_export.targets import target_names
+
 from cli_helpers import run_cli, run_cli_process
 from evit_export.core.jsonio import loads_strict
 
@@ -20,7 +22,8 @@ def _env(**extra):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["exprot"], "No such command 'exprot'. Did you mean one of the export commands: onnx, coreml, tflite?"),
+    (["exprot"], "No such command 'exprot'. Did you mean one of the export commands: "
+                 + ", ".join(target_names()) + "?"),
     (["zzz"], "No such command 'zzz'."),
     (["chek", "m0.onnx"], "Did you mean 'check'?"),
     (["onnx", "--precison", "fp16"], "--precision"),
