@@ -227,3 +227,46 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, needl
     code, _, err = run_cli(capsys, "sweep", *extra, "--out", out)
     assert needle in assert_one_line_error(code, err)
     assert not out.exists()
+
+
+def test_a_rerun_with_another_configuration_adds_to_the_sweep(tmp_path, capsys):
+    """Issue 19.8: a re-run with another checkpoint and other precisions shrank
+    results.json from its earlier cells to the new one. Now earlier cells stay in
+    results.json and the report, re-run where they are in the new matrix and their inputs
+    changed, marked stale where they are not; the command says what changed, and
+    --fresh starts over."""
+    from evit_export.models.checkpoint import save_project_checkpoint
+    from evit_export.models.reference import prepare_model
+
+    model = prepare_model("m0", None, 10, 32, seed=3)
+    checkpoint = save_project_checkpoint(model, model.spec, tmp_path / "m0_other.safetensors")
+    out = tmp_path / "sweep"
+    first = ["sweep", "--variants", "m0", "--targets", "onnx", "--precisions", "fp32,fp16", "--img-size", "32",
+             "--num-classes", "10", "--out", out]
+    code, _, err = run_cli(capsys, *first)
+    assert code == 0, err
+    before = {c["id"]: c for c in results_of(out)["cells"]}
+    assert set(before) == {"m0-onnx-fp32", "m0-onnx-fp16"}
+
+    second = ["sweep", "--variants", "m0", "--targets", "onnx", "--precisions", "fp32", "--img-size", "32",
+              "--num-classes", "10", "--weights", f"m0={checkpoint}", "--out", out]
+    code, _, err = run_cli(capsys, *second)
+    assert code == 0, err
+    said = " ".join(err.split())
+    assert "changed since the last sweep" in said and "precisions fp32,fp16 -> fp32" in said, err
+    assert "weights none -> m0=m0_other.safetensors" in said and "1 earlier cell not in this matrix kept" in said
+    assert "1 stale: m0-onnx-fp16" in said, err
+    after = {c["id"]: c for c in results_of(out)["cells"]}
+    assert set(after) == {"m0-onnx-fp32", "m0-onnx-fp16"}
+    assert after["m0-onnx-fp32"]["sha256"] != before["m0-onnx-fp32"]["sha256"]  # rebuilt from the new weights
+    assert after["m0-onnx-fp32"]["verdict"] == "pass" and not after["m0-onnx-fp32"].get("stale")
+    assert after["m0-onnx-fp16"]["stale"].startswith("built with other weights")
+    assert after["m0-onnx-fp16"]["sha256"] == before["m0-onnx-fp16"]["sha256"]  # kept as it was
+    assert "m0-onnx-fp16" in (out / "report.html").read_text()
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted(r["id"] for r in rows) == ["m0-onnx-fp16", "m0-onnx-fp32"]
+
+    code, _, err = run_cli(capsys, *second, "--fresh")
+    assert code == 0, err
+    assert [c["id"] for c in results_of(out)["cells"]] == ["m0-onnx-fp32"]
+    assert not list((out / "artifacts").glob("m0-onnx-fp16*"))

@@ -55,7 +55,11 @@ def sweep_cmd(variants: str = typer.Option(..., "--variants", metavar="LIST",
               img_size: Optional[int] = ImgSizeOpt, num_classes: Optional[int] = NumClassesOpt,
               seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the random weights."),
               retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-run cells that failed before.",
-                                                  metavar="")):
+                                                  metavar=""),
+              fresh: bool = typer.Option(False, "--fresh", metavar="",
+                                         help="Start over: drop the results and artifacts of earlier sweeps in "
+                                         "--out. Without it a re-run adds to them: earlier cells stay (marked "
+                                         "stale where this run changed their inputs).")):
     """Export, check, time and estimate every variant × target × precision; writes
     results.json, results.csv and a self-contained report.html. Resumable."""
     from evit_export.sweep.run import SweepConfig, run_sweep
@@ -64,14 +68,14 @@ def sweep_cmd(variants: str = typer.Option(..., "--variants", metavar="LIST",
                          weights=_weights(weights or []), data=str(data) if data else None,
                          calibration_data=calibration_data, calibration_size=calibration_size,
                          simulate=_csv(simulate), jobs=jobs, img_size=img_size, num_classes=num_classes, seed=seed,
-                         threads=threads, retry_failed=retry_failed)
+                         threads=threads, retry_failed=retry_failed, fresh=fresh)
     results = run_sweep(config, console=err_console)
     _print_summary(results)
     console.print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'report.html'}")
 
 
 def _print_summary(results: dict) -> None:
-    devices = results["config"].get("simulate") or []
+    devices = list(results.get("devices") or results["config"].get("simulate") or [])
     table = Table(title="sweep cells")
     for col in ("cell", "precision", "verdict", "MB", "max abs err", "measured ms", *[f"{d} (est.) ms" for d in devices],
                 "reason"):
@@ -85,5 +89,6 @@ def _print_summary(results: dict) -> None:
                       f"{c['file_size'] / 1e6:.2f}" if c.get("file_size") else "",
                       f"{eq['max_abs']:.2e}" if eq.get("max_abs") is not None else "",
                       f"{lat['median_ms']:.3f}" if lat.get("median_ms") is not None else "",
-                      *[f"{e:.3f}" if e is not None else "" for e in ests], c.get("reason") or "")
+                      *[f"{e:.3f}" if e is not None else "" for e in ests],
+                      "; ".join(r for r in (c.get("stale"), c.get("reason")) if r))
     console.print(table)

@@ -51,6 +51,7 @@ class SweepConfig:
     seed: int = 0
     threads: int = 1  # latency measurement threads
     retry_failed: bool = False
+    fresh: bool = False  # forget the earlier runs in ``out`` (their files there go)
 
     def validated(self) -> SweepConfig:
         """Checks every option before any work; returns a copy with canonical names and
@@ -220,6 +221,81 @@ def finish_record(rec: dict) -> None:
         rec["finished_at"] = max(v["finished_at"] for v in rec["stages"].values())
 
 
+# --- earlier runs in the same folder ------------------------------------------------------
+
+# What a cell's result rests on besides its id, named as a user would (results.json keeps it).
+_INPUT_NAMES = {"weights": "weights", "img_size": "--img-size", "num_classes": "--num-classes", "data": "--data",
+                "calibration": "calibration", "seed": "--seed"}
+
+
+def cell_inputs(config: SweepConfig, rec: dict) -> dict:
+    """The inputs of a cell's export and checks, by name (and the weights' sha256)."""
+    public = config.public()
+    ck = config.weights.get(rec["variant"])
+    weights = None if ck is None else f"{public['weights'][rec['variant']]} {_weights_identity(config, rec['variant'])[:12]}"
+    return {"weights": weights, "seed": None if ck else config.seed, "img_size": config.img_size,
+            "num_classes": config.num_classes, "data": public["data"],
+            "calibration": [public["calibration_data"], config.calibration_size] if rec["precision"] == "int8" else None}
+
+
+def changed_inputs(earlier: dict, now: dict, variant_in_run: bool) -> list[str]:
+    """Names of the inputs that differ; a variant this run does not name keeps its weights."""
+    keys = [k for k in now if variant_in_run or k not in ("weights", "seed")]
+    return [_INPUT_NAMES[k] for k in keys if k in earlier and earlier[k] != now[k]]
+
+
+def keep_earlier_cells(cells: list[dict], previous: dict, config: SweepConfig) -> list[dict]:
+    """The earlier runs' cells this run's matrix does not include, kept as they are; one
+    whose inputs this run changed is marked ``stale`` with the inputs that changed."""
+    import copy
+
+    planned = {c["id"] for c in cells}
+    kept = []
+    for cell_id, old in previous.items():
+        if cell_id in planned:
+            continue
+        rec = copy.deepcopy(old)
+        rec.pop("stale", None)
+        if rec.get("status") != "skipped" and rec.get("inputs") is not None:
+            changed = changed_inputs(rec["inputs"], cell_inputs(config, rec), rec["variant"] in config.variants)
+            if changed:
+                rec["stale"] = (f"built with other {', '.join(changed)} than the latest run: include it in the matrix "
+                                "to run it again")
+        kept.append(rec)
+    return kept
+
+
+def config_changes(earlier: dict | None, now: dict) -> list[str]:
+    """What differs between the earlier run's recorded config and this one, in words."""
+    if not earlier:
+        return []
+    changes = []
+    for key in ("variants", "targets", "precisions", "weights", "data", "calibration_data", "calibration_size",
+                "simulate", "img_size", "num_classes", "seed"):
+        before, after = earlier.get(key), now.get(key)
+        if before != after:
+            def text(v):
+                if isinstance(v, dict):
+                    return ", ".join(f"{k}={x}" for k, x in v.items()) or "none"
+                if isinstance(v, list):
+                    return ",".join(map(str, v)) or "none"
+                return "default" if v is None else str(v)
+            changes.append(f"{key.replace('_', '-')} {text(before)} -> {text(after)}")
+    return changes
+
+
+def start_fresh(out: Path) -> None:
+    """``--fresh``: remove what earlier sweeps wrote in ``out`` (and nothing else)."""
+    import shutil
+
+    from evit_export.sweep.results import RESULTS_CSV, RESULTS_JSON
+
+    for name in (RESULTS_JSON, RESULTS_CSV, "report.html"):
+        (out / name).unlink(missing_ok=True)
+    for sub in ("artifacts", "logs", ".sweep"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+
+
 # --- running -----------------------------------------------------------------------------
 
 class SweepRun:
@@ -337,26 +413,35 @@ def run_sweep(config: SweepConfig, console=None) -> dict:
     console = console or Console(stderr=True)
     config = config.validated()
     out = config.out
+    if config.fresh:
+        start_fresh(out)
     for sub in ("artifacts", "logs", ".sweep"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     _clean_stale_temporaries(out)
-    previous = {c["id"]: c for c in (load_results(out) or {}).get("cells", [])}
+    earlier = load_results(out) or {}
+    previous = {c["id"]: c for c in earlier.get("cells", [])}
     cells = plan_cells(config)
     todo: dict[str, tuple[list[str], dict]] = {}
     for rec in cells:
         if rec["status"] != "skipped":
             fps = fingerprints(config, rec)
             stages = stages_to_run(rec, previous.get(rec["id"]), fps, config)
+            rec["inputs"] = cell_inputs(config, rec)
+            rec.pop("stale", None)  # in the matrix: run again where its inputs changed
             if stages:
                 todo[rec["id"]] = (stages, fps)
                 if stages == list(STAGES):
                     rec["started_at"] = None  # a fresh start
-    skipped = sum(c["status"] == "skipped" for c in cells)
+    matrix = len(cells)
+    cells += keep_earlier_cells(cells, previous, config)
+    _say_what_changed(console, earlier, config, cells[matrix:], previous, todo)
+    skipped = sum(c["status"] == "skipped" for c in cells[:matrix])
     fresh = sum(stages == list(STAGES) for stages, _ in todo.values())
-    console.print(f"sweep: {len(cells)} cells, {len(cells) - skipped - len(todo)} kept from the previous run, "
+    console.print(f"sweep: {matrix} cells, {matrix - skipped - len(todo)} kept from the previous run, "
                   f"{len(todo) - fresh} resumed, {fresh} to run, {skipped} skipped; --jobs {config.jobs}; "
                   f"writing {out}")
     run = SweepRun(config, cells)
+    run.results["devices"] = {**earlier.get("devices", {}), **run.results["devices"]}
     run.save()
     try:
         with _progress(console) as progress:
@@ -371,6 +456,25 @@ def run_sweep(config: SweepConfig, console=None) -> dict:
 
     write_report(out, run.results)
     return run.results
+
+
+def _say_what_changed(console, earlier: dict, config: SweepConfig, kept: list[dict], previous: dict,
+                      todo: dict) -> None:
+    """One line on how this run differs from the earlier one in the same folder, and what
+    becomes of the earlier cells."""
+    changes = config_changes(earlier.get("config"), config.public())
+    if not changes:
+        return
+    stale = [c["id"] for c in kept if c.get("stale")]
+    rerun = [c for c in todo if c in previous and previous[c].get("status") != "skipped"]
+    parts = [f"changed since the last sweep in {config.out}: {'; '.join(changes)}"]
+    if kept:
+        parts.append(f"{len(kept)} earlier cell{'s' if len(kept) != 1 else ''} not in this matrix kept"
+                     + (f" ({len(stale)} stale: {', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''})"
+                        if stale else ""))
+    if rerun:
+        parts.append(f"{len(rerun)} earlier cell{'s' if len(rerun) != 1 else ''} with changed inputs run again")
+    console.print(". ".join(parts) + ". --fresh starts over.", highlight=False)
 
 
 def _run_phases(run: SweepRun, todo: dict, progress) -> None:
