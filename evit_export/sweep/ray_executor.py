@@ -168,6 +168,7 @@ class RayExecutor:
             raise UserError(f"--max-retries {max_retries} must be 0 or more")
         self.address, self.cell_threads, self.measure_on = address, cell_threads, measure_on or DRIVER
         self.max_retries = max_retries
+        _check_reachable(address)  # before any work of the sweep, not at the first cell
         self._remote = None
         self._inputs = None
         self.nodes: dict[str, str] = {}
@@ -177,7 +178,6 @@ class RayExecutor:
         if self._remote is not None:
             return
         ray = _ray()
-        _check_reachable(self.address)
         try:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      configure_logging=True, logging_level="warning")
