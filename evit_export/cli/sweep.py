@@ -59,9 +59,24 @@ def sweep_cmd(variants: str = typer.Option(..., "--variants", metavar="LIST",
               fresh: bool = typer.Option(False, "--fresh", metavar="",
                                          help="Start over: drop the results and artifacts of earlier sweeps in "
                                          "--out. Without it a re-run adds to them: earlier cells stay (marked "
-                                         "stale where this run changed their inputs).")):
+                                         "stale where this run changed their inputs)."),
+              executor: str = typer.Option("local", "--executor", metavar="local|ray",
+                                           help="Where cells are exported and checked: this machine (--jobs "
+                                           "processes) or a Ray cluster (extra [cluster])."),
+              ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="HOST:PORT|auto",
+                                                        help="The Ray cluster to use; default: a Ray started "
+                                                        "here for the sweep."),
+              cell_threads: int = typer.Option(1, "--cell-threads", metavar="N",
+                                               help="Ray: CPUs each cell's task asks for (and its threads)."),
+              measure_on: str = typer.Option("driver", "--measure-on", metavar="driver|RESOURCE",
+                                             help="Ray: measure latency here, or on the nodes holding this "
+                                             "custom Ray resource (one cell at a time per unit)."),
+              fleet: Optional[Path] = typer.Option(None, "--fleet", metavar="FILE",
+                                                   help="fleet.toml: devices to measure every cell on over SSH "
+                                                   "(name, host, identity, python, formats).")):
     """Export, check, time and estimate every variant × target × precision; writes
     results.json, results.csv and a self-contained report.html. Resumable."""
+    from evit_export.core.interrupt import cancellable
     from evit_export.sweep.run import SweepConfig, run_sweep
 
     config = SweepConfig(variants=_csv(variants), targets=_csv(targets), precisions=_csv(precisions), out=out,
@@ -69,9 +84,53 @@ def sweep_cmd(variants: str = typer.Option(..., "--variants", metavar="LIST",
                          calibration_data=calibration_data, calibration_size=calibration_size,
                          simulate=_csv(simulate), jobs=jobs, img_size=img_size, num_classes=num_classes, seed=seed,
                          threads=threads, retry_failed=retry_failed, fresh=fresh)
-    results = run_sweep(config, console=err_console)
+    cells_on = _executor(executor, jobs, ray_address, cell_threads, measure_on)
+    devices = _fleet(fleet)
+    with cancellable("sweep", detail=lambda: _left_after_interrupt(out)):
+        results = run_sweep(config, console=err_console, executor=cells_on, fleet=devices)
     _print_summary(results)
     console.print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'report.html'}")
+
+
+def _executor(kind: str, jobs: int, ray_address, cell_threads: int, measure_on: str):
+    """The cell executor the options name; one-line errors for options of the other one."""
+    from evit_export.sweep.executors import LocalExecutor
+
+    kind = kind.strip().lower()
+    if kind == "local":
+        for flag, given in (("--ray-address", ray_address is not None), ("--cell-threads", cell_threads != 1),
+                            ("--measure-on", measure_on != "driver")):
+            if given:
+                raise UserError(f"{flag} is for --executor ray: add --executor ray or drop {flag}")
+        return LocalExecutor(jobs)
+    if kind != "ray":
+        raise UserError(f"--executor {kind!r}: choose local or ray")
+    if jobs != 1:
+        raise UserError("--jobs is for --executor local: on Ray every cell is submitted at once and "
+                        "--cell-threads sets what each asks for")
+    from evit_export.sweep.ray_executor import RayExecutor
+
+    return RayExecutor(ray_address, cell_threads=cell_threads, measure_on=measure_on)
+
+
+def _fleet(path):
+    if path is None:
+        return None
+    from evit_export.sweep.fleet import Fleet, load_fleet
+
+    return Fleet(load_fleet(path))
+
+
+def _left_after_interrupt(out: Path) -> str:
+    """What a Ctrl-C leaves in the sweep folder, for the one-line message."""
+    from evit_export.sweep.results import load_results
+
+    cells = (load_results(out) or {}).get("cells", [])
+    done = sum(c.get("status") in ("done", "failed") for c in cells)
+    if not cells:
+        return "nothing was written"
+    return (f"{out / 'results.json'} holds {done} finished cell{'s' if done != 1 else ''} of {len(cells)}; "
+            "the same command resumes")
 
 
 def _print_summary(results: dict) -> None:

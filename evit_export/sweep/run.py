@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import threading
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from evit_export.core.machine import cpu_flags, machine_description
 from evit_export.core.jsonio import loads_strict, write_json_atomic
 from evit_export.core.paths import strip_paths
 from evit_export.packaging.report import write_report
+from evit_export.sweep.executors import LocalExecutor
 from evit_export.sweep.results import (SCHEMA_VERSION, STAGES, load_results, new_record, sha256_artifact, utc_now,
                                        write_results)
 from evit_export.sweep.stages import cell_options, check_device, device_info
@@ -406,8 +406,10 @@ def _clean_stale_temporaries(out: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def run_sweep(config: SweepConfig, console=None) -> dict:
-    """Run (or resume) the sweep; returns the results dict also written to results.json."""
+def run_sweep(config: SweepConfig, console=None, executor=None, fleet=None) -> dict:
+    """Run (or resume) the sweep; returns the results dict also written to results.json.
+    ``executor`` runs the cells (default: ``LocalExecutor``, --jobs processes here; see
+    sweep/executors.py); ``fleet`` (sweep/fleet.py) then measures them on real devices."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -443,12 +445,17 @@ def run_sweep(config: SweepConfig, console=None) -> dict:
     run = SweepRun(config, cells)
     run.results["devices"] = {**earlier.get("devices", {}), **run.results["devices"]}
     run.save()
+    executor = executor or LocalExecutor(config.jobs)
     try:
         with _progress(console) as progress:
-            _run_phases(run, todo, progress)
+            _run_phases(run, todo, progress, executor)
+            if fleet is not None:
+                fleet.measure(run, progress.console)
     except KeyboardInterrupt:
         run.stop()
         raise
+    finally:
+        executor.close()
     for rec in cells:
         finish_record(rec)
     run.results["complete"] = all(c["status"] in ("done", "failed", "skipped") for c in cells)
@@ -477,49 +484,34 @@ def _say_what_changed(console, earlier: dict, config: SweepConfig, kept: list[di
     console.print(". ".join(parts) + ". --fresh starts over.", highlight=False)
 
 
-def _run_phases(run: SweepRun, todo: dict, progress) -> None:
-    config = run.config
-    parallel = {c: v for c, v in todo.items() if any(s in BUILD_STAGES for s in v[0])}
+def _run_phases(run: SweepRun, todo: dict, progress, executor) -> None:
+    parallel = {c: ([s for s in stages if s in BUILD_STAGES], fps) for c, (stages, fps) in todo.items()
+                if any(s in BUILD_STAGES for s in stages)}
     measured = [c for c, v in todo.items() if "measure" in v[0]]
     task = progress.add_task("", total=len(parallel) + len(measured))
+    phase = ["export+check"]
 
-    def describe(phase: str) -> None:
+    def describe() -> None:
         done, running, failed = run.counts()
-        progress.update(task, description=f"{phase} · done {done} · running {running} · failed {failed}")
+        progress.update(task, description=f"{phase[0]} · done {done} · running {running} · failed {failed}")
 
-    def report(rec: dict) -> None:
-        extra = f": {rec['reason']}" if rec.get("reason") else ""
-        progress.console.print(f"  {rec['id']}: {rec['verdict'] or rec['status']}{extra}")
+    def on_result(updated: dict, fps: dict) -> None:
+        rec = run.record(updated, fps)
+        if rec["status"] != "pending":
+            extra = f": {rec['reason']}" if rec.get("reason") else ""
+            progress.console.print(f"  {rec['id']}: {rec['verdict'] or rec['status']}{extra}")
+        progress.advance(task)
 
-    workers = max(1, (os.cpu_count() or 1) // config.jobs)
-    describe("export+check")
-    with ThreadPoolExecutor(max_workers=config.jobs) as pool:
-        futures = {}
-        for cell, (stages, fps) in parallel.items():
-            steps = [s for s in stages if s in BUILD_STAGES]
-            futures[pool.submit(run.run_cell, cell, steps, fps, workers)] = fps
-        pending = set(futures)
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    rec = run.record(fut.result(), futures[fut])
-                    if rec["status"] != "pending":
-                        report(rec)
-                    progress.advance(task)
-                describe("export+check")  # also refreshes the running count while cells work
-        except BaseException:  # Ctrl-C: stop the cell processes now, not after they finish
-            pool.shutdown(wait=False, cancel_futures=True)
-            run.stop()
-            raise
-    # Latency: one cell at a time, nothing else of the sweep running.
+    describe()
+    executor.run_builds(run, parallel, on_result, describe)
+    ready = {}
     for cell in measured:
         rec = run.by_id[cell]
         if rec["status"] == "failed" or "measure" in rec["stages"]:  # failed, or no runtime here
             progress.advance(task)
-            continue
-        describe(f"latency {cell}")
-        fps = todo[cell][1]
-        report(run.record(run.run_cell(cell, ["measure"], fps, config.threads), fps))
-        progress.advance(task)
-    describe("finished")
+        else:
+            ready[cell] = (["measure"], todo[cell][1])
+    phase[0] = "latency"
+    executor.run_measures(run, ready, on_result, describe)
+    phase[0] = "finished"
+    describe()
