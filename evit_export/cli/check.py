@@ -28,7 +28,16 @@ def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An 
                                                          help="Minimum cosine similarity; fp16 default 0.999."),
               min_top1: Optional[float] = typer.Option(None, "--min-top1", metavar="FRACTION",
                                                        help="Minimum top-1 agreement, e.g. 0.99; fp16 default "
-                                                       "0.99, int8 0.95."),
+                                                       "0.99, int8 0.98."),
+              min_cosine_mean: Optional[float] = typer.Option(None, "--min-cosine-mean", metavar="COSINE",
+                                                              help="Minimum mean cosine over images; int8 "
+                                                              "default 0.99."),
+              min_top5: Optional[float] = typer.Option(None, "--min-top5", metavar="FRACTION",
+                                                       help="Minimum top-5 agreement; int8 default 0.85."),
+              min_sqnr: Optional[float] = typer.Option(None, "--min-sqnr", metavar="DB",
+                                                       help="Minimum output SQNR in dB; int8 default 20."),
+              per_layer: bool = Flag(False, "--per-layer", help="int8: every quantized tensor's error against the "
+                                     "float model (SQNR, cosine), worst first, with its op and block."),
               localize: bool = Flag(False, "--localize", help="On failure, name the first layer whose output "
                                     "leaves tolerance."),
               threads: Optional[int] = ThreadsOpt,
@@ -43,9 +52,13 @@ def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An 
     from evit_export import api
     from evit_export.validation.check import Tolerances
 
+    if per_layer:
+        _per_layer(artifact, images=images, checkpoint=checkpoint, variant=variant, as_json=as_json)
+        return
     report = api.check(artifact, checkpoint=checkpoint, variant=variant, images=images, n=n, seed=seed,
                        tolerances=Tolerances(max_abs_scale=max_abs_scale, min_cosine=min_cosine,
-                                             min_top1=min_top1),
+                                             min_top1=min_top1, min_cosine_mean=min_cosine_mean, min_top5=min_top5,
+                                             min_sqnr_db=min_sqnr),
                        localize=localize, threads=threads, **({} if native is None else {"native": native}))
     if as_json:
         sys.stdout.write(dumps_strict(report.to_dict(), indent=2) + "\n")
@@ -65,14 +78,43 @@ def _print_check(artifact: Path, report) -> None:
                          ("cosine (min / mean)", f"{report.cosine_min:.6f} / {report.cosine_mean:.6f}"),
                          ("top-1 agreement", f"{100 * report.top1_agreement:.2f}%"),
                          ("top-5 agreement", f"{100 * report.top5_agreement:.2f}%"),
+                         ("output SQNR", "exact" if report.sqnr_db is None else f"{report.sqnr_db:.1f} dB"),
                          ("tolerance", report.tolerance)):
         table.add_row(label, value)
     console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print("[green]PASS[/]" if report.passed else "[red]FAIL[/]: " + "; ".join(report.failures))
     if report.localization:
         from evit_export.validation.localize import Localization
 
         console.print(Localization(**report.localization).describe())
+
+
+def _per_layer(artifact: Path, *, images, checkpoint, variant, as_json: bool, shown: int = 25) -> None:
+    from evit_export.validation.per_layer import per_layer
+
+    report = per_layer(artifact, images=images, checkpoint=checkpoint, variant=variant)
+    if as_json:
+        sys.stdout.write(dumps_strict(report.to_dict(), indent=2) + "\n")
+        return
+    table = Table(title=f"{artifact}: int8 error per quantized tensor, worst first ({report.inputs})")
+    for column in ("block", "op", "SQNR dB", "cosine", "tensor"):
+        table.add_column(column, justify="right" if column in ("SQNR dB", "cosine") else "left")
+    for row in report.layers[:shown]:
+        sqnr = "exact" if row["sqnr_db"] is None else f"{row['sqnr_db']:.1f}"
+        table.add_row(row["block"], row["op"], sqnr, f"{row['cosine']:.4f}", row["tensor"][:60])
+    console.print(table)
+    blocks = Table(title="per block, worst first")
+    for column in ("block", "tensors", "worst SQNR dB", "median SQNR dB", "worst op"):
+        blocks.add_column(column)
+    for b in report.blocks:
+        blocks.add_row(b["block"], str(b["tensors"]), *("-" if v is None else f"{v:.1f}"
+                                                         for v in (b["worst_sqnr_db"], b["median_sqnr_db"])),
+                       b["worst_op"])
+    console.print(blocks)
+    console.print(f"{len(report.layers)} quantized tensors ({max(0, len(report.layers) - shown)} more with --json); "
+                  "keep the worst blocks in float with keep_float=NAMES (--keep-float) or auto", highlight=False)
 
 
 @app.command("inspect")
