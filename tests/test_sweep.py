@@ -270,3 +270,24 @@ def test_a_rerun_with_another_configuration_adds_to_the_sweep(tmp_path, capsys):
     assert code == 0, err
     assert [c["id"] for c in results_of(out)["cells"]] == ["m0-onnx-fp32"]
     assert not list((out / "artifacts").glob("m0-onnx-fp16*"))
+
+
+def test_ctrl_c_says_what_the_sweep_keeps(tmp_path):
+    """Issue 19.7: every command says what it stopped and what is on disk now."""
+    out = tmp_path / "sweep"
+    proc = sweep_process("--variants", "m0,m1", "--targets", "onnx", "--precisions", "fp32", "--img-size", "32",
+                         "--out", out)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        if (out / "results.json").exists() and any(c["status"] in ("done", "failed") or "build" in c["stages"]
+                                                   for c in results_of(out)["cells"]):
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted: sweep stopped; {out / 'results.json'} holds ") and \
+        last.endswith("of 2; the same command resumes"), err
+    assert "Traceback" not in err

@@ -42,12 +42,15 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
 
     --simulate adds estimates, kept apart, each with its profile's provenance and validation error.
     """
-    estimates = [_estimates(artifact, simulate) for artifact in artifacts]  # a profile that does not fit: no timing
-    rows = []
-    for artifact, estimated in zip(artifacts, estimates):
-        rows += _measure(artifact, threads, iterations, remote, identity, remote_python, accept_new_host_key,
-                         known_hosts)
-        rows += estimated
+    from evit_export.core.interrupt import cancellable
+
+    with cancellable("bench"):  # measures only: nothing is written
+        estimates = [_estimates(artifact, simulate) for artifact in artifacts]  # a profile that does not fit: no timing
+        rows = []
+        for artifact, estimated in zip(artifacts, estimates):
+            rows += _measure(artifact, threads, iterations, remote, identity, remote_python, accept_new_host_key,
+                             known_hosts)
+            rows += estimated
     if as_json:
         sys.stdout.write(dumps_strict(rows, indent=2) + "\n")
         return

@@ -37,14 +37,17 @@ def simulate_cmd(models: List[str] = typer.Argument(..., metavar="MODEL...",
     to the significant figures that error supports.
     """
     from evit_export.api import simulate
+    from evit_export.core.interrupt import cancellable
     from evit_export.validation.latency import format_figures
     from evit_export.validation.latency.profiles import resolve_profile
 
     names = device_names(device)
     profiles = [resolve_profile(name) for name in names]
     rows = []
-    for ref in models:
-        rows += [est.to_dict() for est in simulate(ref, names, img_size=img_size, batch=batch, checkpoint=checkpoint)]
+    with cancellable("simulate"):  # estimates only: nothing is written but the cache of recorded op counts
+        for ref in models:
+            rows += [est.to_dict() for est in simulate(ref, names, img_size=img_size, batch=batch,
+                                                       checkpoint=checkpoint)]
     if as_json:
         sys.stdout.write(dumps_strict(rows, indent=2) + "\n")
         return
