@@ -22,7 +22,12 @@ def report_calibration(info: dict) -> None:
         return
     if calib.get("random"):
         err_console.print(f"[bold red]WARNING:[/] {calib['warning']}")
-    console.print(f"int8 calibration: {calib['source']}")
+    console.print(f"int8 calibration: {calib['source']}", highlight=False)
+    for warning in calib.get("warnings") or []:  # too few images, nothing left to hold out
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    int8 = info.get("int8") or {}
+    if int8.get("kept_float"):
+        console.print(f"int8: kept in float: {', '.join(int8['kept_float'])}", highlight=False)
 
 
 def export_and_check(target, deployed, options, runner_options, *, out: Path, check: bool = True, n: int = 32) -> None:
