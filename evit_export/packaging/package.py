@@ -40,16 +40,22 @@ def simulated_latencies(target, spec) -> list[dict]:
 
 
 def _measure(target, artifact, spec, threads, log) -> list[dict]:
-    from evit_export.validation.latency.measure import measure_latency
+    from evit_export.validation.latency.measure import bench_in_fresh_process
 
     rows = []
     with target.open(artifact, spec, RunnerOptions(threads=threads)) as runner:
-        if not runner.deployment_runtime:
-            log(f"{runner.name} is a checker, not a deployment runtime: latency only simulated")
-        else:
-            log(f"measuring latency ({threads} thread{'s' if threads != 1 else ''})")
-            rows.append(measure_latency(runner, batch=spec.batch or 1, threads=threads).to_dict())
+        deployment, name = runner.deployment_runtime, runner.name
+    if not deployment:
+        log(f"{name} is a checker, not a deployment runtime: latency only simulated")
+    else:
+        # In a fresh process: this one holds torch and the checks, which would hide the model's memory peak.
+        log(f"measuring latency and memory ({threads} thread{'s' if threads != 1 else ''})")
+        rows.append(bench_in_fresh_process(Path(artifact), threads=threads, iterations=20).to_dict())
     return rows + simulated_latencies(target, spec)
+
+
+def _megabytes(value) -> str:
+    return f"{value / 1e6:.1f}" if isinstance(value, (int, float)) else "-"
 
 
 PACKAGE_FORMAT = "evit-export package 2"
@@ -209,15 +215,17 @@ def render_report(manifest: dict) -> str:
         lines += ["", "Failures: " + "; ".join(eq["failures"])]
     lines += ["", "## Latency", ""]
     if manifest["latency"]:
-        lines += ["| runtime | kind | batch | threads | median ms | p90 ms | img/s | machine |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| runtime | kind | batch | threads | median ms | p90 ms | p99 ms | load ms | first ms | "
+                  "peak RSS MB | img/s | machine |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for lat in manifest["latency"]:
             kind = "**estimate**" if lat["kind"] == "estimate" else lat["kind"]
             machine = lat["machine"]
             if lat["kind"] == "estimate":  # what the estimate rests on, and how far to trust it
                 machine += f" — rests on: {lat['provenance']}; validation: {lat['validation_error']}"
             lines.append(f"| {lat['runtime']} | {kind} | {lat['batch']} | {lat['threads'] or '-'} | "
-                         f"{lat['median_ms']} | {lat['p90_ms'] or '-'} | {lat['images_per_s']} | {machine} |")
+                         f"{lat['median_ms']} | {lat['p90_ms'] or '-'} | {lat.get('p99_ms') or '-'} | "
+                         f"{lat.get('load_ms') or '-'} | {lat.get('first_ms') or '-'} | "
+                         f"{_megabytes(lat.get('peak_rss_bytes'))} | {lat['images_per_s']} | {machine} |")
     else:
         lines.append("Not measured (`--no-latency`).")
     lines += ["", "## Files", "", ("`manifest.json` lists every file with its sha256; `INTEGRATION.md` shows each "

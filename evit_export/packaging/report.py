@@ -309,6 +309,9 @@ def _columns(devices: list[str]) -> list[tuple[str, object]]:
         ("agreement %", lambda c: _num(par(c, "agreement"))),
         ("measured ms", lambda c: _num(lat(c, "median_ms"), "{:.3f}")),
         ("p90 ms", lambda c: _num(lat(c, "p90_ms"), "{:.3f}")),
+        ("p99 ms", lambda c: _num(lat(c, "p99_ms"), "{:.3f}")),
+        ("peak RSS MB", lambda c: _num(lat(c, "peak_rss_bytes"), "{:.1f}", 1e-6)),
+        ("activations MB", lambda c: _num(c.get("activation_bytes"), "{:.2f}", 1e-6)),
         ("runtime", lambda c: _text(lat(c, "runtime"))),
     ]
     for d in devices:
