@@ -58,6 +58,8 @@ def new_record(variant: str, target: str, precision: str) -> dict:
         "memory_bound_ops": None, "total_ops": None,
         # share of the runtime's kernel time in memory-bound ops, where it has an op profiler
         "memory_bound_time_share": None,
+        "node_id": None, "host": None,  # where the cell was built (Ray executor)
+        "fleet": {},  # device -> latency measured over SSH (sweep --fleet), or {"kind": "failed", "error"}
     }
 
 
@@ -105,27 +107,30 @@ def write_results(out_dir: Path, results: dict) -> None:
     write_text_atomic(out_dir / RESULTS_CSV, results_csv(results))
 
 
-def csv_columns(devices: list[str]) -> list[str]:
+def csv_columns(devices: list[str], fleet: list[str] = ()) -> list[str]:
     base = ["id", "variant", "target", "precision", "precision_label", "status", "verdict", "reason",
             "artifact", "sha256", "file_size", "params", "macs", "img_size",
             "eq_runtime", "eq_max_abs", "eq_cosine_min", "eq_top1_agreement", "eq_passed",
             "parity_top1", "parity_reference_top1", "parity_delta_top1", "parity_agreement", "parity_passed",
             "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_load_ms", "latency_first_ms",
             "peak_rss_bytes", "activation_bytes", "weight_bytes",
-            "latency_runtime", "latency_machine", "latency_kind", "memory_bound_ops", "total_ops", "memory_bound_time_share", "started_at", "finished_at"]
+            "latency_runtime", "latency_machine", "latency_kind", "memory_bound_ops", "total_ops",
+            "memory_bound_time_share", "node_id", "host", "started_at", "finished_at"]
     for d in devices:
         base += [f"estimate_ms[{d}]", f"estimate_provenance[{d}]"]
+    for d in fleet:
+        base += [f"fleet_ms[{d}]", f"fleet_error[{d}]"]
     return base
 
 
-def csv_row(rec: dict, devices: list[str]) -> dict:
+def csv_row(rec: dict, devices: list[str], fleet: list[str] = ()) -> dict:
     eq = rec.get("equivalence") or {}
     par = rec.get("parity") or {}
     lat = rec.get("latency") or {}
     row = {k: rec.get(k) for k in ("id", "variant", "target", "precision", "precision_label", "status",
                                    "verdict", "reason", "artifact", "sha256", "file_size", "params", "macs",
-                                   "img_size", "activation_bytes", "weight_bytes", "memory_bound_ops", "total_ops", "memory_bound_time_share",
-                                   "started_at", "finished_at")}
+                                   "img_size", "activation_bytes", "weight_bytes", "memory_bound_ops", "total_ops",
+                                   "memory_bound_time_share", "node_id", "host", "started_at", "finished_at")}
     row.update({"eq_runtime": eq.get("runtime"), "eq_max_abs": eq.get("max_abs"),
                 "eq_cosine_min": eq.get("cosine_min"), "eq_top1_agreement": eq.get("top1_agreement"),
                 "eq_passed": eq.get("passed"),
@@ -141,16 +146,21 @@ def csv_row(rec: dict, devices: list[str]) -> dict:
         est = (rec.get("estimates") or {}).get(d) or {}
         row[f"estimate_ms[{d}]"] = est.get("estimate_ms")
         row[f"estimate_provenance[{d}]"] = est.get("provenance")
+    for d in fleet:
+        measured = (rec.get("fleet") or {}).get(d) or {}
+        row[f"fleet_ms[{d}]"] = measured.get("median_ms")
+        row[f"fleet_error[{d}]"] = measured.get("error")
     return row
 
 
 def results_csv(results: dict) -> str:
     devices = list(results.get("config", {}).get("simulate") or [])
+    fleet = list(results.get("fleet") or {})
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=csv_columns(devices), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=csv_columns(devices, fleet), lineterminator="\n")
     writer.writeheader()
     for rec in results.get("cells", []):
         # Empty cell for "no value" (never the strings None/nan): what spreadsheets expect.
         writer.writerow({k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v)
-                         for k, v in csv_row(rec, devices).items()})
+                         for k, v in csv_row(rec, devices, fleet).items()})
     return buf.getvalue()
