@@ -62,6 +62,9 @@ def test_fleet_measures_on_every_device(devices, tmp_path):
     assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
     assert figures["gamma"]["kind"] == "failed" and "authentication" in figures["gamma"]["error"]
     assert "\n" not in figures["gamma"]["error"]
+    # The report draws each fleet device's measured points in a plot of its own (or one combined plot).
+    report = (out / "report.html").read_text()
+    assert "alpha, measured over SSH" in report and "beta, measured over SSH" in report
 
     # A re-run keeps the measured figures and tries the failed one again.
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)

@@ -34,8 +34,9 @@ def write_report(out_dir: Path, results: dict) -> Path:
 # --- what the plots show -----------------------------------------------------------------
 
 def device_plots(results: dict) -> list[dict]:
-    """One plot per device: this machine (measured) and every simulated profile, each
-    with one point per cell it applies to."""
+    """One plot per device: this machine (measured), every fleet device measured over
+    SSH (sweep --fleet) and every simulated profile, each with one point per cell it
+    applies to."""
     cells = [c for c in results["cells"] if c["status"] == "done"]
     with_data = bool(results["config"].get("data"))
     devices = []
@@ -43,7 +44,12 @@ def device_plots(results: dict) -> list[dict]:
     if measured:
         machine = results.get("machine", {}).get("description", "this machine")
         devices.append({"key": THIS_MACHINE, "title": f"this machine, measured ({machine})",
+                        "measured": True,
                         "points": [_point(c, c["latency"]["median_ms"], True, with_data) for c in measured]})
+    for device, about in (results.get("fleet") or {}).items():
+        hits = [c for c in cells if ((c.get("fleet") or {}).get(device) or {}).get("median_ms") is not None]
+        devices.append({"key": f"fleet:{device}", "title": f"{device}, measured over SSH", "measured": True,
+                        "points": [_point(c, c["fleet"][device]["median_ms"], True, with_data) for c in hits]})
     for device in results["config"].get("simulate") or []:
         hits = [c for c in cells if (c.get("estimates") or {}).get(device)]
         about = (results.get("devices") or {}).get(device) or (hits[0]["estimates"][device] if hits else {})
@@ -207,11 +213,12 @@ def combined_plot(devices: list[dict]) -> dict:
     """One plot for every device's points, a row per device (no Pareto front: points of
     different devices are not alternatives on one device)."""
     points = [{**p, "plot": d["key"]} for d in devices for p in d["points"]]
-    estimated = [d for d in devices if d["key"] != THIS_MACHINE]
+    estimated = [d for d in devices if not d.get("measured")]
     provenance = "; ".join(f"{d['key']}: {d.get('provenance') or '?'}" for d in estimated)
     caption = ("Few points per device, so one plot with a row per device; labels give each point's "
                "variant and its accuracy (or MMACs). "
-               + ("Filled: measured with the runtime on this machine. " if len(estimated) < len(devices) else "")
+               + ("Filled: measured (on this machine, or on a fleet device over SSH). "
+                  if len(estimated) < len(devices) else "")
                + (f"Hollow: ESTIMATES from device profiles, not measurements. Profiles: {provenance}"
                   if estimated else ""))
     return {"key": "all", "title": "latency on every device", "points": points,
@@ -223,8 +230,12 @@ def _device_figures(results: dict) -> list[dict]:
     if len(devices) > 1 and max(len(d["points"]) for d in devices) <= FEW_POINTS:
         return [combined_plot(devices)]
     for d in devices:
-        d["caption"] = ("measured with the runtime on this machine" if d["key"] == THIS_MACHINE else
-                        f"ESTIMATE from a device profile, not a measurement. Profile: {d.get('provenance') or '?'}")
+        if d["key"] == THIS_MACHINE:
+            d["caption"] = "measured with the runtime on this machine"
+        elif d.get("measured"):
+            d["caption"] = f"measured on {d['key'].split(':', 1)[1]} over SSH with the device's own runtime"
+        else:
+            d["caption"] = f"ESTIMATE from a device profile, not a measurement. Profile: {d.get('provenance') or '?'}"
         d["devices"] = [d["key"]]
     return devices
 
