@@ -66,7 +66,7 @@ def test_fleet_measures_on_every_device(devices, tmp_path):
     report = (out / "report.html").read_text()
     for name in ("alpha", "beta"):
         assert f"fleet:{name}" in report, name  # its plot's data-device(s), or its row of the combined plot
-    assert "fleet:gamma" not in report.split("data-devices=")[-1].split(">")[0]  # no figure, no row
+    assert "fleet:gamma" not in report  # no figure measured there: no plot, no row
 
     # A re-run keeps the measured figures and tries the failed one again.
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)

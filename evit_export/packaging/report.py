@@ -46,8 +46,10 @@ def device_plots(results: dict) -> list[dict]:
         devices.append({"key": THIS_MACHINE, "title": f"this machine, measured ({machine})",
                         "measured": True,
                         "points": [_point(c, c["latency"]["median_ms"], True, with_data) for c in measured]})
-    for device, about in (results.get("fleet") or {}).items():
+    for device in results.get("fleet") or {}:
         hits = [c for c in cells if ((c.get("fleet") or {}).get(device) or {}).get("median_ms") is not None]
+        if not hits:
+            continue  # nothing measured there (e.g. the device refused the key): no empty plot
         devices.append({"key": f"fleet:{device}", "title": f"{device}, measured over SSH", "measured": True,
                         "points": [_point(c, c["fleet"][device]["median_ms"], True, with_data) for c in hits]})
     for device in results["config"].get("simulate") or []:
