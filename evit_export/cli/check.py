@@ -127,7 +127,14 @@ def inspect_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
     if not artifact.exists():
         raise UserError(f"artifact {artifact} does not exist: check the path")
     target = target_for(artifact)
-    report = target.inspect(artifact, profile=profile)
+    report = target.inspect(artifact)
+    if profile:
+        shares = target.op_time_profile(artifact)
+        if shares is None:
+            report.extra["profile"] = (f"not available: {target.title or target.name}'s runtime has no op profiler "
+                                       "here; bench measures the whole model")
+        else:
+            report.extra["time_share"] = shares
     io = target.describe(artifact)
     if as_json:
         data = report.to_dict()
