@@ -3,8 +3,9 @@ the real ExecuTorch runtime (XNNPACK) against PyTorch, int8 against fp32, inspec
 bench with threads, package + verify-package, simulate's refusal, bad input.
 
 ExecuTorch lowering is slow (tens of seconds per program even at 64 px on two cores),
-so the default tests share two exports of one M0 (fp32, int8); the CLI and the sweep
-each make one more; M0-M5 at 224 px are behind ``-m slow``."""
+so the default tests share two exports of one M0 with the same seeded weights: fp32
+through the Python API, int8 through the command line (calibrated on a folder of
+images); fp16, the sweep and M0-M5 at 224 px are behind ``-m slow``."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, run_cli, run_cli_process
 from evit_export.core.errors import UserError
 from evit_export.targets import RunnerOptions, get_target, open_artifact, target_for
 
@@ -50,9 +51,17 @@ def fp32(target, m0):
 
 @pytest.fixture(scope="module")
 def int8(target, m0):
-    deployed, spec, root = m0
-    return target.export(deployed, spec, root / "m0_int8.pte",
-                         ExecuTorchOptions(precision="int8", calibration_size=32))
+    """`evit-export executorch --precision int8` on the same seeded weights as ``fp32``,
+    calibrated on a folder of real digit images (one unreadable file skipped), checked."""
+    from conftest import write_digits_folder
+
+    _, _, root = m0
+    images = write_digits_folder(root / "calibration", 24, size=64)
+    done = run_cli_process("executorch", "-v", "m0", "--img-size", "64", "--num-classes", "10", "--seed", "3",
+                           "--precision", "int8", "--calibration-data", images, "--calibration-size", "16", "-n", "8",
+                           "-o", root / "m0_int8.pte", cwd=root, timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root / "m0_int8.pte", done
 
 
 def _pixels(n, size=64, seed=0):
@@ -125,14 +134,45 @@ def test_check_and_bench_through_shared_code(fp32):
 def test_int8_keeps_logits_close_to_fp32(target, fp32, int8):
     """Realistic random weights (random BN statistics and gammas): the int8 program's
     logits stay at cosine >= 0.98 to the fp32 program's, image by image."""
+    from evit_export.targets.base import read_sidecar
+
+    path, done = int8
+    assert "PASS" in done.stdout and "1 XNNPACK partition" in done.stdout, done.stdout
+    assert "cpuinfo" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     pixels = _pixels(8, seed=1)
-    with target.open(fp32.path) as a, target.open(int8.path) as b:
+    with target.open(fp32.path) as a, target.open(path) as b:
         want, got = a.run(pixels), b.run(pixels)
     cos = (want * got).sum(1) / (np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1))
     assert cos.min() >= 0.98, cos
-    assert int8.spec.precision == "int8" and "embedded digits" in int8.info["calibration"]["source"]
-    assert target.inspect(int8.path).op_histogram["Convert"] > 0  # quantize/dequantize inside XNNPACK
-    assert int8.info["file_size"] < 0.5 * fp32.info["file_size"]
+    info = read_sidecar(path)["info"]
+    assert target.read_spec(path).precision == "int8"
+    assert info["calibration"]["source"] == "16 images from calibration/ (1 unreadable skipped)", info["calibration"]
+    assert target.inspect(path).op_histogram["Convert"] > 0  # quantize/dequantize inside XNNPACK
+    assert info["file_size"] < 0.5 * fp32.info["file_size"]
+
+
+def test_cli_check_bench_inspect_simulate(int8):
+    """The commands a user runs next on the .pte: check, bench with threads, inspect,
+    and simulate, which refuses: no device profile is fitted for ExecuTorch, and no
+    other format's profile (XNNPACK-based TFLite ones included) is borrowed."""
+    from evit_export.validation.latency.profiles import builtin_profiles
+
+    path, _ = int8
+    root = path.parent
+    check = run_cli_process("check", path.name, "--json", "-n", "6", cwd=root)
+    assert check.returncode == 0 and json.loads(check.stdout)["passed"], check.stdout + check.stderr
+    bench = run_cli_process("bench", path.name, "--threads", "1", "--iterations", "5", "--json", cwd=root)
+    assert bench.returncode == 0 and "executorch (XNNPACK, 1 thread)" in bench.stdout, bench.stdout + bench.stderr
+    inspected = json.loads(run_cli_process("inspect", path.name, "--json", cwd=root).stdout)
+    assert inspected["target"] == "executorch" and inspected["extra"]["xnnpack_partitions"] == 1
+    assert inspected["extra"]["memory_planned_arena_bytes"] > 0
+    for name in list(builtin_profiles())[:2]:
+        done = run_cli_process("simulate", path.name, "--device", name, cwd=root)
+        text = done.stdout + done.stderr
+        assert done.returncode == 2 and "executorch int8" in text and "Traceback" not in text, (name, text)
+    help_text = run_cli_process("executorch", "-h").stdout
+    for flag in ("--precision", "--batch", "--backend", "--calibration-data"):
+        assert flag in help_text, help_text
 
 
 def test_package_and_verify(fp32, tmp_path):
@@ -149,7 +189,7 @@ def test_package_and_verify(fp32, tmp_path):
     integration = (pkg / "INTEGRATION.md").read_text()
     assert "org.pytorch:executorch-android" in integration and "github.com/pytorch/executorch" in integration
     assert "executorch" in (pkg / "requirements.txt").read_text()
-    assert verify_package(pkg).passed
+    assert verify_package(pkg).ok
 
 
 def test_python_app_predicts_expected(fp32, tmp_path):

@@ -65,14 +65,18 @@ def set_threads(threads: int | None) -> int:
     had before any runner changed it. The pool is one per process, so the last runner
     opened decides; returns the size now in force."""
     global _default_threads
+    import warnings
+
     from executorch.extension.pybindings import portable_lib
 
-    if _default_threads is None:
-        _default_threads = portable_lib._threadpool_get_thread_count()
-    wanted = threads or _default_threads
-    if portable_lib._threadpool_get_thread_count() != wanted:
-        portable_lib._unsafe_reset_threadpool(wanted)
-    return portable_lib._threadpool_get_thread_count()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental API": the only way to size the pool from Python
+        if _default_threads is None:
+            _default_threads = portable_lib._threadpool_get_thread_count()
+        wanted = threads or _default_threads
+        if portable_lib._threadpool_get_thread_count() != wanted:
+            portable_lib._unsafe_reset_threadpool(wanted)
+        return portable_lib._threadpool_get_thread_count()
 
 
 class ExecuTorchRunner(Runner):
