@@ -14,12 +14,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from evit_export.validation.memory import static_memory
 from rich.console import Console
 from rich.table import Table
 
 import evit_export
 from evit_export.core.machine import cpu_flags, machine_description
-from evit_export.validation.memory import static_memory
 
 console = Console(width=160)
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
+from evit_export.validation.compare import PAPER_RATIOS, paper_ratio
 
 from evit_export.core.jsonio import dumps_strict, loads_strict
-from evit_export.validation.compare import PAPER_RATIOS, paper_ratio
 from tests.cli_helpers import assert_one_line_error, run_cli
 
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from evit_export.core.jsonio import loads_strict
 from evit_export.validation import memory
 from evit_export.validation.memory import TensorLife, peak_live_bytes, plan_arena, plan_shared_objects
+
+from evit_export.core.jsonio import loads_strict
 from tests.cli_helpers import run_cli
 
 KEYS = ("load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "peak_rss_bytes")

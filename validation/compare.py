@@ -70,7 +70,6 @@ def export_baseline(name: str, out: Path, batch: int, seed: int = 0) -> tuple[Pa
 
     import onnx
     import torch
-
     from evit_export.models.init import randomize_
     from evit_export.validation.latency.workloads import timm_model
 
@@ -96,14 +95,15 @@ def export_baseline(name: str, out: Path, batch: int, seed: int = 0) -> tuple[Pa
 
 def export_variant(variant: str, target: str, folder: Path, batch: int, seed: int = 0) -> tuple[Path, int]:
     """An EfficientViT variant exported by this tool at ``batch`` (seeded realistic weights)."""
-    from evit_export.api import export, load_model
+    from evit_export.models.reference import deploy_for_export
     from evit_export.targets import get_target
 
-    model = load_model(variant, seed=seed)
+    deployed, spec = deploy_for_export(variant, None, seed=seed)
     chosen = get_target(target)
     options = chosen.options_type.for_precision("fp32", batch=batch)
     out = folder / f"{variant}_b{batch}{chosen.export_suffix(options)}"
-    artifact = export(model, chosen, options, out=out)
+    artifact = chosen.export(deployed, spec, out, options)
+    model = deployed
     return artifact.path, sum(p.numel() for p in model.parameters())
 
 

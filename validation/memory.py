@@ -287,7 +287,6 @@ def static_memory(ref: str, *, img_size: int | None = None, batch: int | None = 
     ``timm:<name>``, or an exported artifact: its size, batch and precision), with what
     the figures rest on."""
     import torch
-
     from evit_export.validation.latency.workloads import is_artifact_ref, resolve
 
     if precision is None and is_artifact_ref(ref):

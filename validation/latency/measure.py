@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from evit_export.validation import memory
 
 from evit_export.core.errors import UserError
 from evit_export.core.machine import machine_description
 from evit_export.core.preprocess import seeded_pixels
-from evit_export.validation import memory
 
 
 @dataclass
