@@ -133,6 +133,16 @@ def _left_after_interrupt(out: Path) -> str:
             "the same command resumes")
 
 
+def _estimate_text(est: dict | None) -> str:
+    """An estimate to the significant figures its profile's validation supports."""
+    from evit_export.validation.latency import format_figures
+
+    if not est or est.get("estimate_ms") is None:
+        return ""
+    figures = est.get("significant_figures")
+    return format_figures(est["estimate_ms"], figures) if figures else f"{est['estimate_ms']:.3g}"
+
+
 def _print_summary(results: dict) -> None:
     devices = list(results.get("devices") or results["config"].get("simulate") or [])
     table = Table(title="sweep cells")
@@ -143,11 +153,11 @@ def _print_summary(results: dict) -> None:
         eq, lat = c.get("equivalence") or {}, c.get("latency") or {}
         verdict = c.get("verdict") or c["status"]
         colour = {"pass": "green", "fail": "red", "error": "red"}.get(verdict, "yellow")
-        ests = [((c.get("estimates") or {}).get(d) or {}).get("estimate_ms") for d in devices]
+        ests = [_estimate_text((c.get("estimates") or {}).get(d)) for d in devices]
         table.add_row(c["id"], c["precision_label"], f"[{colour}]{verdict}[/]",
                       f"{c['file_size'] / 1e6:.2f}" if c.get("file_size") else "",
                       f"{eq['max_abs']:.2e}" if eq.get("max_abs") is not None else "",
                       f"{lat['median_ms']:.3f}" if lat.get("median_ms") is not None else "",
-                      *[f"{e:.3f}" if e is not None else "" for e in ests],
+                      *ests,
                       "; ".join(r for r in (c.get("stale"), c.get("reason")) if r))
     console.print(table)

@@ -62,18 +62,22 @@ def device_info(device: str) -> dict:
 
 def device_applies(device: str, target: str, precision: str) -> bool:
     """Whether a device profile describes a runtime that runs this cell's artifact."""
-    return _profile(device).fits(target, precision)
+    from evit_export.validation.latency import fit_refusal
+
+    return fit_refusal(_profile(device), target, precision, "") is None  # the rule simulate and bench follow
 
 
 def estimate_on_device(deployed, spec, device: str) -> dict:
     """Simulated latency of the deploy graph on ``device``, always labelled an estimate,
     with the profile's provenance and validation error."""
+    from evit_export.validation.latency import reported
     from evit_export.validation.latency.simulate import estimate, model_features
 
     profile = _profile(device)
-    est = estimate(model_features(deployed, spec.img_size, spec.batch or 1), profile,
-                   model=spec.variant, img_size=spec.img_size, batch=spec.batch or 1).to_dict()
-    return {"estimate_ms": est["estimate_ms"], "kind": "estimate", "device_class": est.get("device_class"),
+    est = reported(estimate(model_features(deployed, spec.img_size, spec.batch or 1), profile,
+                            model=spec.variant, img_size=spec.img_size, batch=spec.batch or 1), profile).to_dict()
+    return {"estimate_ms": est["estimate_ms"], "significant_figures": est["significant_figures"], "kind": "estimate",
+            "device_class": est.get("device_class"),
             "description": profile.description, "runtime": profile.runtime, "provenance": est.get("provenance"),
             "validation": est.get("validation"), "error": profile.error_summary()}
 
