@@ -39,6 +39,21 @@ def test_bench_json_has_load_first_tail_and_peak(capsys, m0_onnx):
     assert code == 0 and "peak RSS MB" in out and "p99 ms" in out and "load ms" in out
 
 
+def test_inspect_json_carries_the_planned_memory(capsys, m0_onnx):
+    """Issue 22.2: memory is known before a device is bought: inspect --json plans the
+    activations from the graph and counts the weights at the artifact's precision."""
+    code, out, err = run_cli(capsys, "inspect", m0_onnx, "--json")
+    assert code == 0, err
+    data = loads_strict(out)
+    planned = memory.static_memory(str(m0_onnx))
+    assert data["activation_bytes"] == planned["activation_bytes"]
+    assert data["activation_bytes"] > 0
+    assert data["packed_activation_bytes"] <= data["activation_bytes"]
+    # fp32 weights: four bytes per parameter (the ONNX graph's initializers count the
+    # parameters after folding; the plan counts the deploy model's: within 1%)
+    assert abs(data["weight_bytes"] - 4 * data["params"]) <= 0.01 * data["weight_bytes"], data
+
+
 def test_peak_tracking_sees_a_transient_allocation_after_the_baseline():
     """The high-water mark above the baseline catches memory that was freed again: the
     pattern of a runtime's load-time scratch (and the reason a fresh process is needed)."""

@@ -120,9 +120,12 @@ def _per_layer(artifact: Path, *, images, checkpoint, variant, as_json: bool, sh
 @app.command("inspect")
 def inspect_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An artifact file or package."),
                 profile: bool = Flag(False, "--profile", help="Also measure each op type's share of runtime."),
+                memory: bool = Flag(False, "--memory", help="Also plan activation memory from the graph (one "
+                                    "torch.export of the model; always in --json)."),
                 as_json: bool = JsonFlag()):
     """Graph report: op histogram, memory-bound ops, parameters, size, inputs and outputs."""
     from evit_export.targets import target_for
+    from evit_export.validation.memory import static_memory  # imports torch: only when inspecting
 
     if not artifact.exists():
         raise UserError(f"artifact {artifact} does not exist: check the path")
@@ -136,8 +139,12 @@ def inspect_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
         else:
             report.extra["time_share"] = shares
     io = target.describe(artifact)
+    planned = static_memory(str(artifact)) if memory or as_json else None
     if as_json:
         data = report.to_dict()
+        data.update({k: planned[k] for k in ("activation_bytes", "packed_activation_bytes", "peak_live_bytes",
+                                             "weight_bytes")})
+        data["memory_method"] = planned["method"]
         data["inputs"] = [vars(t) for t in io["inputs"]]
         data["outputs"] = [vars(t) for t in io["outputs"]]
         sys.stdout.write(dumps_strict(data, indent=2, default=str) + "\n")
@@ -154,6 +161,10 @@ def inspect_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
         table.add_row(*row)
     console.print(table)
     console.print(f"parameters: {report.params:,}   file size: {report.file_size / 1e6:.2f} MB")
+    if planned is not None:
+        console.print(f"planned from the graph: activations {planned['activation_bytes'] / 1e6:.2f} MB "
+                      f"(packed {planned['packed_activation_bytes'] / 1e6:.2f} MB), weights "
+                      f"{planned['weight_bytes'] / 1e6:.2f} MB")
     for role in ("inputs", "outputs"):
         for t in io[role]:
             console.print(f"{role[:-1]} {t.name}: {t.dtype} {t.shape} {t.layout}, {t.value_range}")

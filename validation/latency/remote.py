@@ -190,4 +190,8 @@ def _parse_result(code: int, out: str, err: str, target: RemoteHost, remote_pyth
                    threads=result.get("threads"), median_ms=median, p90_ms=float(result["p90_ms"]),
                    min_ms=float(result["min_ms"]), images_per_s=round(int(result.get("batch") or 1) / median * 1e3, 1),
                    iterations=int(result["iterations"]), kind="measured",
-                   machine=f"remote {target.host}:{target.port}: {result['machine']}")
+                   machine=f"remote {target.host}:{target.port}: {result['machine']}",
+                   # .get: an older harness on the device may not report these yet
+                   p50_ms=result.get("p50_ms", median), p99_ms=result.get("p99_ms"),
+                   load_ms=result.get("load_ms"), first_ms=result.get("first_ms"),
+                   peak_rss_bytes=result.get("peak_rss_bytes"), memory=result.get("memory") or {})
