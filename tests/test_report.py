@@ -295,3 +295,20 @@ def test_few_points_per_device_share_one_plot(browser, tmp_path):
     assert page.eval_on_selector_all("figure.pareto", "fs => fs.map(f => f.dataset.device)") == \
         ["this-machine"] + devices[:2]
     page.close()
+
+
+def test_memory_against_latency_plot(browser, tmp_path):
+    """Issue 22: the report draws peak resident memory against measured latency, one
+    point per measured cell, inside its axes; cells without a measured peak are left out."""
+    from evit_export.packaging.report import build_report
+
+    results = synthetic_results([], [70.0, 75.0, 80.0])
+    for i, cell in enumerate(results["cells"][:2]):
+        cell["latency"].update(peak_rss_bytes=int((30 + 20 * i) * 1e6), p99_ms=2.0 + i)
+    page = _open(browser, build_report(results), tmp_path / "report.html")
+    ids = page.eval_on_selector_all("figure.memory g[id^='point--memory--']", "gs => gs.map(g => g.id)")
+    assert sorted(ids) == ["point--memory--" + c["id"] for c in sorted(results["cells"][:2], key=lambda c: c["id"])]
+    axes = page.evaluate(BOXES, ["axes--memory"])[0]
+    for box in page.evaluate(BOXES, ids):
+        assert _inside(box, axes), (box, axes)
+    page.close()

@@ -95,6 +95,19 @@ def size_points(results: dict) -> tuple[list[dict], str]:
     return points, " / ".join(sorted(used))
 
 
+def memory_points(results: dict) -> list[dict]:
+    """Peak resident memory the model adds against measured latency, one point per cell
+    measured on this machine (issue 22: what the device pays besides time)."""
+    points = []
+    for c in results["cells"]:
+        lat = c.get("latency") or {}
+        if c["status"] == "done" and lat.get("median_ms") is not None and lat.get("peak_rss_bytes"):
+            points.append({"id": c["id"], "x": lat["median_ms"], "y": lat["peak_rss_bytes"] / 1e6,
+                           "target": c["target"], "precision": c["precision"], "measured": True,
+                           "label": c["variant"]})
+    return points
+
+
 def share_rows(results: dict) -> list[dict]:
     return [{"id": c["id"], "target": c["target"], "op_share": c["memory_bound_ops"] / c["total_ops"],
              "time_share": c.get("memory_bound_time_share")}
@@ -274,6 +287,13 @@ def _size_and_share_section(results: dict) -> str:
                                  f"Size against latency ({used})", front=False)
         parts.append(_figure(svg, "smaller and faster is better; filled = measured, hollow = estimate",
                              " class=\"plot size\""))
+    memory = memory_points(results)
+    if memory:
+        svg = plots.scatter_plot(memory, "memory", "latency per image, ms (batch 1)", "peak resident memory, MB",
+                                 "Memory against latency (measured on this machine)", front=False)
+        parts.append(_figure(svg, "the process's resident high-water mark above its baseline after the runtime's "
+                             "import and before the model's load, against median latency; lower and faster is "
+                             "better", " class=\"plot memory\""))
     rows = share_rows(results)
     if rows:
         parts.append(_figure(plots.share_plot(rows), "ops that reshape, transpose, split, copy or apply "
@@ -281,7 +301,7 @@ def _size_and_share_section(results: dict) -> str:
                              "the runtime's kernel time, where it can be profiled", " class=\"plot share\""))
     if not parts:
         return ""
-    return "<h2>Size and memory-bound work</h2><div class=\"plots\">" + "".join(parts) + "</div>"
+    return "<h2>Size, memory and memory-bound work</h2><div class=\"plots\">" + "".join(parts) + "</div>"
 
 
 def _num(value, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
