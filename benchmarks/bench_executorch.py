@@ -181,11 +181,6 @@ def main(argv=None) -> int:
     ap.add_argument("--calibration-size", type=int, default=16)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    from evit_export.targets import register_target, target_names
-    from evit_export.targets.executorch import ExecuTorchTarget
-
-    if "executorch" not in target_names():  # before the registry line lands
-        register_target(ExecuTorchTarget)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-executorch-") as d:
         for variant in args.variants:

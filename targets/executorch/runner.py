@@ -53,8 +53,11 @@ def runtime_logs_filtered() -> Iterator[None]:
 
 
 def runtime():
+    import warnings
+
     require("executorch")
-    with runtime_logs_filtered():
+    with runtime_logs_filtered(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the bindings warn at import that their API is "experimental"
         from executorch.runtime import Runtime
 
         return Runtime.get()
