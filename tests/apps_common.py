@@ -85,3 +85,71 @@ def syntax_errors(path: Path) -> list[str]:
         elif node.has_error:
             stack.extend(node.children)
     return errors
+
+
+def _parse(path: Path):
+    import importlib
+
+    from tree_sitter import Language, Parser
+
+    grammar = importlib.import_module(GRAMMARS[path.suffix])
+    source = path.read_bytes()
+    return source, Parser(Language(grammar.language())).parse(source)
+
+
+def _swift_literal(node, source: bytes):
+    """The value of a Swift literal node (number, string with its escapes, array), as
+    Swift reads it; None for anything else (an expression the test cannot evaluate)."""
+    text = source[node.start_byte:node.end_byte].decode()
+    if node.type == "integer_literal":
+        return int(text)
+    if node.type == "real_literal":
+        return float(text)
+    if node.type == "line_string_literal":
+        parts = []
+        for child in node.children:
+            piece = source[child.start_byte:child.end_byte].decode()
+            if child.type == "line_str_text":
+                parts.append(piece)
+            elif child.type == "str_escaped_char":
+                parts.append({"\\n": "\n", "\\t": "\t", "\\0": "\0", "\\r": "\r"}.get(piece, piece[1:]))
+            elif child.type not in ('"',):
+                return None  # interpolation: not a constant
+        return "".join(parts)
+    if node.type == "array_literal":
+        return [_swift_literal(c, source) for c in node.named_children]
+    if node.type == "prefix_expression" and text.startswith("-"):
+        value = _swift_literal(node.named_children[-1], source)
+        return -value if isinstance(value, (int, float)) else None
+    return None
+
+
+def swift_constants(path: Path) -> dict[str, object]:
+    """``let`` constants declared in a Swift file, name -> value as the compiler would
+    read them (so a test checks the values the app runs with, not source text)."""
+    source, tree = _parse(path)
+    found, stack = {}, [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "property_declaration":
+            names = [c for c in node.children if c.type == "pattern"]
+            values = [c for c in node.named_children if c.type.endswith("literal") or c.type == "prefix_expression"]
+            if names and values:
+                found[source[names[0].start_byte:names[0].end_byte].decode()] = _swift_literal(values[-1], source)
+        stack.extend(node.children)
+    return found
+
+
+def swift_call_arguments(path: Path, function: str) -> list[list[object]]:
+    """The literal arguments of every call to ``function`` (None where an argument is not
+    a literal), in source order."""
+    source, tree = _parse(path)
+    calls, stack = [], [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "call_expression" and node.children and \
+                source[node.children[0].start_byte:node.children[0].end_byte].decode() == function:
+            args = [a for a in node.children[1].named_children[0].named_children if a.type == "value_argument"]
+            calls.append((node.start_byte, [_swift_literal(a.named_children[-1], source) for a in args]))
+        stack.extend(node.children)
+    return [args for _, args in sorted(calls, key=lambda c: c[0])]
