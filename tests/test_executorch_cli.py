@@ -8,7 +8,6 @@ import json
 import os
 
 import pytest
-
 from cli_helpers import run_cli_process
 
 if importlib.util.find_spec("executorch") is None:
@@ -61,3 +60,17 @@ def test_variants_at_224_stay_in_one_partition(variant, tmp_path):
     assert done.returncode == 0 and "PASS" in done.stdout, done.stdout + done.stderr
     inspected = json.loads(run_cli_process("inspect", tmp_path / f"{variant}.pte", "--json").stdout)
     assert inspected["extra"]["xnnpack_partitions"] == 1 and inspected["extra"]["non_delegated_ops"] == {}
+
+
+@pytest.mark.slow
+def test_coreml_backend_exports_here_and_runs_only_on_apple(tmp_path):
+    """The CoreML delegate is compiled on Linux; the Linux runtime has no CoreMLBackend,
+    so opening the program is one line saying where it runs (checkable only on a Mac)."""
+    done = run_cli_process("executorch", "-v", "m0", "--img-size", "64", "--num-classes", "10", "--backend",
+                           "coreml", "--precision", "fp16", "--no-check", "-o", tmp_path / "m0_coreml.pte",
+                           cwd=tmp_path, timeout=3600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    inspected = json.loads(run_cli_process("inspect", tmp_path / "m0_coreml.pte", "--json").stdout)
+    assert inspected["extra"]["delegate_calls"].get("CoreMLBackend", 0) >= 1
+    check = run_cli_process("check", tmp_path / "m0_coreml.pte")
+    assert check.returncode == 2 and "CoreMLBackend" in check.stderr and "Traceback" not in check.stderr, check.stderr

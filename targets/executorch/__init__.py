@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from evit_export.core.spec import ModelSpec
-
 from evit_export.targets.base import Artifact, GraphReport, Runner, RunnerOptions, Target, TensorInfo
 from evit_export.targets.executorch.options import Backend, ExecuTorchOptions, ExecuTorchPrecision
 
+from evit_export.core.spec import ModelSpec
+
 PACKAGE = "evit_export.targets.executorch"
+BACKEND_NAMES = {"XnnpackBackend": "XNNPACK", "CoreMLBackend": "CoreML"}  # delegate ids as users know them
 
 
 class ExecuTorchTarget(Target):
@@ -22,7 +23,7 @@ class ExecuTorchTarget(Target):
     options_type = ExecuTorchOptions
     title = "ExecuTorch"
     extra = "executorch"
-    requirements = {"executorch": "ExecuTorch export and its runtime (.pte)"}
+    requirements: ClassVar[dict[str, str]] = {"executorch": "ExecuTorch export and its runtime (.pte)"}
     colour = "#ee4c2c"  # PyTorch's orange-red
     kernel_library = "xnnpack"
     auto_apps = ("python",)
@@ -91,9 +92,15 @@ class ExecuTorchTarget(Target):
     def export_summary(self, artifact: Artifact, options: ExecuTorchOptions) -> list[str]:
         info = artifact.info
         leftover = sum(info.get("non_delegated_ops", {}).values())
-        return [f"wrote {artifact.path} ({info['file_size'] / 1e6:.2f} MB, {options.precision_label()}, batch "
-                f"{options.batch}, {info['xnnpack_partitions']} XNNPACK partition(s), {leftover} op(s) outside the "
-                f"delegate, {info['export_seconds']:.1f} s)"]
+        partitions = ", ".join(f"{n} {BACKEND_NAMES.get(backend, backend)} partition{'s' if n != 1 else ''}"
+                               for backend, n in info.get("partitions", {}).items()) or "no delegate partition"
+        lines = [(f"wrote {artifact.path} ({info['file_size'] / 1e6:.2f} MB, {options.precision_label()}, batch "
+                  f"{options.batch}, {partitions}, {leftover} op(s) outside the delegate, "
+                  f"{info['export_seconds']:.1f} s)")]
+        if options.backend == Backend.COREML:
+            lines.append("the CoreML delegate runs only on macOS / iOS: check this program on a Mac "
+                         "(the ExecuTorch runtime here has no CoreMLBackend)")
+        return lines
 
 
 __all__ = ["Backend", "ExecuTorchOptions", "ExecuTorchPrecision", "ExecuTorchTarget"]

@@ -7,15 +7,15 @@ import copy
 import time
 from pathlib import Path
 
-from evit_export.core.atomic import atomic_path, check_writable
-from evit_export.core.errors import UserError
-from evit_export.core.optional import require
-from evit_export.core.spec import ModelSpec
-
 from evit_export.targets.base import Artifact, write_sidecar
 from evit_export.targets.calibration import calibration_record
 from evit_export.targets.executorch.inspector import SPEC_METHOD, XNNPACK_BACKEND, load_program, summarise
 from evit_export.targets.executorch.options import Backend, ExecuTorchOptions, ExecuTorchPrecision
+
+from evit_export.core.atomic import atomic_path, check_writable
+from evit_export.core.errors import UserError
+from evit_export.core.optional import require
+from evit_export.core.spec import ModelSpec
 
 
 def _half_precision(model):
@@ -89,8 +89,10 @@ def _quantize_int8(model, example, pixels, spec: ModelSpec, batch: int):
     """PT2E static int8 with the XNNPACK quantizer (symmetric, per-channel weights),
     calibrated on ``pixels``: ExecuTorch's recipe for XNNPACK's int8 kernels."""
     import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from evit_export.core.preprocess import normalize
@@ -108,7 +110,10 @@ def _quantize_int8(model, example, pixels, spec: ModelSpec, batch: int):
 
 def _partitioners(options: ExecuTorchOptions):
     if options.backend == Backend.COREML:
+        from evit_export.core.import_order import tf_safe
+
         require("coremltools")
+        tf_safe()  # coremltools imports TensorFlow when it is installed: torch's triton must come first
         from executorch.backends.apple.coreml.partition import CoreMLPartitioner
 
         return [CoreMLPartitioner()]

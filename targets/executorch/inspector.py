@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from evit_export.core.errors import UserError
-
 from evit_export.targets.base import SPEC_KEY, TensorInfo, parse_spec
+
+from evit_export.core.errors import UserError
 
 # The method holding the ModelSpec JSON: a constant method returns its string without
 # running a kernel, so the runtime on a phone (``Module.execute``) reads it like we do.
@@ -50,7 +50,7 @@ def load_program(path: Path):
     data = read_pte_bytes(path)
     try:
         return deserialize_pte_binary(data), data
-    except Exception as e:  # flatc / flatbuffer errors of several kinds for a damaged file
+    except Exception as e:  # noqa: BLE001 - flatc / flatbuffer errors of many kinds for a damaged file
         first = (str(e).splitlines() or [type(e).__name__])[0][:100]
         raise UserError(f"{path} is not a readable ExecuTorch program ({first}): re-export it") from None
 
@@ -159,7 +159,7 @@ def xnnpack_graph_summary(blob: bytes) -> tuple[Counter, int]:
         schema.write_bytes(_xnnpack_schema())
         graph.write_bytes(blob[offset:offset + size])
         proc = subprocess.run([_flatc(), "--json", "--strict-json", "--raw-binary", "-o", d, str(schema), "--",
-                               str(graph)], capture_output=True)
+                               str(graph)], capture_output=True, check=False)
         out = Path(d) / "graph.json"
         if proc.returncode != 0 or not out.exists():
             return Counter({"<unreadable XNNPACK blob>": 1}), 0
@@ -177,7 +177,7 @@ def xnnpack_graph_summary(blob: bytes) -> tuple[Counter, int]:
 
 def _xnn_op_name(union_type: str) -> str:
     """``XNNConv2d`` -> ``Conv2d``: XNNPACK's node type, as inspect lists it."""
-    return union_type[3:] if union_type.startswith("XNN") else union_type
+    return union_type.removeprefix("XNN")
 
 
 def spec_json(text: str | None) -> dict | None:

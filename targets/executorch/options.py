@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from evit_export.core.errors import UserError
-
 from evit_export.targets.base import PrecisionNotApplicable, TargetOptions, cli_option, enum_choice
 from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE, check_calibration_source
+
+from evit_export.core.errors import UserError
 
 
 class ExecuTorchPrecision(StrEnum):

@@ -11,14 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from evit_export.targets.base import Runner, run_in_batches
+from evit_export.targets.executorch.inspector import FORWARD, load_program
 
 from evit_export.core.errors import UserError
 from evit_export.core.optional import require
 from evit_export.core.preprocess import to_model_input
 from evit_export.core.spec import ModelSpec
-
-from evit_export.targets.base import Runner, run_in_batches
-from evit_export.targets.executorch.inspector import FORWARD, load_program
 
 # The runtime's own log lines (ET_LOG "[file.cpp:NN] ...", cpuinfo probing /sys on
 # x86) and torch's glog-style warnings at import: not actionable for a user.
@@ -116,7 +115,6 @@ class ExecuTorchRunner(Runner):
     def timed_call(self, pixels: np.ndarray):
         """Inputs copied into the method once; the timed call runs the plan only."""
         import torch
-
         from evit_export.targets.base import pad_batch
 
         x = pad_batch(to_model_input(pixels, self.spec)[: self.batch], self.batch)

@@ -8,9 +8,9 @@ def open_model(path, threads, batch):
     try:
         import numpy as np
         import torch
+        from executorch import version as et_version
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
-        from executorch import version as et_version
     except ImportError:
         fail(MISSING_RUNTIME, error="runtime missing", package="executorch")
     if threads:
