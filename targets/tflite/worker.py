@@ -82,9 +82,13 @@ def _quantize_keeping_float(tf, np, converter, representative, opts: dict, job: 
                                                          debug_options=debug_options(denylisted_ops=ops))
     probe = tf.lite.Interpreter(model_content=debugger.quant_model)
     tensor_names = [d["name"] for d in probe.get_tensor_details()]
+    # the classifier's last op writes the signature's output, which carries the output name
+    # rather than the head's scope
+    outputs = [d["name"] for d in probe.get_output_details()]
 
     def build(kept: list[str]) -> bytes:
         nodes = [n for n in tensor_names if any(n.startswith(b + "/") for b in kept)]
+        nodes += outputs if "head" in kept else []
         debugger.options = debug_options(denylisted_ops=ops, denylisted_nodes=nodes)
         return debugger.get_nondebug_quantized_model()
 
