@@ -61,7 +61,6 @@ def documented_recipe(model, img_size: int, out: Path) -> float:
 def executorch_call(path: Path, x: np.ndarray):
     """(timed call, logits function) of a .pte on executorch.runtime, 1 thread."""
     import torch
-
     from evit_export.targets.executorch.runner import runtime, runtime_logs_filtered, set_threads
 
     rt = runtime()
@@ -96,7 +95,6 @@ def litert_call(path: Path):
 def bench_variant(variant: str, work: Path, iters: int, calibration_size: int, img_size: int) -> dict:
     import torch
     from conftest import make_timm_model
-
     from evit_export.models.reference import deploy_for_export
     from evit_export.targets import get_target
     from evit_export.targets.executorch import ExecuTorchOptions

@@ -20,6 +20,8 @@ from evit_export.models.efficientvit import VARIANTS, EfficientViT
 from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
 from evit_export.core.paths import cache_dir
+from evit_export.core.digest import sha256_file
+from evit_export.core.atomic import atomic_path, write_text_atomic
 
 # Official model-zoo releases (microsoft/Cream EfficientViT, mirrored by timm), the
 # ImageNet-1K weights behind ``--pretrained imagenet``. Their sha256 could not be
@@ -123,8 +125,6 @@ def _fetch(url: str, tmp: Path, name: str, quiet: bool) -> None:
 
 
 def _sha256(path: Path) -> str:
-    from evit_export.core.digest import sha256_file
-
     return sha256_file(path)
 
 
@@ -355,7 +355,6 @@ def save_project_checkpoint(model: torch.nn.Module, spec, path: str | os.PathLik
     """Write NAME.safetensors + NAME.json atomically (weights first, then the sidecar)."""
     from safetensors.torch import save_file
 
-    from evit_export.core.atomic import atomic_path, write_text_atomic
 
     path = Path(path)
     if path.suffix != ".safetensors":

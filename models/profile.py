@@ -15,6 +15,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
 from evit_export.models.efficientvit import VARIANTS, EfficientViT
+from evit_export.core.errors import UserError
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -91,8 +92,6 @@ def count_macs(model: torch.nn.Module, img_size: int) -> int:
 
 
 def variant_table(num_classes: int = 1000, img_size: int = 224) -> list[dict]:
-    from evit_export.core.errors import UserError
-
     if img_size < 32:
         raise UserError(f"img_size={img_size} is too small: EfficientViT needs at least 32 pixels")
     if num_classes < 1:

@@ -16,14 +16,15 @@ import os
 from pathlib import Path
 
 from evit_export.core.errors import UserError
+from evit_export.core.paths import cache_dir
+from evit_export.core.atomic import write_text_atomic
+from evit_export.models.checkpoint import _sha256, is_url
 
 INDEX_NAME = "weights-index.json"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
 def _index_path() -> Path:
-    from evit_export.core.paths import cache_dir
-
     return cache_dir() / INDEX_NAME
 
 
@@ -38,7 +39,6 @@ def _read_index() -> dict[str, str]:
 
 def _remember(sha256: str, path: Path) -> None:
     """Best effort: an unwritable cache only costs the look-up later."""
-    from evit_export.core.atomic import write_text_atomic
 
     index = _read_index()
     if index.get(sha256) == str(path):
@@ -54,7 +54,6 @@ def _remember(sha256: str, path: Path) -> None:
 def describe_source(checkpoint, url: str | None = None) -> dict:
     """``spec.source`` for weights read from ``checkpoint`` (a path or URL); ``url``: where
     a downloaded file came from (the official pretrained weights)."""
-    from evit_export.models.checkpoint import _sha256, is_url
 
     if is_url(checkpoint):
         return {"checkpoint": str(checkpoint)}
@@ -68,14 +67,10 @@ def describe_source(checkpoint, url: str | None = None) -> dict:
 
 
 def _matches(path: Path, sha256: str | None) -> bool:
-    from evit_export.models.checkpoint import _sha256
-
     return path.is_file() and (sha256 is None or _sha256(path) == sha256.lower())
 
 
 def _in_cache(sha256: str) -> Path | None:
-    from evit_export.core.paths import cache_dir
-
     root = cache_dir()
     if not root.is_dir():
         return None
@@ -88,7 +83,6 @@ def _in_cache(sha256: str) -> Path | None:
 def find_checkpoint(source: dict, near: tuple[os.PathLike, ...] = ()) -> str | Path:
     """The checkpoint ``source`` (a ``spec.source`` with a "checkpoint") names, found on
     this machine by sha256; a URL comes back as is. UserError when it is nowhere."""
-    from evit_export.models.checkpoint import is_url
 
     location, sha = str(source["checkpoint"]), source.get("sha256")
     if is_url(location):

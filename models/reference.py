@@ -4,16 +4,16 @@ from __future__ import annotations
 import torch
 
 from evit_export.core.errors import UserError
+from evit_export.models import build_model, DeployEfficientViT, fold, randomize_
+from evit_export.models.checkpoint import fetch_pretrained, is_url, pretrained_url
+from evit_export.models.efficientvit import canonical_variant
+from evit_export.models.provenance import describe_source, find_checkpoint
 
 
 def prepare_model(variant=None, checkpoint=None, num_classes=None, img_size=None, *, seed=None,
                   labels=None, reset_head=False, pretrained=False):
     """build_model, plus seeded realistic random weights when there is no checkpoint;
     ``pretrained``: the official ImageNet weights (cached after the first download)."""
-    from evit_export.models import build_model, randomize_
-    from evit_export.models.checkpoint import fetch_pretrained, pretrained_url
-    from evit_export.models.efficientvit import canonical_variant
-    from evit_export.models.provenance import describe_source
 
     if img_size is not None and img_size < 32:
         raise UserError(f"img_size={img_size} is too small: EfficientViT needs at least 32 pixels")
@@ -42,7 +42,6 @@ def prepare_model(variant=None, checkpoint=None, num_classes=None, img_size=None
 @torch.no_grad()
 def fold_and_measure(model, batch: int = 4, seed: int = 0):
     """Fold ``model``; return (deploy model, max |logit diff| on seeded random inputs)."""
-    from evit_export.models import DeployEfficientViT, fold
 
     if isinstance(model, DeployEfficientViT):
         return model, 0.0
@@ -64,9 +63,6 @@ def reference_model(spec, checkpoint=None, variant=None, folded: bool = True, ne
     ``folded``: the deploy form (equivalence, latency) or the model as loaded (parity)."""
     from pathlib import Path
 
-    from evit_export.models import fold
-    from evit_export.models.checkpoint import is_url
-    from evit_export.models.provenance import find_checkpoint
 
     source = (spec.source if spec else {}) or {}
     if checkpoint is None and "seed" in source:
@@ -94,7 +90,6 @@ def reference_model(spec, checkpoint=None, variant=None, folded: bool = True, ne
 def deploy_for_export(variant=None, checkpoint=None, num_classes=None, img_size=None, *, seed=None,
                       labels=None):
     """(folded deploy model, spec) for an export command; notes go into the spec."""
-    from evit_export.models import fold
 
     model = prepare_model(variant, checkpoint, num_classes, img_size, seed=seed, labels=labels)
     deployed = fold(model)  # idempotent: a folded checkpoint comes back as is

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from evit_export.core.spec import ModelSpec
+from evit_export.targets import get_target
 
 
 @dataclass
@@ -57,14 +58,11 @@ class AppContext:
 
 def app_writers(target_name: str) -> dict[str, Callable[[AppContext], str]]:
     """App kind -> writer for ``target_name``'s artifacts (``Target.app_writers``)."""
-    from evit_export.targets import get_target
 
     return get_target(target_name).app_writers()
 
 
 def auto_apps(target_name: str) -> tuple[str, ...]:
-    from evit_export.targets import get_target
-
     return tuple(get_target(target_name).auto_apps)
 
 

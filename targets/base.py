@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from evit_export.core import optional
+from evit_export.core.atomic import check_writable, write_text_atomic
 from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
 from evit_export.core.spec import ModelSpec
@@ -322,7 +323,6 @@ class Target(ABC):
     def check_output(self, out: Path, options: TargetOptions) -> Path:
         """``out`` if it suits ``options`` and can be written; a UserError naming the fix
         otherwise. Export commands call it before any work."""
-        from evit_export.core.atomic import check_writable
 
         if not str(out).lower().endswith(tuple(s.lower() for s in self.suffixes)):
             raise UserError(f"out={out} must end in {' or '.join(self.suffixes)}")
@@ -394,8 +394,6 @@ def sidecar_path(artifact: Path) -> Path:
 
 
 def write_sidecar(artifact: Path, spec: ModelSpec, info: dict) -> Path:
-    from evit_export.core.atomic import write_text_atomic
-
     payload = {"spec": spec.to_dict(), "info": info}
     return write_text_atomic(sidecar_path(artifact), dumps_strict(payload, indent=2, sort_keys=True, default=str))
 

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from evit_export.core.errors import UserError
 from evit_export.core.machine import cpu_flags, machine_description
+from evit_export.targets import get_target
+from evit_export.validation.latency.remote import remote_script
+from evit_export.core.atomic import atomic_path
 
 # The paper's throughput ratios (EfficientViT / baseline) on a Xeon E5-2690 v4, one thread,
 # batch 16: "cpu" in PyTorch, "onnx" in onnxruntime (shared/DESIGN.md, reference numbers).
@@ -96,7 +99,6 @@ def export_baseline(name: str, out: Path, batch: int, seed: int = 0) -> tuple[Pa
 def export_variant(variant: str, target: str, folder: Path, batch: int, seed: int = 0) -> tuple[Path, int]:
     """An EfficientViT variant exported by this tool at ``batch`` (seeded realistic weights)."""
     from evit_export.models.reference import deploy_for_export
-    from evit_export.targets import get_target
 
     deployed, spec = deploy_for_export(variant, None, seed=seed)
     chosen = get_target(target)
@@ -109,7 +111,6 @@ def export_variant(variant: str, target: str, folder: Path, batch: int, seed: in
 
 def measure_file(path: Path, threads: int, batch: int, iterations: int, timeout: float = 900.0) -> dict:
     """The device harness run here, in a fresh process: its JSON answer."""
-    from evit_export.validation.latency.remote import remote_script
 
     with tempfile.TemporaryDirectory(prefix="evit-compare-") as scratch:
         script = Path(scratch) / "bench.py"
@@ -169,7 +170,6 @@ def plot_comparison(comparison: Comparison, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evit_export.core.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     for row in comparison.rows:

@@ -20,6 +20,8 @@ import numpy as np
 
 from evit_export.core.errors import UserError
 from evit_export.core.metrics import topk_correct
+from evit_export.data import DIGITS_LABELS, load_digits_split, load_eval_folder
+from evit_export.targets import open_artifact
 
 TOLERANCE_POINTS = {"fp32": 0.2, "fp16": 0.2, "int8": 1.5}
 
@@ -73,7 +75,6 @@ def accuracy(name: str, runtime: str, precision: str, logits: np.ndarray, target
 def load_labelled(data, spec):
     """Labelled images for ``spec``'s preprocessing: the folder ``data``, or for a digits
     model without one, the embedded digits' validation split."""
-    from evit_export.data import DIGITS_LABELS, load_digits_split, load_eval_folder
 
     if data is None:
         if list(spec.labels) != DIGITS_LABELS:
@@ -115,7 +116,6 @@ def check_parity(artifacts: list[str | Path], *, data: str | Path | None = None,
 
 def _open_artifacts(artifacts) -> list[tuple]:
     """(path, target, spec) of each artifact; all must be of one model."""
-    from evit_export.targets import open_artifact
 
     if not artifacts:
         raise UserError("no artifact given: pass one or more .onnx / .mlpackage / .tflite files")

@@ -10,6 +10,9 @@ from rich.table import Table
 from evit_export.cli import JsonFlag, app, console, err_console
 from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
+from evit_export.api import compare
+from evit_export.core.atomic import write_text_atomic
+from evit_export.validation.compare import plot_comparison
 
 
 def _names(text: str, flag: str) -> list[str]:
@@ -41,7 +44,6 @@ def compare_cmd(variants: str = typer.Option("m2,m5", "--variants", metavar="LIS
     (torch.onnx.export + onnxsim). Prints throughput, peak memory and each pair's ratio
     beside the paper's.
     """
-    from evit_export.api import compare
 
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: pass a folder")
@@ -57,9 +59,6 @@ def compare_cmd(variants: str = typer.Option("m2,m5", "--variants", metavar="LIS
 
 
 def _write(result, out: Path) -> None:
-    from evit_export.core.atomic import write_text_atomic
-    from evit_export.validation.compare import plot_comparison
-
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "compare.json", dumps_strict(result.to_dict(), indent=2) + "\n")
     plot_comparison(result, out / "compare.png")

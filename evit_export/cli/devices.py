@@ -12,6 +12,7 @@ from rich.table import Table
 from evit_export.cli import JsonFlag, _App, _Group, app, console, err_console
 from evit_export.core.jsonio import dumps_strict
 from evit_export.targets import target_names
+from evit_export.validation.latency.profiles import all_profiles
 
 devices_app = _App(cls=_Group, no_args_is_help=True, help="Device profiles for simulated latency: list, fit, calibrate.")
 app.add_typer(devices_app, name="devices")
@@ -33,7 +34,6 @@ class CalibrationRuntime(str, Enum):
 @devices_app.command("list")
 def list_cmd(as_json: bool = JsonFlag()):
     """Every built-in and user profile, with what it rests on and how well it predicts."""
-    from evit_export.validation.latency.profiles import all_profiles
 
     profiles = all_profiles()
     if as_json:

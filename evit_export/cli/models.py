@@ -11,6 +11,7 @@ from rich.table import Table
 from evit_export.cli import CheckpointOpt, ImgSizeOpt, JsonFlag, NumClassesOpt, VariantOpt, app, console, print_notes
 from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
+from evit_export import api
 
 
 @app.command("models")
@@ -43,7 +44,6 @@ def fold_cmd(variant: Optional[str] = VariantOpt, checkpoint: Optional[str] = Ch
              seed: Optional[int] = typer.Option(None, "--seed", metavar="SEED",
                                                 help="Without a checkpoint: seed of the realistic random weights.")):
     """Fold BatchNorm and write the deploy model in the project format."""
-    from evit_export import api
     from evit_export.models.checkpoint import save_project_checkpoint
     from evit_export.models.reference import fold_and_measure
 

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from evit_export.cli import CheckpointOpt, Flag, app, console, err_console
+from evit_export.packaging.package import build_package
 
 
 class AppKind(str, enum.Enum):
@@ -43,7 +44,6 @@ def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
                 latency: bool = Flag(True, "--latency/--no-latency", help="Measure latency on this machine.")):
     """Write an app-integration package: model, labels, exact preprocessing, a sample image with its expected
     outputs, app projects, a manifest with checksums and a report."""
-    from evit_export.packaging.package import build_package
 
     path = build_package(artifact, out, checkpoint=checkpoint, images=images, threads=threads,
                          measure=latency, app=app_kind.value, vendor_runtime=vendor_runtime,

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from evit_export.cli import CheckpointOpt, Flag, JsonFlag, ThreadsOpt, app, console
 from evit_export.core.jsonio import dumps_strict
+from evit_export import api
 
 
 @app.command("parity")
@@ -29,7 +30,6 @@ def parity_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT..."
 
     Exit 0 when every |top-1 delta| is within tolerance (fp32 and fp16 0.2 points, int8 1.5 points), 1 when not.
     """
-    from evit_export import api
 
     report = api.parity(artifacts, data=data, checkpoint=checkpoint, limit=limit, threads=threads)
     if as_json:

@@ -6,6 +6,8 @@ from pathlib import Path
 import typer
 
 from evit_export.cli import JsonFlag, app, console
+from evit_export.core.jsonio import dumps_strict
+from evit_export.packaging.verify import verify_package
 
 
 @app.command("verify-package")
@@ -15,8 +17,6 @@ def verify_package_cmd(package: Path = typer.Argument(..., metavar="DIR", help="
     sample.png against expected.json. Exit 1 with the reason on any mismatch. What npm install, Gradle, SwiftPM
     and Python create beside their project file (node_modules/, package-lock.json, build/, .gradle/, .build/,
     Package.resolved, __pycache__/) is accepted; any other file not in manifest.json fails, named."""
-    from evit_export.core.jsonio import dumps_strict
-    from evit_export.packaging.verify import verify_package
 
     result = verify_package(package)
     if as_json:

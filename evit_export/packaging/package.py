@@ -15,8 +15,18 @@ from pathlib import Path
 
 from evit_export.core.atomic import atomic_path
 from evit_export.core.errors import UserError
+from evit_export.core.import_order import quiet_runtime_logs
 from evit_export.core.jsonio import dumps_strict
 from evit_export.packaging.apps import AppContext, chosen_apps, generic_note, write_apps
+from evit_export.packaging.preprocessing import preprocessing_spec
+from evit_export.packaging.sample import EXPECTED, expected_record, SAMPLE, sample_image
+from evit_export.packaging.verify import foreign_files
+from evit_export.packaging.weights import resolve_checkpoint
+from evit_export.targets import open_artifact, RunnerOptions
+from evit_export.targets.base import read_sidecar
+from evit_export.validation.check import check_artifact
+from evit_export.validation.latency import estimates_for
+from evit_export.validation.latency.measure import bench_in_fresh_process
 from evit_export.packaging.manifest import (
     MANIFEST,
     file_entries,
@@ -24,24 +34,17 @@ from evit_export.packaging.manifest import (
     scrub_paths,
     weights_record,
 )
-from evit_export.packaging.preprocessing import preprocessing_spec
-from evit_export.packaging.sample import EXPECTED, SAMPLE, expected_record, sample_image
-from evit_export.packaging.verify import foreign_files
-from evit_export.targets import RunnerOptions
 
 
 def simulated_latencies(target, spec) -> list[dict]:
     """Estimates for the built-in device profiles that fit this artifact's format and
     precision (never an Android figure for a CoreML package), labelled as estimates,
     each with its profile's provenance and validation error."""
-    from evit_export.validation.latency import estimates_for
 
     return estimates_for(spec, target.name, target.precision_family(spec))
 
 
 def _measure(target, artifact, spec, threads, log) -> list[dict]:
-    from evit_export.validation.latency.measure import bench_in_fresh_process
-
     rows = []
     with target.open(artifact, spec, RunnerOptions(threads=threads)) as runner:
         deployment, name = runner.deployment_runtime, runner.name
@@ -94,12 +97,7 @@ def build_package(artifact: str | Path, out: str | Path, checkpoint=None, images
     package, replaced atomically). Its sample image is ``sample`` (an image file), else the
     first readable image of ``images``, else (digits model) a digit scan, else a generated
     pattern that says so."""
-    from evit_export.core.import_order import quiet_runtime_logs
     from evit_export.models.reference import reference_model
-    from evit_export.packaging.weights import resolve_checkpoint
-    from evit_export.targets import open_artifact
-    from evit_export.targets.base import read_sidecar
-    from evit_export.validation.check import check_artifact
 
     quiet_runtime_logs()  # TensorFlow/coremltools import chatter is not for the user
     artifact, target, spec = open_artifact(artifact)

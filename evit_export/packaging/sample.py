@@ -11,7 +11,9 @@ import numpy as np
 
 from evit_export.core.errors import UserError
 from evit_export.core.metrics import softmax
-from evit_export.core.preprocess import list_images
+from evit_export.core.preprocess import _interp, _to_rgb, image_to_pixels, list_images, normalize
+from evit_export.data import is_digits_model
+from evit_export.data.digits import _digits_raw, digit_levels, digits_split_indices
 from evit_export.packaging.preprocessing import sample_side
 
 SAMPLE = "sample.png"
@@ -40,7 +42,6 @@ def sample_image(spec, images=None, sample=None) -> Sample:
     """The package's sample: ``sample`` (an image file) if given, else the first readable
     image of ``images`` (a folder), else the digit scan for the digits model, else a
     generated pattern. Never an error for want of images."""
-    from evit_export.data import is_digits_model
 
     if sample is not None:
         path = Path(sample)
@@ -58,7 +59,6 @@ def sample_image(spec, images=None, sample=None) -> Sample:
 def _read_rgb(path: Path, what: str):
     from PIL import Image, UnidentifiedImageError
 
-    from evit_export.core.preprocess import _to_rgb
 
     if not path.is_file():
         raise UserError(f"{what} does not exist: give an image file (.png, .jpg)")
@@ -77,7 +77,6 @@ def _tool_resize(rgb, spec):
     from PIL import Image
     from torchvision.transforms.v2 import functional as TF
 
-    from evit_export.core.preprocess import _interp
 
     t = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
     t = TF.resize(t, sample_side(spec), interpolation=_interp(spec.interpolation), antialias=True)
@@ -99,8 +98,6 @@ def _digit_sample(spec) -> Sample:
     from PIL import Image
     from torchvision.transforms.v2 import functional as TF
 
-    from evit_export.core.preprocess import _interp
-    from evit_export.data.digits import _digits_raw, digit_levels, digits_split_indices
 
     scans, targets = _digits_raw()
     _, val = digits_split_indices()
@@ -140,7 +137,6 @@ def expected_record(image, description: str, spec, reference, runner) -> dict:
     packaged runtime's, as ``verify-package`` will re-run it."""
     import torch
 
-    from evit_export.core.preprocess import image_to_pixels, normalize
 
     pixels = image_to_pixels(image, spec)[None]
     with torch.no_grad():

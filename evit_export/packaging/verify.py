@@ -15,8 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evit_export.core.errors import UserError
+from evit_export.core.import_order import quiet_runtime_logs
+from evit_export.core.preprocess import image_to_pixels
 from evit_export.packaging.manifest import MANIFEST, portable_spec, sha256_file
-from evit_export.packaging.sample import EXPECTED, SAMPLE, compare_with_expected
+from evit_export.packaging.preprocessing import preprocessing_spec
+from evit_export.packaging.sample import compare_with_expected, EXPECTED, SAMPLE
+from evit_export.targets import open_artifact, RunnerOptions
 
 # What the documented install and build steps create inside a package, recognised by the
 # project file that makes a folder that tool's project: (project files, files, folders).
@@ -122,9 +126,6 @@ def _file_problems(root: Path, manifest: dict) -> str | None:
 
 
 def _spec_problems(root: Path, manifest: dict) -> tuple[str | None, object]:
-    from evit_export.packaging.preprocessing import preprocessing_spec
-    from evit_export.targets import open_artifact
-
     model = _inside(root, manifest.get("model"))
     if model is None or "/" in manifest["model"]:
         return "manifest.json does not name the model file", None
@@ -154,8 +155,6 @@ def _spec_problems(root: Path, manifest: dict) -> tuple[str | None, object]:
 def _sample_problem(root: Path, opened) -> str | None:
     from PIL import Image
 
-    from evit_export.core.preprocess import image_to_pixels
-    from evit_export.targets import RunnerOptions
 
     path, target, spec = opened
     try:
@@ -174,8 +173,6 @@ def _sample_problem(root: Path, opened) -> str | None:
 
 
 def verify_package(root: str | Path) -> VerifyResult:
-    from evit_export.core.import_order import quiet_runtime_logs
-
     quiet_runtime_logs()  # TensorFlow/coremltools import chatter is not for the user
     root = Path(root)
     if not (root / MANIFEST).is_file():

@@ -6,9 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from evit_export.core.interrupt import cancellable
+from evit_export.core.isolation import run_isolated
 from evit_export.core.spec import ModelSpec
+from evit_export.targets.apps import template_text
+from evit_export.targets.base import Artifact, GraphReport, Runner, RunnerOptions, SPEC_KEY, Target, TensorInfo
+from evit_export.targets.coreml.app import APPS
+from evit_export.targets.coreml.exporter import check_out, export_coreml
+from evit_export.targets.coreml.files import read_model_spec
+from evit_export.targets.coreml.inspector import describe_proto, graph_summary
+from evit_export.targets.coreml.runner import native_available, open_runner
 
-from evit_export.targets.base import Artifact, GraphReport, Runner, RunnerOptions, Target, TensorInfo
 from evit_export.targets.coreml.options import (Compression, ComputeUnits, CoreMLOptions, CoreMLPrecision,
                                                 CoreMLRunnerOptions, InputKind, ModelFormat, OutputKind,
                                                 RunnerOutput)
@@ -36,10 +44,6 @@ class CoreMLTarget(Target):
         "concatnd", "slicestatic", "padding"})
 
     def export(self, model, spec: ModelSpec, out: Path, options: CoreMLOptions | None = None) -> Artifact:
-        from evit_export.core.interrupt import cancellable
-        from evit_export.core.isolation import run_isolated
-        from evit_export.targets.coreml.exporter import export_coreml
-
         options = self.check_options(options)
         # coremltools (and the TensorFlow it imports) is native code that can segfault or
         # abort on a graph it does not expect: convert in a worker, so a crash is one line.
@@ -51,49 +55,32 @@ class CoreMLTarget(Target):
     def open(self, path: Path, spec: ModelSpec | None = None, options: RunnerOptions | None = None) -> Runner:
         """``options`` may be CoreMLRunnerOptions (compute units, classifier output,
         integrity check) or the shared RunnerOptions."""
-        from evit_export.targets.coreml.runner import open_runner
 
         return open_runner(Path(path), self.require_spec(path, spec), CoreMLRunnerOptions.of(options))
 
     def embedded_spec_text(self, path: Path) -> str | None:
-        from evit_export.targets.base import SPEC_KEY
-        from evit_export.targets.coreml.files import read_model_spec
-
         return read_model_spec(Path(path))[0].description.metadata.userDefined.get(SPEC_KEY) or None
 
     def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
-        from evit_export.targets.coreml.files import read_model_spec
-        from evit_export.targets.coreml.inspector import describe_proto
-
         return describe_proto(read_model_spec(Path(path))[0], self.read_spec(path))
 
     def inspect(self, path: Path) -> GraphReport:
-        from evit_export.targets.coreml.inspector import graph_summary
-
         hist, params, size, extra = graph_summary(Path(path))
         return self.graph_report(hist, params, size, extra)
 
     def app_writers(self) -> dict:
-        from evit_export.targets.coreml.app import APPS
-
         return dict(APPS)
 
     def remote_bench_source(self) -> str:
-        from evit_export.targets.apps import template_text
-
         return template_text("evit_export.targets.coreml", "templates/remote_bench.py")
 
     def check_output(self, out: Path, options: CoreMLOptions) -> Path:
-        from evit_export.targets.coreml.exporter import check_out
-
         return check_out(out, options)
 
     def export_suffix(self, options: CoreMLOptions) -> str:
         return options.format.suffix
 
     def check_skip_reason(self, options: CoreMLOptions, runner_options: RunnerOptions) -> str | None:
-        from evit_export.targets.coreml.runner import native_available
-
         native = CoreMLRunnerOptions.of(runner_options).native
         if options.format == ModelFormat.NEURALNETWORK and not (native_available() if native is None else native):
             return ("a NeuralNetwork .mlmodel can only be evaluated by CoreML itself (macOS); the MIL interpreter "

@@ -3,6 +3,7 @@ The target's ``app_writers`` returns ``APPS``."""
 from __future__ import annotations
 
 from evit_export.targets.apps import AppContext, write_template
+from evit_export.core.preprocess import resize_short_side
 
 TEMPLATES = "evit_export.targets.coreml"
 SWIFT_CONCURRENCY_IOS = 15  # async/await in the classifier's API
@@ -14,8 +15,6 @@ def swift_string(text: str) -> str:
 
 
 def write_ios_app(ctx: AppContext) -> str:
-    from evit_export.core.preprocess import resize_short_side
-
     spec = ctx.spec
     ios_major = max(SWIFT_CONCURRENCY_IOS, int(ctx.export_info.get("min_ios") or 0))
     name = ctx.class_prefix

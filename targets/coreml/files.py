@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 from evit_export.core.errors import UserError
+from evit_export.core.import_order import native_logs_filtered, tf_safe
+from evit_export.core.interrupt import protected
+from evit_export.core.optional import require
 
 # Metadata key of the digests of the program and its weight files.
 INTEGRITY_KEY = "evit_export.integrity"
@@ -14,9 +17,6 @@ INTEGRITY_KEY = "evit_export.integrity"
 
 def coremltools():
     """The coremltools module, imported after the import-order guard (it imports TensorFlow)."""
-    from evit_export.core.import_order import native_logs_filtered, tf_safe
-    from evit_export.core.interrupt import protected
-    from evit_export.core.optional import require
 
     require("coremltools")
     tf_safe()

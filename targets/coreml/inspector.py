@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from evit_export.core.errors import UserError
 from evit_export.core.spec import ModelSpec
-
 from evit_export.targets.base import TensorInfo
-from evit_export.targets.coreml.files import coremltools, package_size, read_model_spec
+from evit_export.targets.coreml.files import coremltools, integrity_problems, package_size, read_model_spec
+from evit_export.targets.coreml.mil_interpreter import mil_types, tensor_type
+
 
 
 def describe_proto(proto, spec: ModelSpec | None) -> dict[str, list[TensorInfo]]:
@@ -52,8 +54,6 @@ def graph_summary(path: Path) -> tuple[Counter, int, int, dict]:
     """(op histogram, parameter count, bytes on disk, facts) of a saved artifact."""
     path = Path(path)
     proto, _ = read_model_spec(path)
-    from evit_export.core.errors import UserError
-    from evit_export.targets.coreml.files import integrity_problems
 
     missing = [p for p in integrity_problems(proto, path) if p.endswith("is missing")]
     if missing:
@@ -70,7 +70,6 @@ def graph_summary(path: Path) -> tuple[Counter, int, int, dict]:
 
 def program_summary(proto) -> tuple[Counter, int, dict]:
     """Op histogram (without ``const``), parameter count and a few facts of an ML Program."""
-    from evit_export.targets.coreml.mil_interpreter import mil_types, tensor_type
 
     types = mil_types()
     fn = proto.mlProgram.functions["main"]

@@ -16,6 +16,7 @@ from evit_export.targets.base import Runner, pad_batch, run_in_batches
 from evit_export.targets.coreml.exporter import INPUT_NAME
 from evit_export.targets.coreml.files import coremltools
 from evit_export.targets.coreml.options import CoreMLRunnerOptions, RunnerOutput
+from evit_export.targets.coreml.mil_interpreter import MILProgram
 
 
 def import_runtime() -> None:
@@ -93,8 +94,6 @@ class InterpreterRunner(Runner):
     deployment_runtime = False  # it checks numerics; its speed says nothing about a device
 
     def __init__(self, path: Path, spec: ModelSpec, options: CoreMLRunnerOptions):
-        from evit_export.targets.coreml.mil_interpreter import MILProgram
-
         super().__init__(spec)
         self.path = Path(path)
         self.threads = options.threads

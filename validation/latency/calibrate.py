@@ -29,6 +29,9 @@ from evit_export.core.errors import UserError
 from evit_export.core.machine import cpu_flags, machine_description
 from evit_export.validation.latency.fit import Measurement, attach_features, fit_profile
 from evit_export.validation.latency.profiles import user_profile_dir
+from evit_export.targets.onnx.exporter import _simplify
+from evit_export.targets.onnx.runner import session_options
+from evit_export.validation.latency.workloads import timm_model
 
 # name[@img_size]; about 5 minutes of export and timing on a busy 2-core machine.
 REFERENCE_SET = (
@@ -57,7 +60,6 @@ def export_reference_onnx(model, img_size: int, out: Path) -> None:
     import onnx
     import torch
 
-    from evit_export.targets.onnx.exporter import _simplify
 
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -83,7 +85,6 @@ def time_onnx_models(models: list[tuple[Path, int]], threads: int, rounds: int =
     """
     import onnxruntime as ort
 
-    from evit_export.targets.onnx.runner import session_options
 
     clock = time.thread_time if threads == 1 else time.perf_counter
     runs = []
@@ -109,7 +110,6 @@ def measure_reference(reference: list[str], threads: int, log=lambda msg: None) 
     """Export every reference model, then time them all together (time_onnx_models)."""
     import torch
 
-    from evit_export.validation.latency.workloads import timm_model
 
     exported = []
     with tempfile.TemporaryDirectory() as d, torch.no_grad():

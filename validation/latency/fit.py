@@ -10,9 +10,10 @@ the others), the same for the transformer rows alone (the rows a CNN-heavy set
 predicts worst), Spearman rank correlation, and the same figures for the naive
 baseline that every latency paper warns about: latency proportional to MACs.
 
-Which coefficients are free depends on the runtime (``fit_structure``): for runtimes
-on XNNPACK's kernels (``Target.kernel_library``) classes that run the same kernel share one price, so the 30-odd CNN rows of a
-calibration set fix prices the few transformer rows could not identify alone.
+Which coefficients are free depends on the runtime (``fit_structure``): for runtimes on
+XNNPACK's kernels (``Target.kernel_library``) classes that run the same kernel share one
+price, so the 30-odd CNN rows of a calibration set fix prices the few transformer rows
+could not identify alone.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ import numpy as np
 
 from evit_export.core.errors import UserError
 from evit_export.validation.latency.simulate import FEATURES, GraphFeatures
+from evit_export.targets import get_target, target_names
+from evit_export.validation.latency.workloads import features
+from evit_export.validation.latency.profiles import DeviceProfile
 
 # Attention-bearing architectures (m0..m5 are EfficientViT): what "held-out transformers"
 # means in a validation.
@@ -205,7 +209,6 @@ _XNNPACK_ONLY = ("exp", "erf", "gemm_traffic")
 
 def _runs_xnnpack(formats: list[str] | None) -> bool:
     """Whether any of ``formats`` runs on XNNPACK's kernels (``Target.kernel_library``)."""
-    from evit_export.targets import get_target, target_names
 
     known = set(target_names())
     return any(get_target(f).kernel_library == "xnnpack" for f in formats or [] if f in known)
@@ -227,7 +230,6 @@ def fit_structure(device_class: str, formats: list[str]) -> tuple[list[str], dic
 
 def attach_features(rows: list[Measurement], log=lambda msg: None) -> None:
     """Record each row's model once (cached across runs, see workloads.features)."""
-    from evit_export.validation.latency.workloads import features
 
     for i, m in enumerate(rows, start=1):
         log(f"[{i}/{len(rows)}] {m.model} @ {m.img_size}px")
@@ -237,7 +239,6 @@ def attach_features(rows: list[Measurement], log=lambda msg: None) -> None:
 def fit_profile(rows: list[Measurement], *, name: str, description: str, runtime: str, formats: list[str],
                 precisions: list[str], source_text: str, data: dict, device_class: str = "cpu-interpreter"):
     """(DeviceProfile, validation figures) fitted to ``rows`` (features attached)."""
-    from evit_export.validation.latency.profiles import DeviceProfile
 
     names, shared = fit_structure(device_class, formats)
     coef, figures = validate(rows, names, shared)

@@ -28,6 +28,9 @@ from evit_export.validation import memory
 from evit_export.core.errors import UserError
 from evit_export.core.machine import machine_description
 from evit_export.core.preprocess import seeded_pixels
+from evit_export.targets import open_artifact, runner_options_for
+from evit_export.core.jsonio import dumps_strict
+from evit_export.core.isolation import die_with_parent
 
 
 @dataclass
@@ -101,7 +104,6 @@ def bench_artifact(path: Path, threads: int | None = 1, iterations: int = 30, ru
     """Load, first-call, steady-state and memory figures of ``path`` measured in this
     process; honest only in a process that has loaded no other model (see the module
     docstring)."""
-    from evit_export.targets import open_artifact, runner_options_for
 
     path, target, spec = open_artifact(path)
     options = runner_options_for(target, threads=threads, **(runner_settings or {}))
@@ -128,7 +130,6 @@ def bench_in_fresh_process(path: Path, threads: int | None = 1, iterations: int 
     """``bench_artifact`` in a new Python process (one per artifact: see the module docstring)."""
     import tempfile
 
-    from evit_export.core.jsonio import dumps_strict
 
     with tempfile.TemporaryDirectory(prefix="evit-bench-") as scratch:
         request, result = Path(scratch) / "request.json", Path(scratch) / "result.json"
@@ -151,9 +152,6 @@ def bench_in_fresh_process(path: Path, threads: int | None = 1, iterations: int 
 
 
 def _worker(request: Path, result: Path) -> int:
-    from evit_export.core.isolation import die_with_parent
-    from evit_export.core.jsonio import dumps_strict
-
     die_with_parent()
     args = json.loads(request.read_text(encoding="utf-8"))
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from evit_export.core.errors import UserError
 from evit_export.core.paths import cache_dir
+from evit_export.core.jsonio import write_json_atomic
 
 PROFILE_FORMAT = "evit-export device profile 1"
 BUILTIN_DIR = Path(__file__).with_name("profiles")
@@ -78,8 +79,6 @@ class DeviceProfile:
         return profile
 
     def save(self, path: Path) -> Path:
-        from evit_export.core.jsonio import write_json_atomic
-
         return write_json_atomic(Path(path), self.to_dict())
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from evit_export.core.errors import UserError
 from evit_export.validation.latency.measure import Latency
+from evit_export.targets import target_for
 
 HARNESS = Path(__file__).with_name("remote_bench_script.py")
 _OPENER_MARKER = "# @@OPEN_MODEL@@"
@@ -127,7 +128,6 @@ def _upload(client, folder: str, paths: list[Path], timeout: float) -> None:
 def remote_script(artifact: Path) -> str:
     """The harness with the artifact's format's ``open_model`` inserted: one self-contained
     script for the device."""
-    from evit_export.targets import target_for
 
     target = target_for(artifact, runnable=True)
     opener = target.remote_bench_source()

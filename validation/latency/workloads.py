@@ -18,6 +18,8 @@ from pathlib import Path
 from evit_export.core.errors import UserError
 from evit_export.core.paths import cache_dir
 from evit_export.validation.latency.simulate import GraphFeatures, model_features
+from evit_export.targets import known_suffixes
+from evit_export.models.reference import deploy_for_export
 
 # Bump when op classification changes, so cached features are recomputed.
 FEATURES_VERSION = 5
@@ -25,8 +27,6 @@ _VARIANT = re.compile(r"^(?:efficientvit_)?(m[0-5])$", re.IGNORECASE)
 
 
 def is_artifact_ref(ref: str) -> bool:
-    from evit_export.targets import known_suffixes
-
     return Path(ref).exists() or ref.lower().rstrip("/").endswith(known_suffixes(runnable=True))
 
 
@@ -55,8 +55,6 @@ def timm_model(name: str, img_size: int | None = None):
 
 
 def efficientvit_model(variant: str, checkpoint=None, img_size: int | None = None, num_classes: int | None = None):
-    from evit_export.models.reference import deploy_for_export
-
     deployed, spec = deploy_for_export(variant, checkpoint, num_classes=num_classes, img_size=img_size, seed=0)
     return deployed, spec.img_size
 
