@@ -112,8 +112,10 @@ def test_simulate_is_an_estimate(seeded_m0, tmp_path):
     from evit_export.validation.latency.profiles import all_profiles
 
     artifact = evit_export.export(seeded_m0, "onnx", out=tmp_path / "m0.onnx")
-    device = sorted(all_profiles())[0]
-    estimate = evit_export.simulate(artifact.path, device)
+    device = sorted(all_profiles())[0]  # a profile of another format: refused for the artifact (issue 19.5)
+    with pytest.raises(evit_export.UserError, match=device):
+        evit_export.simulate(artifact.path, device)
+    estimate = evit_export.simulate("m0", device, img_size=64)  # an architecture: any profile prices it
     assert estimate.kind == "estimate" and estimate.device == device
     assert estimate.img_size == 64 and estimate.batch == 1 and estimate.estimate_ms > 0
     assert sum(estimate.breakdown_ms.values()) >= estimate.estimate_ms * 0.5  # the breakdown explains it

@@ -232,9 +232,9 @@ def test_kill_package(models, tmp_path, points):
     d, seconds = models
     out = tmp_path / "out" / "pkg"
     old = tmp_path / "old_pkg"
-    old.mkdir()
-    (old / "README.txt").write_text("an earlier package\n")
-    (old / "model.onnx").write_bytes(b"earlier model")
+    # an earlier package of this tool (package refuses to replace any other folder)
+    shutil.copytree(d / "clean" / "pkg", old)
+    (old / "REPORT.md").write_text("an earlier package's report\n")
     _kill_workload(_package_args(d, out), out, old, _tree_bytes(d / "clean" / "pkg"), seconds["package"],
                    tmp_path, points)
 
@@ -346,8 +346,7 @@ def test_full_disk_export(models, tmp_path, command):
     name = {"onnx": "m0.onnx", "tflite": "m0.tflite", "package": "pkg", "fold": "m0.safetensors"}[command]
     out = out_dir / name
     if command == "package":
-        out.mkdir()
-        (out / "README.txt").write_text("an earlier package\n")
+        shutil.copytree(models / "clean" / "pkg", out)  # an earlier package (anything else is refused)
         args = ["package", models / "old" / "m0.onnx", "-o", out, "--no-latency"]
     else:
         out.write_bytes(b"existing artifact " * 1000)

@@ -10,6 +10,7 @@ import typer
 
 from evit_export.cli import CheckpointOpt, Flag, app, console, err_console
 from evit_export.packaging.package import build_package
+from evit_export.validation.latency import format_figures
 
 
 class AppKind(str, enum.Enum):
@@ -58,8 +59,9 @@ def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
     console.print(f"sample.png: {manifest['sample']['description']}", highlight=False)
     for lat in manifest["latency"]:
         if lat["kind"] == "estimate":
-            console.print(f"latency ESTIMATE for {lat['runtime']}, batch {lat['batch']}: {lat['median_ms']:.2f} ms "
-                          f"(simulated, not measured; validation: {lat['validation_error']})")
+            value = format_figures(lat["median_ms"], lat.get("significant_figures") or 2)
+            console.print(f"latency ESTIMATE for {lat.get('device') or lat['runtime']}, batch {lat['batch']}: "
+                          f"{value} ms (simulated, not measured; validation: {lat['validation_error']})")
         else:
             n = lat["threads"]
             console.print(f"latency (measured, {lat['runtime']}, batch {lat['batch']}, {n} thread"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from evit_export.core.errors import UserError
@@ -25,6 +26,26 @@ def coremltools():
     with protected(), native_logs_filtered():
         import coremltools as ct
 
+    return ct
+
+
+def coremltools_reader():
+    """coremltools for reading an artifact (spec, program, weights). Reading needs no
+    TensorFlow, which coremltools imports when installed: seconds that Ctrl-C cannot cut
+    short (an interrupted TensorFlow import crashes at exit). With TensorFlow hidden, the
+    import is shorter and a Ctrl-C during a check stops it at once. The converter (in its
+    worker process) uses ``coremltools``, with TensorFlow."""
+    require("coremltools")
+    if "coremltools" in sys.modules or "tensorflow" in sys.modules:
+        return coremltools()
+    sys.modules["tensorflow"] = None  # coremltools takes the ImportError as "not installed"
+    try:
+        tf_safe()
+        with native_logs_filtered():
+            import coremltools as ct
+    finally:
+        if sys.modules.get("tensorflow", 0) is None:
+            del sys.modules["tensorflow"]
     return ct
 
 
@@ -61,7 +82,7 @@ def read_model_spec(path: Path):
     """(Model protobuf, the file it came from)."""
     from google.protobuf.message import DecodeError
 
-    coremltools()
+    coremltools_reader()
     from coremltools.proto import Model_pb2
 
     model_file = model_file_of(path)

@@ -10,14 +10,14 @@ import numpy as np
 from evit_export.core.errors import UserError
 from evit_export.core.spec import ModelSpec
 from evit_export.targets.base import TensorInfo
-from evit_export.targets.coreml.files import coremltools, integrity_problems, package_size, read_model_spec
+from evit_export.targets.coreml.files import coremltools_reader, integrity_problems, package_size, read_model_spec
 from evit_export.targets.coreml.mil_interpreter import mil_types, tensor_type
 
 
 
 def describe_proto(proto, spec: ModelSpec | None) -> dict[str, list[TensorInfo]]:
     """{'inputs': [...], 'outputs': [...]} of a Model protobuf."""
-    coremltools()
+    coremltools_reader()
     from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType, ImageFeatureType
 
     colors = {ImageFeatureType.GRAYSCALE: "grayscale", ImageFeatureType.RGB: "RGB", ImageFeatureType.BGR: "BGR"}

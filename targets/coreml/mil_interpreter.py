@@ -27,30 +27,8 @@ import numpy as np
 from evit_export.core.errors import UserError
 
 from evit_export.targets.coreml import mil_ops
-from evit_export.targets.coreml.files import coremltools as coremltools_with_tensorflow
+from evit_export.targets.coreml.files import coremltools_reader as coremltools
 from evit_export.targets.coreml.files import integrity_problems, read_model_spec
-
-
-def coremltools():
-    """coremltools for reading a program. Its MIL loader needs no TensorFlow, which
-    coremltools imports when installed: seconds that Ctrl-C cannot cut short (an
-    interrupted TensorFlow import crashes at exit). With TensorFlow hidden, the import
-    is shorter and a Ctrl-C during a check stops it at once."""
-    import sys
-
-    if "coremltools" in sys.modules or "tensorflow" in sys.modules:
-        return coremltools_with_tensorflow()
-    sys.modules["tensorflow"] = None  # coremltools takes the ImportError as "not installed"
-    try:
-        from evit_export.core.import_order import native_logs_filtered, tf_safe
-
-        tf_safe()
-        with native_logs_filtered():
-            import coremltools as ct
-    finally:
-        if sys.modules.get("tensorflow", 0) is None:
-            del sys.modules["tensorflow"]
-    return ct
 
 
 class UnsupportedOpError(UserError):

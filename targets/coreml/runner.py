@@ -14,7 +14,7 @@ from evit_export.core.spec import ModelSpec
 
 from evit_export.targets.base import Runner, pad_batch, run_in_batches
 from evit_export.targets.coreml.exporter import INPUT_NAME
-from evit_export.targets.coreml.files import coremltools
+from evit_export.targets.coreml.files import coremltools, coremltools_reader
 from evit_export.targets.coreml.options import CoreMLRunnerOptions, RunnerOutput
 from evit_export.targets.coreml.mil_interpreter import MILProgram
 
@@ -23,8 +23,10 @@ def import_runtime() -> None:
     """coremltools (behind the import-order guard) and, off macOS, the MIL interpreter:
     imported before bench's memory baseline. CoreML exposes no memory plan of its own
     (``Runner.memory_plan`` stays None): the measured resident peak is the figure."""
-    coremltools()
-    if not native_available():
+    if native_available():
+        coremltools()
+    else:
+        coremltools_reader()
         import evit_export.targets.coreml.mil_interpreter  # noqa: F401
 
 
