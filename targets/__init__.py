@@ -103,6 +103,16 @@ def target_names() -> list[str]:
     return list(_registry())
 
 
+def target_class(name: str) -> type[Target]:
+    """The registered class of target ``name``, without the import-order guard that
+    ``get_target`` runs: for reading its declarations (the CLI builds its commands from
+    them at start-up, before any runtime is needed)."""
+    classes = _registry()
+    if name not in classes:
+        raise UserError(f"unknown target {name!r}: choose one of {', '.join(classes)}")
+    return classes[name]
+
+
 def get_target(name: str) -> Target:
     classes = _registry()
     if name not in classes:
@@ -163,5 +173,5 @@ def open_artifact(path: str | Path) -> tuple[Path, Target, ModelSpec]:
 
 
 __all__ = ["Artifact", "GraphReport", "PrecisionNotApplicable", "Runner", "RunnerOptions", "Target", "TargetOptions",
-           "TensorInfo", "ENTRY_POINT_GROUP", "TARGET_CLASSES", "all_targets", "known_suffixes", "runner_options_for", "get_target", "open_artifact",
+           "TensorInfo", "ENTRY_POINT_GROUP", "TARGET_CLASSES", "all_targets", "known_suffixes", "runner_options_for", "target_class", "get_target", "open_artifact",
            "register_target", "target_for", "target_names", "unregister_target"]

@@ -22,7 +22,7 @@ from evit_export.cli import (CalibrationDataOpt, CalibrationSizeOpt, CheckpointO
                              VariantOpt, app)
 from evit_export.cli.export_common import export_and_check
 from evit_export.core.errors import UserError
-from evit_export.targets import Target, get_target, target_names
+from evit_export.targets import Target, get_target, target_class, target_names
 
 # Parameters every export command has, besides its target's own.
 _COMMON = ("variant", "checkpoint", "out", "num_classes", "img_size", "seed", "check", "check_inputs")
@@ -125,7 +125,7 @@ def _field_values(fields: list, kwargs: dict, prefix: str) -> dict[str, Any]:
 
 def build_export_command(name: str) -> None:
     """Register ``evit-export NAME`` for the target ``name`` on the app."""
-    target = get_target(name)
+    target = target_class(name)()  # declarations only: the runtime's import guard runs on use
     option_fields = _field_parameters(target.options_type, "")
     runner_fields = _field_parameters(target.runner_options_type, "runner_")
     field_names = {f.name for f in dataclasses.fields(target.options_type)}
@@ -143,7 +143,8 @@ def build_export_command(name: str) -> None:
         values = _field_values(option_fields, kwargs, "")
         values.update({key: kwargs.pop(key) for key in ("calibration_data", "calibration_size") if key in kwargs})
         runner_values = _field_values(runner_fields, kwargs, "runner_")
-        run_export(target, target.options_type(**values), target.runner_options_type(**runner_values), **common)
+        run_export(get_target(name), target.options_type(**values), target.runner_options_type(**runner_values),
+                   **common)
 
     command.__signature__ = inspect.Signature(params)
     command.__name__ = f"{name}_cmd"
