@@ -286,6 +286,12 @@ class Target(ABC):
         """(scale, zero point) of an integer model input, for apps that feed it raw bytes."""
         return None
 
+    def int8_layer_errors(self, path: Path, spec: ModelSpec, pixels: np.ndarray, deployed) -> list[dict]:
+        """Every quantized tensor's error against this format's float export of ``deployed``
+        on ``pixels``: dicts with tensor, block, op, sqnr_db, cosine (``check --per-layer``)."""
+        raise UserError(f"{self.title or self.name} artifacts have no per-layer int8 report yet: "
+                        "check --per-layer explains ONNX and TFLite int8 artifacts")
+
     def op_time_profile(self, path: Path, threads: int = 1) -> dict[str, float] | None:
         """Share of the runtime's kernel time per op type (same names as ``inspect``'s
         histogram) on one run, or None where the runtime has no op profiler."""

@@ -58,14 +58,7 @@ def per_layer(artifact, *, images=None, checkpoint=None, variant=None, limit: in
         raise UserError(f"{Path(path).name} is {spec.precision}, not int8: --per-layer explains int8 error only")
     pixels, described = comparison_inputs(spec, "int8", images=images, calibration=calibration_of(path))
     pixels = pixels[:limit]
-    layer_errors = getattr(target, "int8_layer_errors", None)  # TEMPORARY until the protocol member lands
-    if layer_errors is None:
-        import importlib
-
-        module = importlib.import_module(f"{type(target).__module__}.debug")
-        rows = module.layer_errors(Path(path), spec, pixels, deployed)
-    else:
-        rows = layer_errors(Path(path), spec, pixels, deployed)
+    rows = target.int8_layer_errors(Path(path), spec, pixels, deployed)
     if not rows:
         raise UserError(f"{Path(path).name}: no quantized tensor could be matched to the float model")
     rows.sort(key=_sort_key)

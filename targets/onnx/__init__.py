@@ -63,6 +63,11 @@ class OnnxTarget(Target):
 
         return profile_op_time(Path(path), threads=threads)
 
+    def int8_layer_errors(self, path: Path, spec: ModelSpec, pixels, deployed) -> list[dict]:
+        from evit_export.targets.onnx.debug import layer_errors
+
+        return layer_errors(Path(path), spec, pixels, deployed)
+
     def app_writers(self) -> dict:
         from evit_export.targets.onnx.app import APPS
 

@@ -79,6 +79,11 @@ class TFLiteTarget(Target):
             report.extra[f"{role}_dtype"] = np.dtype(d["dtype"]).name
         return report
 
+    def int8_layer_errors(self, path: Path, spec: ModelSpec, pixels, deployed) -> list[dict]:
+        from evit_export.targets.tflite.debug import layer_errors
+
+        return layer_errors(Path(path), spec, pixels, deployed)
+
     def app_writers(self) -> dict:
         from evit_export.targets.tflite.app import APPS
 
