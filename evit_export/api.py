@@ -110,7 +110,10 @@ def _export_checked(target: Target, folded, spec, out: Path, options, *, images,
                                                   "it with images=DIR")
             else:
                 step = "equivalence check"
-                report = check_artifact(artifact.path, n=n, images=images, runner_options=runner_options)
+                # the calibration record: the images that calibrated an int8 model are left out of its
+                # judgement (the staged artifact's sidecar is not beside it yet)
+                report = check_artifact(artifact.path, n=n, images=images, runner_options=runner_options,
+                                        calibration=artifact.info.get("calibration"))
     except Cancelled:
         title = target.title or target.name
         raise Cancelled(f"{title} {step} of {out.name}", unchanged(out, existed)) from None

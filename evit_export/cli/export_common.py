@@ -66,9 +66,13 @@ def export_and_check(target, deployed, options, runner_options, *, out: Path, ch
 
 def _print_verdict(report: dict) -> None:
     status = "[green]PASS[/]" if report["passed"] else "[red]FAIL[/]: " + "; ".join(report["failures"])
+    sqnr = report.get("sqnr_db")
+    sqnr_text = f", SQNR {sqnr:.1f} dB" if isinstance(sqnr, (int, float)) else ""
     console.print(f"equivalence vs PyTorch ({report['runtime']}) on {report['inputs']}: max abs "
-                  f"{report['max_abs']:.2e}, cosine min {report['cosine_min']:.6f}, top-1 agreement "
+                  f"{report['max_abs']:.2e}, cosine min {report['cosine_min']:.6f}{sqnr_text}, top-1 agreement "
                   f"{100 * report['top1_agreement']:.1f}% {status}")
+    for note in report.get("notes") or []:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 def check_after_export(artifact: Path, *, n: int = 32, images=None, runner_options=None) -> None:
