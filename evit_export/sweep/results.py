@@ -58,6 +58,7 @@ def new_record(variant: str, target: str, precision: str) -> dict:
         "memory_bound_ops": None, "total_ops": None,
         # share of the runtime's kernel time in memory-bound ops, where it has an op profiler
         "memory_bound_time_share": None,
+        "int8": None,  # int8 cells: kept_float, calibration_method, weight_bits (issue 18)
         "node_id": None, "host": None,  # where the cell was built (Ray executor)
         "fleet": {},  # device -> latency measured over SSH (sweep --fleet), or {"kind": "failed", "error"}
     }
@@ -110,7 +111,8 @@ def write_results(out_dir: Path, results: dict) -> None:
 def csv_columns(devices: list[str], fleet: list[str] = ()) -> list[str]:
     base = ["id", "variant", "target", "precision", "precision_label", "status", "verdict", "reason",
             "artifact", "sha256", "file_size", "params", "macs", "img_size",
-            "eq_runtime", "eq_max_abs", "eq_cosine_min", "eq_top1_agreement", "eq_passed",
+            "eq_runtime", "eq_max_abs", "eq_cosine_min", "eq_cosine_mean", "eq_top1_agreement",
+            "eq_top5_agreement", "eq_sqnr_db", "eq_passed", "int8_kept_float",
             "parity_top1", "parity_reference_top1", "parity_delta_top1", "parity_agreement", "parity_passed",
             "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_load_ms", "latency_first_ms",
             "peak_rss_bytes", "activation_bytes", "weight_bytes",
@@ -132,8 +134,10 @@ def csv_row(rec: dict, devices: list[str], fleet: list[str] = ()) -> dict:
                                    "img_size", "activation_bytes", "weight_bytes", "memory_bound_ops", "total_ops",
                                    "memory_bound_time_share", "node_id", "host", "started_at", "finished_at")}
     row.update({"eq_runtime": eq.get("runtime"), "eq_max_abs": eq.get("max_abs"),
-                "eq_cosine_min": eq.get("cosine_min"), "eq_top1_agreement": eq.get("top1_agreement"),
-                "eq_passed": eq.get("passed"),
+                "eq_cosine_min": eq.get("cosine_min"), "eq_cosine_mean": eq.get("cosine_mean"),
+                "eq_top1_agreement": eq.get("top1_agreement"), "eq_top5_agreement": eq.get("top5_agreement"),
+                "eq_sqnr_db": eq.get("sqnr_db"), "eq_passed": eq.get("passed"),
+                "int8_kept_float": ",".join((rec.get("int8") or {}).get("kept_float") or []) or None,
                 "parity_top1": par.get("top1"), "parity_reference_top1": par.get("reference_top1"),
                 "parity_delta_top1": par.get("delta_top1"), "parity_agreement": par.get("agreement"),
                 "parity_passed": par.get("passed"),
