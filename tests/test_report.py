@@ -312,3 +312,19 @@ def test_memory_against_latency_plot(browser, tmp_path):
     for box in page.evaluate(BOXES, ids):
         assert _inside(box, axes), (box, axes)
     page.close()
+
+
+def test_quality_against_speed_plot(browser, tmp_path):
+    """Issue 18: the report plots the logits cosine against latency per precision, int8
+    points naming the layers kept in float."""
+    from evit_export.packaging.report import build_report
+
+    results = synthetic_results([], [70.0, 75.0, 80.0])
+    for cell, cosine in zip(results["cells"], (1.0, 0.9995, 0.991)):
+        cell["equivalence"] = {"cosine_mean": cosine, "passed": True}
+    results["cells"][2].update(precision="int8", int8={"kept_float": ["attention", "stages.2.blocks.3"]})
+    page = _open(browser, build_report(results), tmp_path / "report.html")
+    ids = page.eval_on_selector_all("figure.quality g[id^='point--quality--']", "gs => gs.map(g => g.id)")
+    assert sorted(ids) == sorted("point--quality--" + c["id"] for c in results["cells"])
+    assert "float: attention,stages.2.blocks.3" in page.inner_text("figure.quality")
+    page.close()

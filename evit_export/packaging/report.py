@@ -108,6 +108,21 @@ def memory_points(results: dict) -> list[dict]:
     return points
 
 
+def quality_points(results: dict) -> list[dict]:
+    """Logits cosine (mean, against PyTorch) against measured latency, one point per cell:
+    what each precision trades (issue 18); int8 points name the layers kept in float."""
+    points = []
+    for c in results["cells"]:
+        lat = (c.get("latency") or {}).get("median_ms")
+        cosine = (c.get("equivalence") or {}).get("cosine_mean")
+        if c["status"] != "done" or lat is None or cosine is None:
+            continue
+        kept = ",".join((c.get("int8") or {}).get("kept_float") or [])
+        points.append({"id": c["id"], "x": lat, "y": cosine, "target": c["target"], "precision": c["precision"],
+                       "measured": True, "label": c["variant"] + (f" (float: {kept})" if kept else "")})
+    return points
+
+
 def share_rows(results: dict) -> list[dict]:
     return [{"id": c["id"], "target": c["target"], "op_share": c["memory_bound_ops"] / c["total_ops"],
              "time_share": c.get("memory_bound_time_share")}
@@ -287,6 +302,14 @@ def _size_and_share_section(results: dict) -> str:
                                  f"Size against latency ({used})", front=False)
         parts.append(_figure(svg, "smaller and faster is better; filled = measured, hollow = estimate",
                              " class=\"plot size\""))
+    quality = quality_points(results)
+    if len({p["precision"] for p in quality}) > 1:
+        svg = plots.scatter_plot(quality, "quality", "latency per image, ms (batch 1)",
+                                 "logits cosine to PyTorch, mean",
+                                 "Quality against speed, per precision (measured here)", front=False)
+        parts.append(_figure(svg, "how far each precision moves the logits from PyTorch's on the check's images, "
+                             "against its latency; int8 points name the layers kept in float",
+                             " class=\"plot quality\""))
     memory = memory_points(results)
     if memory:
         svg = plots.scatter_plot(memory, "memory", "latency per image, ms (batch 1)", "peak resident memory, MB",
