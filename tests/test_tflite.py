@@ -174,7 +174,7 @@ def test_int8_calibration_folder_float_io(m0_deploy, tmp_path):
                   calibration_data=root, calibration_size=48, keep_float="none")
     info = art.info
     # a fifth of the folder is held out for the check; the unreadable file is skipped wherever it falls
-    assert 40 <= info["calibration"]["count"] <= 48 and info["calibration"]["heldout"] == 12
+    assert 40 <= info["calibration"]["count"] <= 48 and 9 <= info["calibration"]["heldout"] <= 15
     assert not info["calibration"]["random"] and info["int8"]["full_integer"]
     assert info["io"]["input"]["dtype"] == "float32"
     held, _, _ = heldout_images(art.spec, 100)
