@@ -32,4 +32,5 @@ def assert_usage_error(code, err, option, value):
     """A value outside an Enum option's choices: typer's usage error, exit 2, naming both."""
     assert code == 2, err
     assert "Traceback" not in err
-    assert f"Invalid value for '{option}'" in err and f"'{value}'" in err, err
+    assert f"Invalid value for '{option}'" in err, err
+    assert f"'{value}'" in err, err

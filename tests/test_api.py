@@ -18,7 +18,8 @@ def test_api_functions_have_real_signatures(name):
     fn = getattr(evit_export, name)
     params = inspect.signature(fn).parameters.values()
     assert not [p for p in params if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)], name
-    assert fn.__module__ == "evit_export.api" and len(inspect.getdoc(fn)) > 60, name
+    assert fn.__module__ == "evit_export.api", name
+    assert len(inspect.getdoc(fn)) > 60, name
 
 
 def test_layers_below_the_api_have_real_signatures():
@@ -54,29 +55,39 @@ def seeded_m0():
 def test_end_to_end_onnx(seeded_m0, tmp_path):
     """export -> check -> parity on a few digits -> bench, all through ``evit_export``."""
     artifact = evit_export.export(seeded_m0, "onnx", out=tmp_path / "m0.onnx")
-    assert artifact.path == tmp_path / "m0.onnx" and artifact.spec.img_size == 64
+    assert artifact.path == tmp_path / "m0.onnx"
+    assert artifact.spec.img_size == 64
 
     report = evit_export.check(artifact.path, n=8)
     assert report.passed, report.failures
-    assert report.max_abs <= 1e-4 * max(1.0, report.ref_max_abs) and report.top1_agreement == 1.0
-    assert report.runtime == "onnxruntime" and report.inputs.startswith("8 seeded random images")
+    assert report.max_abs <= 1e-4 * max(1.0, report.ref_max_abs)
+    assert report.top1_agreement == 1.0
+    assert report.runtime == "onnxruntime"
+    assert report.inputs.startswith("8 seeded random images")
     loads_strict(dumps_strict(report.to_dict()))
 
     parity = evit_export.parity([artifact.path], limit=40)
-    assert parity.images == 40 and parity.classes == DIGITS
+    assert parity.images == 40
+    assert parity.classes == DIGITS
     row = parity.artifacts[0]
-    assert row.agreement == 100.0 and row.delta_top1 == 0.0 and parity.passed
+    assert row.agreement == 100.0
+    assert row.delta_top1 == 0.0
+    assert parity.passed
     assert parity.reference.top1 < 50  # random weights: the digits are not learned, and nobody claims so
 
     (latency,) = evit_export.bench([artifact.path], threads=1, iterations=5)
-    assert latency.runtime == "onnxruntime" and latency.kind == "measured" and latency.batch == 1
-    assert 0 < latency.min_ms <= latency.median_ms <= latency.p90_ms and latency.iterations >= 5
+    assert latency.runtime == "onnxruntime"
+    assert latency.kind == "measured"
+    assert latency.batch == 1
+    assert 0 < latency.min_ms <= latency.median_ms <= latency.p90_ms
+    assert latency.iterations >= 5
 
 
 def test_tolerances_are_overridable(seeded_m0, tmp_path):
     artifact = evit_export.export(seeded_m0, "onnx", out=tmp_path / "m0.onnx")
     strict = evit_export.check(artifact.path, n=4, tolerances=evit_export.Tolerances(max_abs_scale=1e-12))
-    assert not strict.passed and "max abs error" in strict.failures[0]
+    assert not strict.passed
+    assert "max abs error" in strict.failures[0]
     assert "1e-12" in strict.tolerance
 
 
@@ -92,7 +103,8 @@ def test_api_errors_name_python_parameters(seeded_m0, tmp_path):
         with pytest.raises(evit_export.UserError) as err:
             call()
         message = str(err.value)
-        assert expected in message and "--" not in message, message
+        assert expected in message, message
+        assert "--" not in message, message
 
 
 def test_int8_of_a_non_digits_model_needs_real_images():
@@ -105,7 +117,8 @@ def test_int8_of_a_non_digits_model_needs_real_images():
         comparison_inputs(spec, "int8")
     digits = ModelSpec("m0", num_classes=10, img_size=64, labels=DIGITS, precision="int8")
     pixels, described = comparison_inputs(digits, "int8")
-    assert pixels.shape == (200, 3, 64, 64) and "held-out digits" in described
+    assert pixels.shape == (200, 3, 64, 64)
+    assert "held-out digits" in described
 
 
 def test_simulate_is_an_estimate(seeded_m0, tmp_path):
@@ -116,8 +129,11 @@ def test_simulate_is_an_estimate(seeded_m0, tmp_path):
     with pytest.raises(evit_export.UserError, match=device):
         evit_export.simulate(artifact.path, device)
     estimate = evit_export.simulate("m0", device, img_size=64)  # an architecture: any profile prices it
-    assert estimate.kind == "estimate" and estimate.device == device
-    assert estimate.img_size == 64 and estimate.batch == 1 and estimate.estimate_ms > 0
+    assert estimate.kind == "estimate"
+    assert estimate.device == device
+    assert estimate.img_size == 64
+    assert estimate.batch == 1
+    assert estimate.estimate_ms > 0
     assert sum(estimate.breakdown_ms.values()) >= estimate.estimate_ms * 0.5  # the breakdown explains it
     with pytest.raises(evit_export.UserError, match="unknown device profile"):
         evit_export.simulate(artifact.path, "no-such-phone")
@@ -139,4 +155,5 @@ def test_strict_json(tmp_path):
     with pytest.raises(ValueError):  # a NaN smuggled in through default= is refused, not written
         dumps_strict({"x": object()}, default=lambda o: float("nan"))
     path = write_json_atomic(tmp_path / "out.json", data)
-    assert loads_strict(path.read_text())["row"][1] == 1.5 and [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    assert loads_strict(path.read_text())["row"][1] == 1.5
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

@@ -78,7 +78,8 @@ def kotlin_harness(android_package, tmp_path_factory):
     jar = d / "harness.jar"
     proc = subprocess.run([kotlinc, str(source), str(d / "Main.kt"), "-include-runtime", "-d", str(jar)],
                           capture_output=True, check=False, text=True, timeout=600)
-    assert proc.returncode == 0 and jar.exists(), proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert jar.exists(), proc.stderr[-3000:]
     return jar
 
 

@@ -109,9 +109,11 @@ def test_web_files_parse_and_pin_the_runtime(web_package):
     assert sorted(p.name for p in (web / "vendor").iterdir()) == sorted(
         ["ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"])
     app = (web / "app.js").read_text()
-    assert "ort.env.wasm.numThreads = 1" in app and "vendor/" in app
+    assert "ort.env.wasm.numThreads = 1" in app
+    assert "vendor/" in app
     header = (web / "preprocess.js").read_text().split("\n\n", 1)[0]
-    assert "Which resize this uses" in header and "torch's CPU uint8 antialiased resize" in header
+    assert "Which resize this uses" in header
+    assert "torch's CPU uint8 antialiased resize" in header
 
 
 def test_browser_matches_onnxruntime_on_sample_and_photos(page, served, web_package):
@@ -125,7 +127,8 @@ def test_browser_matches_onnxruntime_on_sample_and_photos(page, served, web_pack
         assert [g["label"] for g in got][:1] == [want[0][0]], rel
         assert len(got) == 5
         for (label, score), hit in zip(want, got):
-            assert hit["label"] == label and abs(hit["score"] - score) <= 1e-3, (rel, hit, label, score)
+            assert hit["label"] == label, (rel, hit, label, score)
+            assert abs(hit["score"] - score) <= 1e-3, (rel, hit, label, score)
         # The page's resize + crop + normalise against the tool's, on images that need resizing.
         tensor = np.asarray(page.evaluate("url => evitInputTensor(url)", rel), np.float32)
         diff = float(np.abs(tensor - x.reshape(-1)).max())
@@ -141,7 +144,8 @@ def test_page_shows_top5_and_latency_without_errors(page, served, tmp_path):
     first = page.evaluate("evitClassify('sample.png')")[0]
     assert rows.nth(0).inner_text().split("\t")[0].strip() == first["label"]
     latency = page.inner_text("#latency")
-    assert "inference" in latency and " ms" in latency
+    assert "inference" in latency
+    assert " ms" in latency
     page.screenshot(path=str(tmp_path / "web_page.png"))
     print("screenshot:", tmp_path / "web_page.png")
     assert [e for e in page.events if e[0] in ("error", "pageerror")] == []

@@ -335,7 +335,8 @@ def _assert_user_error(case: Case, code, err: str, out: str) -> None:
         body = " ".join(ln for ln in lines if not ln.startswith(("Usage:", "Try ")))
     else:
         errors = [ln for ln in lines if ln.lower().startswith("error")]
-        assert len(errors) == 1 and lines[-1] == errors[0], f"not one error line, last:\n{err}"
+        assert len(errors) == 1, f"not one error line, last:\n{err}"
+        assert lines[-1] == errors[0], f"not one error line, last:\n{err}"
         body = errors[0]
     assert re.search(case.expect, body, re.IGNORECASE), f"{case.expect!r} not in: {body}"
 

@@ -26,7 +26,8 @@ def test_models_json(capsys):
     code, out, _ = run_cli(capsys, "models", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
-    assert rows["m0"]["params"] == 2_349_436 and rows["m5"]["params"] == 12_473_772
+    assert rows["m0"]["params"] == 2_349_436
+    assert rows["m5"]["params"] == 12_473_772
     assert {"name", "params", "macs", "img_size", "paper_top1"} <= set(rows["m3"])
 
 
@@ -119,7 +120,8 @@ def test_url_download_cached_and_verified(m0_checkpoint, tmp_path, monkeypatch):
             load_model("m0", f"{url}?copy=2#sha256={'0' * 64}")
         cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
         # the corrupt download left nothing behind; the good one has its sha256 recorded
-        assert len(cached) == 2 and cached[1] == cached[0] + ".sha256"
+        assert len(cached) == 2
+        assert cached[1] == cached[0] + ".sha256"
         assert (tmp_path / "cache" / cached[1]).read_text().split()[0] == sha
         server.shutdown()  # the cache is reused without the server
         load_model("m0", f"{url}#sha256={sha}")

@@ -37,14 +37,16 @@ def test_usage_errors_show_usage_and_exit_2(args, expected):
     proc = run_cli_process(*args, timeout=120, env=_env(**WIDE))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "Usage: evit-export" in proc.stderr and expected in proc.stderr, proc.stderr
+    assert "Usage: evit-export" in proc.stderr, proc.stderr
+    assert expected in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("args", [["-h"], ["--help"], ["check", "-h"], ["parity", "-h"], ["fold", "-h"]])
 def test_help(args):
     proc = run_cli_process(*args, timeout=120, env=_env(**WIDE))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.lstrip().startswith("Usage: evit-export") and not proc.stderr
+    assert proc.stdout.lstrip().startswith("Usage: evit-export")
+    assert not proc.stderr
 
 
 def test_version():
@@ -83,7 +85,8 @@ def test_help_metavars_read_as_words(command):
 def test_defaults_are_not_cut_off_in_a_narrow_terminal():
     proc = run_cli_process("check", "-h", timeout=120, env=_env(COLUMNS="80"))
     flat = re.sub(r"[│\s]+", " ", proc.stdout)
-    assert "[default: 32]" in flat and "[default: 0]" in flat, proc.stdout
+    assert "[default: 32]" in flat, proc.stdout
+    assert "[default: 0]" in flat, proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +100,15 @@ def onnx_artifact(tmp_path_factory):
 def test_user_error_speaks_flags_on_the_command_line(onnx_artifact):
     """The API says ``variant=``; the command line shows the same error with ``--variant``."""
     proc = run_cli_process("check", onnx_artifact, "--variant", "m1", timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "leave --variant out" in lines[0] and "variant=" not in lines[0], proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert "leave --variant out" in lines[0], proc.stderr
+    assert "variant=" not in lines[0], proc.stderr
     proc = run_cli_process("check", onnx_artifact, "-n", "0", timeout=300)
-    assert proc.returncode == 2 and "--random-inputs 0: need at least one input" in proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "--random-inputs 0: need at least one input" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("args", [["check", "-n", "2"], ["inspect"], ["parity", "--limit", "20"],

@@ -19,7 +19,7 @@ from evit_export.targets.torch_runner import TorchRunner
 from evit_export.validation.check import check_artifact
 
 TARGET = get_target("coreml")  # runs tf_safe() before coremltools is imported
-from evit_export.targets import PrecisionNotApplicable, RunnerOptions  # noqa: E402
+from evit_export.targets import PrecisionNotApplicable  # noqa: E402
 from evit_export.targets.base import SPEC_KEY  # noqa: E402
 from evit_export.targets.coreml import CoreMLOptions, CoreMLRunnerOptions  # noqa: E402
 from evit_export.targets.coreml.files import INTEGRITY_KEY, read_model_spec, write_model_spec  # noqa: E402
@@ -75,9 +75,11 @@ def test_fp32_image_package_matches_pytorch_on_real_images(m0, tmp_path):
     d, _, _, arts = m0
     images = _real_images(tmp_path / "photos", np.random.default_rng(0))
     report = check_artifact(arts["fp32_image"].path, images=images, n=4)
-    assert report.runtime == "mil-interpreter" and report.precision == "fp32"
+    assert report.runtime == "mil-interpreter"
+    assert report.precision == "fp32"
     assert report.passed, report.failures
-    assert report.max_abs <= 1e-4 * max(1.0, report.ref_max_abs) and report.top1_agreement == 1.0
+    assert report.max_abs <= 1e-4 * max(1.0, report.ref_max_abs)
+    assert report.top1_agreement == 1.0
     assert "4 images" in report.inputs
 
 
@@ -109,10 +111,15 @@ def test_image_input_border_pixels_and_folded_std(m0):
 def test_fp16_default_package(m0):
     _, _, _, arts = m0
     art = arts["fp16_image"]
-    assert art.path.suffix == ".mlpackage" and art.spec.precision == "fp16"
-    assert art.info["input"] == "image" and art.info["output"] == "classifier" and art.info["min_ios"] == 15
+    assert art.path.suffix == ".mlpackage"
+    assert art.spec.precision == "fp16"
+    assert art.info["input"] == "image"
+    assert art.info["output"] == "classifier"
+    assert art.info["min_ios"] == 15
     report = check_artifact(art.path, n=64)
-    assert report.passed and report.cosine_min >= 0.999 and report.top1_agreement >= 0.99, report
+    assert report.passed, report
+    assert report.cosine_min >= 0.999, report
+    assert report.top1_agreement >= 0.99, report
     # every activation of the program is fp16 apart from the input/output casts
     prog = MILProgram.load(art.path)
     dtypes = [dt for step in prog.steps for _, dt in step.outputs if dt is not None and dt != np.object_]
@@ -126,14 +133,22 @@ def test_classifier_output_labels_and_metadata(m0):
     desc = proto.description
     assert proto.WhichOneof("Type") == "mlProgram"
     assert desc.input[0].type.WhichOneof("Type") == "imageType"
-    assert desc.predictedFeatureName == "classLabel" and desc.predictedProbabilitiesName
+    assert desc.predictedFeatureName == "classLabel"
+    assert desc.predictedProbabilitiesName
     meta = desc.metadata
-    assert "EfficientViT-M0" in meta.shortDescription and meta.author and meta.license and meta.versionString
+    assert "EfficientViT-M0" in meta.shortDescription
+    assert meta.author
+    assert meta.license
+    assert meta.versionString
     user = dict(meta.userDefined)
     stored = json.loads(user[SPEC_KEY])
-    assert stored["labels"][:2] == ["thing 0", "thing 1"] and stored["input_range"] == "pixels"
-    assert json.loads(user["mean"]) == list(spec.mean) and user["variant"] == "m0" and user["img_size"] == "224"
-    assert "coremltools" in json.loads(user["toolchain"]) and INTEGRITY_KEY in user
+    assert stored["labels"][:2] == ["thing 0", "thing 1"]
+    assert stored["input_range"] == "pixels"
+    assert json.loads(user["mean"]) == list(spec.mean)
+    assert user["variant"] == "m0"
+    assert user["img_size"] == "224"
+    assert "coremltools" in json.loads(user["toolchain"])
+    assert INTEGRITY_KEY in user
     assert TARGET.read_spec(path).labels == LABELS
     # The declared classifier outputs: probabilities in class order and the label.
     pixels = seeded_pixels(2, 224, seed=3)
@@ -144,7 +159,8 @@ def test_classifier_output_labels_and_metadata(m0):
     ref = TorchRunner(deployed, spec).run(pixels)
     soft = np.exp(ref - ref.max(1, keepdims=True))
     soft /= soft.sum(1, keepdims=True)
-    assert np.abs(probs - soft).max() < 1e-5 and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert np.abs(probs - soft).max() < 1e-5
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
     assert list(outs["classLabel"]) == [LABELS[int(ref[0].argmax())]]
     io = TARGET.describe(path)
     assert io["inputs"][0].dtype == "image"
@@ -158,11 +174,15 @@ def test_tensor_input_logits_other_size(tmp_path):
                         output="logits")
     assert art.spec.input_range == "normalized"
     io = TARGET.describe(art.path)
-    assert io["inputs"][0].shape == [1, 3, 160, 160] and io["outputs"][0].value_range == "logits"
+    assert io["inputs"][0].shape == [1, 3, 160, 160]
+    assert io["outputs"][0].value_range == "logits"
     report = check_artifact(art.path, n=4)
-    assert report.passed and report.max_abs <= 1e-4 * max(1, report.ref_max_abs), report
+    assert report.passed, report
+    assert report.max_abs <= 1e-4 * max(1, report.ref_max_abs), report
     hist = TARGET.inspect(art.path).op_histogram
-    assert hist["pad"] >= 1 and hist["slice_by_index"] >= 1 and "classify" not in hist
+    assert hist["pad"] >= 1
+    assert hist["slice_by_index"] >= 1
+    assert "classify" not in hist
 
 
 # ---------------------------------------------------------------- inspect
@@ -172,8 +192,10 @@ def test_inspect_coreml(capsys, m0):
     code, out, err = run_cli(capsys, "inspect", arts["fp16_image"].path, "--json")
     assert code == 0, err
     rep = json.loads(out)
-    assert rep["target"] == "coreml" and rep["op_histogram"]["conv"] == 116
-    assert "const" not in rep["op_histogram"] and rep["memory_bound_ops"] > 200
+    assert rep["target"] == "coreml"
+    assert rep["op_histogram"]["conv"] == 116
+    assert "const" not in rep["op_histogram"]
+    assert rep["memory_bound_ops"] > 200
     assert 2_300_000 < rep["params"] < 2_400_000
     on_disk = sum(p.stat().st_size for p in arts["fp16_image"].path.rglob("*") if p.is_file())
     assert rep["file_size"] == on_disk
@@ -220,7 +242,8 @@ def test_weight_bin_byte_flip_fails_check(capsys, m0, tmp_path):
     pixels = seeded_pixels(2, 224, seed=0)
     with TARGET.open(arts["fp16_image"].path) as intact, \
             TARGET.open(bad, options=CoreMLRunnerOptions(verify_integrity=False)) as damaged:
-        assert not intact.integrity_failures and not damaged.integrity_failures
+        assert not intact.integrity_failures
+        assert not damaged.integrity_failures
         assert np.abs(damaged.run(pixels) - intact.run(pixels)).max() > 0
     # ... and in fp32, where the tolerance is tight, the numbers alone fail it. (In fp16
     # this flip only silences one hidden FFN channel: within fp16 noise, so only the
@@ -308,12 +331,15 @@ def test_fp16_overflow_is_localized(capsys, tmp_path):
 def test_neuralnetwork_format(capsys, tmp_path):
     deployed, spec = deploy_for_export("m0", seed=1)
     art = export_coreml(deployed, spec, tmp_path / "m0.mlmodel", format="neuralnetwork")
-    assert art.path.is_file() and art.info["min_ios"] == 13
+    assert art.path.is_file()
+    assert art.info["min_ios"] == 13
     proto, _ = read_model_spec(art.path)
-    assert proto.WhichOneof("Type") == "neuralNetworkClassifier" and proto.specificationVersion <= 4
+    assert proto.WhichOneof("Type") == "neuralNetworkClassifier"
+    assert proto.specificationVersion <= 4
     assert TARGET.read_spec(art.path).variant == "m0"
     rep = TARGET.inspect(art.path)
-    assert rep.op_histogram["convolution"] == 116 and rep.memory_bound_ops > 0
+    assert rep.op_histogram["convolution"] == 116
+    assert rep.memory_bound_ops > 0
     # The interpreter evaluates ML Programs only: a clear one-line error, exit 2.
     code, _, err = run_cli(capsys, "check", art.path, "-n", "2")
     assert "ML Programs only" in assert_one_line_error(code, err)
@@ -328,7 +354,8 @@ def test_int8_compression_cli(capsys, tmp_path):
     code, stdout, err = run_cli(capsys, "coreml", "-v", "m0", "--seed", "2", "--num-classes", "10", "--labels", labels,
                                 "--compress", "int8", "-o", out, "-n", "16")
     assert code == 0, err
-    assert "weight compression int8" in stdout and "PASS" in stdout
+    assert "weight compression int8" in stdout
+    assert "PASS" in stdout
     info = json.loads(out.with_name(out.name + ".evit.json").read_text())["info"]
     assert info["min_ios"] == 16
     assert info["size_after_compression"] < 0.6 * info["size_before_compression"]
@@ -341,9 +368,11 @@ def test_options_for_sweep_precisions():
     activations; batches above 1 take tensors and give logits; int4 does not exist."""
     fp32, fp16, int8 = (CoreMLOptions.for_precision(p) for p in ("fp32", "fp16", "int8"))
     assert (fp32.precision, fp32.compress, fp32.deployment_ios) == ("fp32", "none", 15)
-    assert fp16.precision_label() == "fp16" and fp16.spec_precision == "fp16"
+    assert fp16.precision_label() == "fp16"
+    assert fp16.spec_precision == "fp16"
     assert (int8.precision, int8.compress, int8.deployment_ios) == ("fp16", "int8", 16)
-    assert int8.precision_label() == "int8 weights (fp16 activations)" and int8.spec_precision == "int8-weights"
+    assert int8.precision_label() == "int8 weights (fp16 activations)"
+    assert int8.spec_precision == "int8-weights"
     batched = CoreMLOptions.for_precision("fp16", batch=4)
     assert (batched.batch, batched.input, batched.output) == (4, "tensor", "logits")
     with pytest.raises(PrecisionNotApplicable, match="int4"):
@@ -384,7 +413,10 @@ def test_bad_input(capsys, m0, tmp_path):
     # A precision CoreML lacks: typer's usage error from the command line (exit 2, no
     # traceback), the options' one-line error from the Python API.
     code, _, err = run_cli(capsys, "coreml", "-v", "m0", "--precision", "int4", "-o", tmp_path / "a.mlpackage")
-    assert code == 2 and "--precision" in err and "int4" in err and "Traceback" not in err, err
+    assert code == 2, err
+    assert "--precision" in err, err
+    assert "int4" in err, err
+    assert "Traceback" not in err, err
     with pytest.raises(UserError, match=r"--precision\W+int4"):
         CoreMLOptions(precision="int4")
     assert not (tmp_path / "a.mlpackage").exists()
@@ -491,7 +523,8 @@ def test_fp16_semantics_round_each_op_and_overflow(tmp_path):
     trace = prog.trace({next(iter(prog.inputs)): x})
     outs = prog.run({next(iter(prog.inputs)): x})
     sq, small, as_int = (outs[name] for name in prog.outputs)
-    assert np.isinf(sq[0]) and np.isfinite(sq[1])
+    assert np.isinf(sq[0])
+    assert np.isfinite(sq[1])
     assert small[0] == 1.0  # 1 + 1e-4 is 1 in fp16
     assert small[1] == np.float32(np.float16(np.float16(0.3) + np.float16(1e-4)))
     assert list(as_int) == [1, 0, -2]  # toward zero
@@ -513,7 +546,8 @@ def test_all_variants_fp32_and_fp16(variant, tmp_path):
               f"(|ref| {report.ref_max_abs:.3g}), cosine min {report.cosine_min:.7f}, "
               f"top-1 {100 * report.top1_agreement:.1f}%")
         assert report.passed, report.failures
-    assert rows["fp16"].cosine_min >= 0.999 and rows["fp16"].top1_agreement >= 0.99
+    assert rows["fp16"].cosine_min >= 0.999
+    assert rows["fp16"].top1_agreement >= 0.99
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ def test_digits_split_is_fixed_disjoint_and_stratified():
     assert (len(train), len(val)) == (1442, 355)
     assert not set(train) & set(val)
     again = digits_split_indices()
-    assert np.array_equal(again[0], train) and np.array_equal(again[1], val)
+    assert np.array_equal(again[0], train)
+    assert np.array_equal(again[1], val)
     _, y = digits_pixels("val", 32)
     counts = np.bincount(y, minlength=10)
     assert counts.tolist() == [35, 36, 35, 36, 36, 36, 36, 35, 34, 36]  # floor(n_class / 5)
@@ -24,12 +25,16 @@ def test_digits_split_is_fixed_disjoint_and_stratified():
 
 def test_digits_pixels_follow_the_runner_convention():
     pixels, y = digits_pixels("val", 48)
-    assert pixels.dtype == np.float32 and pixels.shape == (355, 3, 48, 48)
-    assert pixels.min() >= 0 and pixels.max() <= 255 and pixels.max() > 200
+    assert pixels.dtype == np.float32
+    assert pixels.shape == (355, 3, 48, 48)
+    assert pixels.min() >= 0
+    assert pixels.max() <= 255
+    assert pixels.max() > 200
     assert np.array_equal(pixels, np.rint(pixels))  # integer levels: uint8 storage is lossless
     assert np.array_equal(pixels[:, 0], pixels[:, 1])  # greyscale rendered to RGB
     calib = default_calibration_images(digits_spec(img_size=40), 20)
-    assert calib.shape == (20, 3, 40, 40) and calib.dtype == np.float32
+    assert calib.shape == (20, 3, 40, 40)
+    assert calib.dtype == np.float32
 
 
 def test_digits_written_as_png_read_back_identically(tmp_path):
@@ -38,7 +43,9 @@ def test_digits_written_as_png_read_back_identically(tmp_path):
     spec = digits_spec(img_size=32)
     train, val = load_imagefolder(tmp_path / "digits", spec)
     ref_val = load_digits_split("val", spec)
-    assert train.classes == DIGITS_LABELS and len(train) == 1442 and len(val) == 355
+    assert train.classes == DIGITS_LABELS
+    assert len(train) == 1442
+    assert len(val) == 355
     order = np.argsort([int(p.rsplit("/", 1)[1][:4]) for p in val.files], kind="stable")
     assert np.array_equal(val.pixels[order], ref_val.pixels)
     assert np.array_equal(val.targets[order], ref_val.targets)
@@ -69,7 +76,8 @@ def test_unreadable_files_are_skipped_and_counted(tmp_path):
     other = load_imagefolder(tmp_path / "ds", spec, val_fraction=0.2, seed=4)[1]
     assert len(other) == 2
     ev = load_eval_folder(tmp_path / "ds" / "train", spec)
-    assert len(ev) == 10 and len(ev.skipped) == 3
+    assert len(ev) == 10
+    assert len(ev.skipped) == 3
 
 
 @pytest.mark.parametrize("layout,needle", [
@@ -112,7 +120,8 @@ def test_digits_are_scikit_learns():
 
     images, y = _digits_raw()
     ref = load_digits()
-    assert np.array_equal(images, ref.images) and np.array_equal(y, ref.target)
+    assert np.array_equal(images, ref.images)
+    assert np.array_equal(y, ref.target)
 
 
 @pytest.mark.parametrize("size,crop", [(32, 1.0), (64, 1.0), (56, 0.875)])

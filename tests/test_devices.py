@@ -24,8 +24,10 @@ def test_list_shows_provenance_and_error(capsys):
     profiles = {p["name"]: p for p in loads_strict(out)}
     for phone in PHONES:
         p = profiles[phone]
-        assert p["source"]["kind"] == "fitted" and p["provenance"].startswith("fitted to 38 measurements")
-        assert p["source"]["data"] == DATA.name and p["formats"] == ["tflite"]
+        assert p["source"]["kind"] == "fitted"
+        assert p["provenance"].startswith("fitted to 38 measurements")
+        assert p["source"]["data"] == DATA.name
+        assert p["formats"] == ["tflite"]
         v = p["validation"]
         assert v["loo_median_error"] < v["flops_proportional"]["loo_median_error"]
         assert "leave-one-out" in p["error"]
@@ -36,7 +38,8 @@ def test_list_shows_provenance_and_error(capsys):
         assert profiles[accel]["device_class"] == "graph-accelerator"
     assert not any(name.startswith("host") for name, p in profiles.items() if p["origin"] == "built-in")
     code, out, _ = run_cli(capsys, "devices", "list")
-    assert code == 0 and "pixel4-cpu1-fp32" in out
+    assert code == 0
+    assert "pixel4-cpu1-fp32" in out
 
 
 def _subset_csv(path: Path, models: set[str]) -> Path:
@@ -58,13 +61,16 @@ def test_fit_writes_a_validated_profile(capsys, tmp_path):
     out = tmp_path / "p.json"
     code, stdout, err = run_cli(capsys, "devices", "fit", data, "--device", "pixel4-cpu1-fp32", "--out", out)
     assert code == 0, err
-    assert "leave-one-out" in stdout and "MACs-proportional" in stdout
+    assert "leave-one-out" in stdout
+    assert "MACs-proportional" in stdout
     profile = loads_strict(out.read_text())
-    assert profile["source"]["kind"] == "fitted" and profile["validation"]["rows"] == len(SMALL)
+    assert profile["source"]["kind"] == "fitted"
+    assert profile["validation"]["rows"] == len(SMALL)
     coef = profile["coefficients"]
     assert all(v >= 0 for v in coef.values())
     # TFLite: one GEMM rate for 1x1 convs and matmuls, one price per element moved.
-    assert coef["matmul"] == coef["pointwise"] and coef["layout"] == coef["elementwise"] == coef["gemm_traffic"]
+    assert coef["matmul"] == coef["pointwise"]
+    assert coef["layout"] == coef["elementwise"] == coef["gemm_traffic"]
     assert profile["source"]["shared_prices"]["matmul"] == "pointwise"
     assert str(tmp_path) not in out.read_text()  # no path of this machine in a shareable profile
 
@@ -103,12 +109,15 @@ def test_calibrate_small_reference_set(capsys, tmp_path, private_cache):
     assert code == 0, err
     result = loads_strict(stdout)
     profile = result["profile"]
-    assert profile["name"] == "host-onnxruntime-1t" and profile["formats"] == ["onnx"]
-    assert "CPU flags" in profile["description"] and profile["source"]["kind"] == "fitted"
+    assert profile["name"] == "host-onnxruntime-1t"
+    assert profile["formats"] == ["onnx"]
+    assert "CPU flags" in profile["description"]
+    assert profile["source"]["kind"] == "fitted"
     assert [r["model"] for r in result["per_row"]] == ["timm:mobilenetv3_small_050", "timm:regnetx_002",
                                                        "timm:resnet18"]
     assert all(r["measured_ms"] > 0 for r in result["per_row"])
-    assert (private_cache / "devices" / "host-onnxruntime-1t.json").is_file() and out.is_file()
+    assert (private_cache / "devices" / "host-onnxruntime-1t.json").is_file()
+    assert out.is_file()
     code, stdout, err = run_cli(capsys, "simulate", "m0", "--img-size", "64", "--device", "host-onnxruntime-1t",
                                 "--json")
     assert code == 0, err
@@ -127,10 +136,12 @@ def test_shipped_phone_profiles_refit_from_the_csv(capsys, tmp_path, phone):
     shipped = loads_strict((DATA.parents[1] / "profiles" / f"{phone}.json").read_text())
     assert fitted["coefficients"] == pytest.approx(shipped["coefficients"], rel=1e-3, abs=1e-6)
     v = fitted["validation"]
-    assert v["loo_median_error"] < 0.15 and v["loo_rank_corr"] >= 0.9
+    assert v["loo_median_error"] < 0.15
+    assert v["loo_rank_corr"] >= 0.9
     assert v["held_out_transformers"]["median_error"] < v["flops_proportional"]["loo_median_error"]
     held, base = v["held_out_transformers"], v["flops_proportional"]["held_out_transformers"]
-    assert held["median_error"] <= 0.15 and held["median_error"] < base["median_error"]
+    assert held["median_error"] <= 0.15
+    assert held["median_error"] < base["median_error"]
 
 
 @pytest.mark.slow

@@ -75,13 +75,16 @@ def test_sample_is_the_first_of_the_users_images(capsys, photo_artifact, photo_f
     assert np.array_equal(_pixels(out / "web" / "sample.png", spec), _pixels(first, spec))
     manifest = json.loads((out / "manifest.json").read_text())
     rel = first.relative_to(photo_folder).as_posix()
-    assert manifest["sample"]["source"] == "images" and manifest["sample"]["file"] == rel
+    assert manifest["sample"]["source"] == "images"
+    assert manifest["sample"]["file"] == rel
     expected = json.loads((out / "expected.json").read_text())
-    assert rel in expected["description"] and "digit" not in expected["description"]
+    assert rel in expected["description"]
+    assert "digit" not in expected["description"]
     assert str(photo_folder) not in json.dumps(manifest) + json.dumps(expected)  # no machine path
     assert rel in (out / "REPORT.md").read_text()
     assert rel in (out / "web" / "index.html").read_text()  # the page says what its sample is
-    assert "sample.png: " in stdout and rel in stdout
+    assert "sample.png: " in stdout
+    assert rel in stdout
 
 
 def test_sample_option_and_generated_sample(capsys, photo_artifact, photo_folder, tmp_path):
@@ -97,7 +100,8 @@ def test_sample_option_and_generated_sample(capsys, photo_artifact, photo_folder
         "image": "sample.png", "source": "sample", "file": chosen.name,
         "top1": json.loads((out / "expected.json").read_text())["pytorch"]["top5"][0]["label"],
         "top1_agrees": True}
-    assert chosen.name in record["description"] and str(chosen.parent) not in record["description"]
+    assert chosen.name in record["description"]
+    assert str(chosen.parent) not in record["description"]
     # No images: never a refusal; a generated pattern that says it is generated, not a digit.
     out = tmp_path / "generated"
     code, stdout, err = run_cli(capsys, "package", photo_artifact, "--out", out, "--no-latency", "--app", "web")
@@ -106,13 +110,15 @@ def test_sample_option_and_generated_sample(capsys, photo_artifact, photo_folder
     assert manifest["sample"]["source"] == "generated"
     for text in ((out / "expected.json").read_text(), (out / "REPORT.md").read_text(),
                  (out / "web" / "index.html").read_text(), stdout):
-        assert "generated" in text and "--sample" in text
+        assert "generated" in text
+        assert "--sample" in text
     with Image.open(out / "sample.png") as im:
         rgb = np.asarray(im.convert("RGB")).astype(np.float64)
     assert rgb.std() > 20 and np.abs(rgb[..., 0] - rgb[..., 1]).mean() > 5  # a colour pattern, not a grey scan
     code, _, err = run_cli(capsys, "package", photo_artifact, "--out", tmp_path / "bad", "--sample",
                            tmp_path / "missing.png", "--no-latency")
-    assert "missing.png" in assert_one_line_error(code, err) and not (tmp_path / "bad").exists()
+    assert "missing.png" in assert_one_line_error(code, err)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_digits_model_keeps_the_digit_scan(tmp_path):
@@ -157,7 +163,8 @@ def test_out_never_deletes_a_users_file(capsys, photo_artifact, tmp_path, monkey
         monkeypatch.chdir(cwd)
         code, _, err = run_cli(capsys, "package", photo_artifact, "--out", out, "--no-latency", "--app", "web")
         assert "working directory" in assert_one_line_error(code, err), (cwd, out)
-    assert list(empty.iterdir()) == [] and (pkg / "web" / "notes.txt").exists()
+    assert list(empty.iterdir()) == []
+    assert (pkg / "web" / "notes.txt").exists()
     # An empty folder is fine.
     monkeypatch.chdir(tmp_path)
     assert run_cli(capsys, "package", photo_artifact, "--out", "here", "--no-latency", "--app", "python")[0] == 0
@@ -204,7 +211,9 @@ def test_web_page_says_its_runtime_is_missing(unvendored_web, tmp_path):
                 page.goto(url)
                 page.wait_for_function("document.getElementById('status').textContent.length > 0", timeout=20000)
                 status = page.inner_text("#status")
-                assert "onnxruntime-web" in status and "npm install" in status and "--vendor-runtime" in status
+                assert "onnxruntime-web" in status
+                assert "npm install" in status
+                assert "--vendor-runtime" in status
                 assert page.locator("#status").is_visible()
                 if url.startswith("file:"):  # opened from disk: also say to serve it
                     assert "http.server" in status
@@ -244,14 +253,18 @@ def test_verify_package_after_npm_install_and_predict(capsys, unvendored_web, ph
     assert proc.returncode == 0, proc.stderr
     assert (pkg / "__pycache__").is_dir()
     code, result, err = _verify(capsys, pkg)
-    assert code == 0 and result["ok"], (err, result)
+    assert code == 0, (err, result)
+    assert result["ok"], (err, result)
     # Anything else unlisted fails, named, with the fix.
     (pkg / "web" / "notes.txt").write_text("mine")
     (pkg / "node_modules").mkdir()  # npm's folder, but no package.json beside it: not npm's
     (pkg / "node_modules" / "evil.js").write_text("")
     code, result, _ = _verify(capsys, pkg)
     detail = result["checks"][0]["detail"]
-    assert code == 1 and "web/notes.txt" in detail and "node_modules/evil.js" in detail and "remove" in detail
+    assert code == 1
+    assert "web/notes.txt" in detail
+    assert "node_modules/evil.js" in detail
+    assert "remove" in detail
     assert "package-lock.json" not in detail
 
 

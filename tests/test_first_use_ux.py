@@ -75,7 +75,9 @@ def test_messages_speak_the_interface_in_use(capsys, tmp_path, monkeypatch):
     ]
     for api_call, cli_args, api_word, cli_word in cases:
         message = _api_error(api_call)
-        assert api_word in message and "--" not in message, message
+        assert api_word in message, message
+        assert "--" not in message, message
         code, _, err = run_cli(capsys, *cli_args)
         line = assert_one_line_error(code, err)
-        assert cli_word in line and api_word not in line, line
+        assert cli_word in line, line
+        assert api_word not in line, line

@@ -125,7 +125,8 @@ def test_checkpoint_bytes(small_checkpoint, tmp_path, scale):
         def prop(data, path=path):
             path.write_bytes(data)
             state, meta = read_checkpoint(path)
-            assert isinstance(state, dict) and isinstance(meta, dict)
+            assert isinstance(state, dict)
+            assert isinstance(meta, dict)
 
         _run(f"read_checkpoint{suffix}", 150 * scale, mutations(seed), prop)
 
@@ -316,7 +317,8 @@ def test_measurements_csv_reader(tmp_path, scale):
     def prop(data):
         path.write_bytes(data)
         rows = read_measurements(path, "pixel7")
-        assert rows and all(r.ms > 0 and r.ms < float("inf") for r in rows)
+        assert rows
+        assert all(r.ms > 0 and r.ms < float("inf") for r in rows)
 
     _run("read_measurements", 300 * scale, st.one_of(rows, mutations(seed)), prop)
 
@@ -400,11 +402,13 @@ def test_atomic_folder_write_never_follows_a_symlink(tmp_path):
         (tmp / "manifest.json").write_text("{}")
     assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.txt"]
     assert (elsewhere / "keep.txt").read_text() == "keep me\n"
-    assert not (out / "pkg").is_symlink() and (out / "pkg" / "manifest.json").exists()
+    assert not (out / "pkg").is_symlink()
+    assert (out / "pkg" / "manifest.json").exists()
     assert sorted(p.name for p in out.iterdir()) == ["pkg"], "a temporary was left behind"
     # a file output through a symlink: the link is replaced, its target untouched
     (out / "model.onnx").symlink_to(elsewhere / "keep.txt")
     with atomic_path(out / "model.onnx") as tmp:
         tmp.write_bytes(b"new")
     assert (elsewhere / "keep.txt").read_text() == "keep me\n"
-    assert (out / "model.onnx").read_bytes() == b"new" and not (out / "model.onnx").is_symlink()
+    assert (out / "model.onnx").read_bytes() == b"new"
+    assert not (out / "model.onnx").is_symlink()

@@ -50,7 +50,8 @@ def _cli(env, *args, cwd=None):
 def test_blocker_really_blocks(base_env):
     probe = subprocess.run([sys.executable, "-c", "import coremltools"], env=base_env, capture_output=True,
                            text=True)
-    assert probe.returncode != 0 and "No module named 'coremltools'" in probe.stderr
+    assert probe.returncode != 0
+    assert "No module named 'coremltools'" in probe.stderr
 
 
 def test_base_install_runs_models_fold_onnx_check(base_env, tmp_path):

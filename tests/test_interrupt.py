@@ -36,7 +36,8 @@ def test_swallowed_ctrl_c_still_cancels_and_publishes_nothing(tmp_path):
                 _swallowing_converter(tmp)
     assert str(info.value) == "CoreML conversion of model.mlpackage stopped; nothing was written"
     assert isinstance(info.value, KeyboardInterrupt)  # the CLI's one handler: exit 130
-    assert not dest.exists() and list(tmp_path.iterdir()) == []
+    assert not dest.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_interrupt_turned_into_another_error_is_still_a_cancel(tmp_path):
@@ -128,5 +129,6 @@ def test_inner_block_takes_back_a_replaced_handler(tmp_path):
             with cancellable("conversion"):
                 with atomic_path(tmp_path / "out.bin") as tmp:
                     _swallowing_converter(tmp)
-    assert signal.getsignal(signal.SIGINT) is before and outer is not before
+    assert signal.getsignal(signal.SIGINT) is before
+    assert outer is not before
     assert list(tmp_path.iterdir()) == []

@@ -74,7 +74,8 @@ def test_ctrl_c_during_the_api_check_keeps_the_earlier_artifact(earlier, tmp_pat
     assert seconds < 1.0, f"took {seconds:.2f} s to stop"
     assert err.strip().splitlines()[-1] == (f"interrupted: ONNX equivalence check of m0.onnx stopped; nothing was "
                                             f"written: {out} is the earlier one, unchanged"), err
-    assert out.read_bytes() == artifact_bytes and (tmp_path / "m0.onnx.evit.json").read_bytes() == sidecar_bytes
+    assert out.read_bytes() == artifact_bytes
+    assert (tmp_path / "m0.onnx.evit.json").read_bytes() == sidecar_bytes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m0.onnx", "m0.onnx.evit.json"]
 
 
@@ -87,8 +88,11 @@ def test_ctrl_c_during_the_cli_check_keeps_the_earlier_artifact(earlier, tmp_pat
     assert proc.returncode == 130, err
     assert seconds < 1.0, f"took {seconds:.2f} s to stop"
     last = err.strip().splitlines()[-1]
-    assert last.startswith("interrupted: ONNX equivalence check of m0.onnx stopped") and "unchanged" in last, err
-    assert "Traceback" not in err and "PASS" not in stdout and "wrote" not in stdout
+    assert last.startswith("interrupted: ONNX equivalence check of m0.onnx stopped"), err
+    assert "unchanged" in last, err
+    assert "Traceback" not in err
+    assert "PASS" not in stdout
+    assert "wrote" not in stdout
     assert out.read_bytes() == artifact_bytes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m0.onnx", "m0.onnx.evit.json"]
 
@@ -99,7 +103,8 @@ def test_ctrl_c_during_the_check_of_a_new_artifact_leaves_none(tmp_path):
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while not out.parent.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
     _, _, err = _interrupt_during_check(proc, out.parent, out.name)
     assert proc.returncode == 130, err
@@ -119,7 +124,9 @@ def test_a_failing_check_still_publishes_the_artifact(tmp_path):
         model.head.linear.weight.mul_(-3.0)
     artifact = evit_export.export(model, "onnx", out=tmp_path / "m0.onnx", check=True, n=4)
     report = artifact.info["equivalence"]
-    assert report["passed"] is False and report["failures"], report
-    assert artifact.path == tmp_path / "m0.onnx" and artifact.path.is_file()
+    assert report["passed"] is False, report
+    assert report["failures"], report
+    assert artifact.path == tmp_path / "m0.onnx"
+    assert artifact.path.is_file()
     assert report["artifact"] == str(tmp_path / "m0.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m0.onnx", "m0.onnx.evit.json"]

@@ -24,7 +24,8 @@ def test_segfault_becomes_one_line_and_caller_carries_on():
         run_isolated(ctypes.string_at, 0, step="CoreML conversion", fmt="mlprogram")
     msg = str(info.value)
     assert msg.startswith("CoreML conversion of mlprogram crashed (SIGSEGV)"), msg
-    assert "\n" not in msg and isinstance(info.value, UserError)
+    assert "\n" not in msg
+    assert isinstance(info.value, UserError)
     assert info.value.exitcode == -signal.SIGSEGV
     # the caller is alive and a next cell runs
     assert run_isolated(pow, 2, 10, step="next", fmt="cell") == 1024
@@ -76,7 +77,8 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
                           cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
     assert "Conversion of testformat crashed (SIGSEGV)" in lines[0]
 
 
@@ -127,7 +129,9 @@ def test_converter_crash_in_worker(small_checkpoint, tmp_path, fmt, module, work
     assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines[-1].startswith("error:") and step in lines[-1] and "SIGSEGV" in lines[-1], lines[-1]
+    assert lines[-1].startswith("error:"), lines[-1]
+    assert step in lines[-1], lines[-1]
+    assert "SIGSEGV" in lines[-1], lines[-1]
     assert sum(ln.startswith("error") for ln in lines) == 1, proc.stderr
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")] if out.parent.exists() else True

@@ -260,7 +260,8 @@ def _timed_training(args, tmpdir: Path, cwd: Path) -> tuple[float, float, float]
             last = now
     assert proc.wait() == 0
     total = time.monotonic() - t0
-    assert first is not None and last is not None
+    assert first is not None
+    assert last is not None
     return total, first, last
 
 
@@ -311,7 +312,8 @@ def test_kill_training_and_resume(tmp_path, points):
         if done < epochs:
             assert f"after epoch {done}/{epochs}" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
         log = json.loads((run / "log.json").read_text())
-        assert log["finished"] and [e["epoch"] for e in log["epochs"]] == list(range(1, epochs + 1))
+        assert log["finished"]
+        assert [e["epoch"] for e in log["epochs"]] == list(range(1, epochs + 1))
         assert _run_state(run)["temps"] == []
         resumed += 1
     assert resumed, "no kill landed between the first and the last epoch: the kill points are off"
@@ -330,7 +332,9 @@ def _assert_one_line(proc, needle="space"):
     assert "Traceback" not in err, err[-3000:]
     assert proc.returncode == 2, f"exit {proc.returncode}\n{err[-3000:]}"
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert lines and lines[-1].startswith("error:") and needle in lines[-1], err[-2000:]
+    assert lines, err[-2000:]
+    assert lines[-1].startswith("error:"), err[-2000:]
+    assert needle in lines[-1], err[-2000:]
     assert sum(ln.startswith("error") for ln in lines) == 1, err
 
 

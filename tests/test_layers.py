@@ -134,7 +134,8 @@ def test_imports_only_go_downward():
 ])
 def test_upward_import_is_caught(module, source, expected):
     found = upward_imports(module, source)
-    assert len(found) == 1 and expected in found[0], found
+    assert len(found) == 1, found
+    assert expected in found[0], found
 
 
 @pytest.mark.parametrize("module, source", [

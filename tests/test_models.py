@@ -98,7 +98,9 @@ def test_project_format_round_trip_and_folded(tmp_path):
                           labels=[f"digit {i}" for i in range(10)])
     path = save_project_checkpoint(model, model.spec, tmp_path / "m0.safetensors")
     again = load_model(None, path)
-    assert again.spec.labels[3] == "digit 3" and again.spec.img_size == 128 and again.num_classes == 10
+    assert again.spec.labels[3] == "digit 3"
+    assert again.spec.img_size == 128
+    assert again.num_classes == 10
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))

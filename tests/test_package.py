@@ -42,20 +42,28 @@ def test_package_contents_and_checksums(package):
                       if p.is_file() and p.name != "manifest.json"}
     for entry in manifest["files"]:
         data = (package / entry["path"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
-    assert manifest["apps"] == ["web", "python"] and manifest["equivalence"]["passed"]
-    assert manifest["latency"][0]["kind"] == "measured" and manifest["latency"][0]["median_ms"] > 0
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        assert len(data) == entry["bytes"]
+    assert manifest["apps"] == ["web", "python"]
+    assert manifest["equivalence"]["passed"]
+    assert manifest["latency"][0]["kind"] == "measured"
+    assert manifest["latency"][0]["median_ms"] > 0
     assert (package / "labels.txt").read_text().splitlines()[3] == "digit 3"
     pre = json.loads((package / "preprocessing.json").read_text())
-    assert pre["center_crop"] == [96, 96] and pre["resize"]["shorter_side"] == 109
-    assert pre["mean"] == pytest.approx([0.485, 0.456, 0.406]) and "half to even" in pre["crop_rules"]
+    assert pre["center_crop"] == [96, 96]
+    assert pre["resize"]["shorter_side"] == 109
+    assert pre["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert "half to even" in pre["crop_rules"]
     report = (package / "REPORT.md").read_text()
-    assert "PASS" in report and "sample.png" in report
+    assert "PASS" in report
+    assert "sample.png" in report
     assert "## Notes" in report and "random weights (seed 5)" in report  # never only in the JSON
-    assert manifest["export"]["precision"] == "fp32" and manifest["export"]["opset"] == 17
+    assert manifest["export"]["precision"] == "fp32"
+    assert manifest["export"]["opset"] == 17
     assert manifest["weights"]["seed"] == 5
     integration = (package / "INTEGRATION.md").read_text()
-    assert "evitClassify" in integration and "predict.py" in integration
+    assert "evitClassify" in integration
+    assert "predict.py" in integration
 
 
 def test_sample_is_a_real_image_sized_so_resize_is_identity(package):
@@ -73,8 +81,10 @@ def test_sample_is_a_real_image_sized_so_resize_is_identity(package):
     top = (109 - 96 + 1) // 2 - 1  # int(round(6.5)) = 6: half to even
     assert np.array_equal(pixels.transpose(1, 2, 0).astype(np.uint8), rgb[top:top + 96, top:top + 96])
     expected = json.loads((package / "expected.json").read_text())
-    assert len(expected["pytorch"]["logits"]) == 10 and len(expected["pytorch"]["top5"]) == 5
-    assert expected["top1_agrees"] and expected["artifact"]["runtime"] == "onnxruntime"
+    assert len(expected["pytorch"]["logits"]) == 10
+    assert len(expected["pytorch"]["top5"]) == 5
+    assert expected["top1_agrees"]
+    assert expected["artifact"]["runtime"] == "onnxruntime"
     assert abs(sum(np.exp(expected["pytorch"]["logits"]) / np.exp(expected["pytorch"]["logits"]).sum()) - 1) < 1e-9
 
 
@@ -105,7 +115,8 @@ def test_nothing_shipped_carries_a_machine_path(checkpoint_artifact, tmp_path):
     for path in pkg.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".md", ".py", ".js", ".html", ".txt"):
             text = path.read_text()
-            assert str(ck.parent.parent) not in text and "/weights/" not in text, path.name
+            assert str(ck.parent.parent) not in text, path.name
+            assert "/weights/" not in text, path.name
 
 
 def test_reference_weights_by_checkpoint_or_sha256_in_cache(checkpoint_artifact, tmp_path, monkeypatch, capsys):
@@ -119,7 +130,8 @@ def test_reference_weights_by_checkpoint_or_sha256_in_cache(checkpoint_artifact,
     shutil.move(ck.with_suffix(".json"), moved.with_suffix(".json"))
     try:
         code, _, err = run_cli(capsys, "package", artifact, "--out", tmp_path / "p1", "--no-latency")
-        assert "pass --checkpoint" in assert_one_line_error(code, err) and not (tmp_path / "p1").exists()
+        assert "pass --checkpoint" in assert_one_line_error(code, err)
+        assert not (tmp_path / "p1").exists()
         code, _, err = run_cli(capsys, "package", artifact, "--out", tmp_path / "p2", "--no-latency",
                                "--app", "python", "--checkpoint", moved)
         assert code == 0, err
@@ -152,7 +164,8 @@ def _verify(capsys, folder):
 
 def test_verify_package_passes_fresh_and_catches_one_changed_byte(capsys, package, tmp_path):
     code, result, err = _verify(capsys, package)
-    assert code == 0 and result["ok"], err
+    assert code == 0, err
+    assert result["ok"], err
     assert [c["name"] for c in result["checks"]] == ["files", "spec", "sample"]
 
     def tampered(name, change):
@@ -167,14 +180,17 @@ def test_verify_package_passes_fresh_and_catches_one_changed_byte(capsys, packag
         (root / "m0.onnx").write_bytes(bytes(data))
 
     code, result, _ = tampered("model", flip_model_byte)
-    assert code == 1 and "m0.onnx changed" in result["checks"][0]["detail"]
+    assert code == 1
+    assert "m0.onnx changed" in result["checks"][0]["detail"]
     code, result, _ = tampered("label", lambda r: (r / "labels.txt").write_text(
         (r / "labels.txt").read_text().replace("digit 3", "digit 8")))
-    assert code == 1 and "labels.txt changed" in result["checks"][0]["detail"]
+    assert code == 1
+    assert "labels.txt changed" in result["checks"][0]["detail"]
     assert "labels.txt differs" in result["checks"][1]["detail"]
     code, result, _ = tampered("pre", lambda r: (r / "preprocessing.json").write_text(
         (r / "preprocessing.json").read_text().replace('"crop_pct": 0.875', '"crop_pct": 0.9')))
-    assert code == 1 and "preprocessing.json changed" in result["checks"][0]["detail"]
+    assert code == 1
+    assert "preprocessing.json changed" in result["checks"][0]["detail"]
     assert "preprocessing.json differs" in result["checks"][1]["detail"]
 
 
@@ -190,7 +206,10 @@ def test_verify_package_reruns_the_sample_and_reads_as_text(capsys, package, tmp
     manifest["files"] = file_entries(copy)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     code, out, _ = run_cli(capsys, "verify-package", copy)
-    assert code == 1 and "sample: " in out and "expected.json" in out and "does NOT match" in out
+    assert code == 1
+    assert "sample: " in out
+    assert "expected.json" in out
+    assert "does NOT match" in out
     code, _, err = run_cli(capsys, "verify-package", tmp_path / "nothing")
     assert "no manifest.json" in assert_one_line_error(code, err)
 
@@ -224,7 +243,9 @@ def test_bench_json(capsys, onnx_artifact):
     code, out, err = run_cli(capsys, "bench", onnx_artifact, "--iterations", "5", "--json")
     assert code == 0, err
     row = json.loads(out)[0]
-    assert row["runtime"] == "onnxruntime" and row["threads"] == 1 and row["median_ms"] > 0
+    assert row["runtime"] == "onnxruntime"
+    assert row["threads"] == 1
+    assert row["median_ms"] > 0
 
 
 def test_predict_py_matches_onnxruntime_on_the_tools_tensor(package, tmp_path):
@@ -256,4 +277,5 @@ def test_predict_py_matches_onnxruntime_on_the_tools_tensor(package, tmp_path):
 def test_predict_py_missing_image_is_one_line(package):
     proc = subprocess.run([sys.executable, "predict.py", "nope.png"], cwd=package, capture_output=True, check=False,
                           text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: nope.png does not exist"
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: nope.png does not exist"

@@ -18,7 +18,8 @@ def trained_onnx(tmp_path_factory):
     result = train(TrainConfig(out=str(d / "run"), img_size=32, epochs=5, batch_size=32, limit_train=480,
                                limit_val=100, progress=False, threads=1))
     deployed, spec = deploy_for_export(None, result.checkpoint)
-    assert spec.crop_pct == 1.0 and spec.labels[3] == "3"
+    assert spec.crop_pct == 1.0
+    assert spec.labels[3] == "3"
     get_target("onnx").export(deployed, spec, d / "m0.onnx", OnnxOptions(batch=None))
     return d, result
 
@@ -28,10 +29,13 @@ def test_parity_on_onnx_export_passes(trained_onnx, capsys):
     code, out, err = run_cli(capsys, "parity", d / "m0.onnx", "--json")
     assert code == 0, err
     rep = json.loads(out)
-    assert rep["passed"] and rep["images"] == 355
+    assert rep["passed"]
+    assert rep["images"] == 355
     row = rep["artifacts"][0]
-    assert row["agreement"] >= 99.5 and abs(row["delta_top1"]) <= 0.2
-    assert row["runtime"] == "onnxruntime" and row["tolerance"] == 0.2
+    assert row["agreement"] >= 99.5
+    assert abs(row["delta_top1"]) <= 0.2
+    assert row["runtime"] == "onnxruntime"
+    assert row["tolerance"] == 0.2
     assert rep["reference"]["top1"] > 50  # a trained model, not a constant predictor
 
 
@@ -43,11 +47,13 @@ def test_parity_on_image_folder_with_unreadable_files(trained_onnx, tmp_path, ca
     (root / "val" / "7" / "broken.png").write_bytes(b"\x89PNG\r\n not really")
     code, out, err = run_cli(capsys, "parity", d / "m0.onnx", "--data", root, "--verbose")
     assert code == 0, out + err
-    assert "1 unreadable files skipped" in out and "PASS" in out
+    assert "1 unreadable files skipped" in out
+    assert "PASS" in out
     assert "per-class" in out
     code, out, err = run_cli(capsys, "parity", d / "m0.onnx", "--data", root, "--json", "--verbose")
     rep = json.loads(out)
-    assert rep["skipped"] == 1 and rep["images"] == 355
+    assert rep["skipped"] == 1
+    assert rep["images"] == 355
     assert set(rep["artifacts"][0]["per_class_delta"]) == {str(i) for i in range(10)}
 
 
@@ -63,7 +69,8 @@ def test_parity_fails_against_other_weights(trained_onnx, tmp_path, capsys):
                              "--json")
     assert code == 1, err
     rep = json.loads(out)
-    assert not rep["passed"] and abs(rep["artifacts"][0]["delta_top1"]) > 0.2
+    assert not rep["passed"]
+    assert abs(rep["artifacts"][0]["delta_top1"]) > 0.2
 
 
 def test_parity_bad_input(trained_onnx, tmp_path, capsys):

@@ -51,4 +51,5 @@ def test_one_process_exports_coreml_and_tflite(order, tmp_path):
                           timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
     assert proc.stdout.strip().endswith("OK"), proc.stdout
-    assert (tmp_path / "m0.tflite").exists() and (tmp_path / "m0.mlpackage").exists()
+    assert (tmp_path / "m0.tflite").exists()
+    assert (tmp_path / "m0.mlpackage").exists()

@@ -32,7 +32,8 @@ def test_spec_names_weights_without_machine_paths(folded_checkpoint, tmp_path, c
     code, _, err = run_cli(capsys, "onnx", "-c", folded_checkpoint, "--out", out)
     assert code == 0, err
     _, _, spec = open_artifact(out)
-    assert spec.source["checkpoint"] == "m0_digits.safetensors" and len(spec.source["sha256"]) == 64
+    assert spec.source["checkpoint"] == "m0_digits.safetensors"
+    assert len(spec.source["sha256"]) == 64
     assert str(tmp_path) not in json.dumps(spec.to_dict())
     assert str(tmp_path).encode() not in out.read_bytes()
     # Same machine, no flags: the cache's index finds the weights by sha256.
@@ -67,7 +68,8 @@ def test_api_pretrained_through_a_local_server(tmp_path, monkeypatch):
         monkeypatch.setenv(PRETRAINED_URL_ENV, base)
         model = evit_export.load_model("m0", pretrained=True)
     source = model.spec.source
-    assert source["checkpoint"].endswith("efficientvit_m0.pth") and source["url"].startswith("http")
+    assert source["checkpoint"].endswith("efficientvit_m0.pth")
+    assert source["url"].startswith("http")
     assert str(tmp_path) not in json.dumps(source)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -90,7 +90,8 @@ def test_remote_measurement_matches_local(capsys, sshd, m0_onnx, tmp_path):
                             "--json")
     assert code == 0, err
     (remote,) = json.loads(out)
-    assert remote["kind"] == "measured" and "remote 127.0.0.1" in remote["machine"]
+    assert remote["kind"] == "measured"
+    assert "remote 127.0.0.1" in remote["machine"]
     assert "onnxruntime" in remote["runtime"]
     assert f"[127.0.0.1]:{sshd['port']}" in known_hosts.read_text()
 

@@ -114,7 +114,8 @@ def check_table(page, results: dict) -> None:
         header.click()
         assert header.get_attribute("aria-sort") == order
         sizes = rows.evaluate_all(f"rs => rs.map(r => parseFloat(r.cells[{index}].dataset.v))")
-        assert sizes == sorted(sizes, reverse=order == "descending") and len(set(sizes)) > 1
+        assert sizes == sorted(sizes, reverse=order == "descending")
+        assert len(set(sizes)) > 1
 
 
 def check_colours(page, scheme: str) -> None:
@@ -137,13 +138,15 @@ def test_results_csv_and_json_are_strict(sweep):
     assert len(rows) == len(results["cells"]) == 4
     assert {"estimate_ms[a13-ane-fp16]", "parity_top1", "latency_median_ms", "memory_bound_ops"} <= set(rows[0])
     for row in rows:
-        assert "nan" not in row.values() and "None" not in row.values()
+        assert "nan" not in row.values()
+        assert "None" not in row.values()
     coreml = next(c for c in results["cells"] if c["id"] == "m0-coreml-fp32")
     assert "checker" in coreml["latency"]["skipped"]
     assert coreml["estimates"]["a13-ane-fp16"]["kind"] == "estimate"
     assert coreml["estimates"]["a13-ane-fp16"]["provenance"]
     onnx = next(c for c in results["cells"] if c["id"] == "m0-onnx-fp32")
-    assert 0 < onnx["memory_bound_time_share"] < 1 and onnx["parity"]["images"] == 40
+    assert 0 < onnx["memory_bound_time_share"] < 1
+    assert onnx["parity"]["images"] == 40
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -171,10 +174,13 @@ def test_demo_report_over_real_artifacts(tmp_path):
     result.parity = check_parity([path])
     report = write_demo_report(tmp_path, result, deployed, spec)
     html = report.read_text()
-    assert report == tmp_path / "report.html" and str(tmp_path) not in html
-    assert html.count("<tr data-cell=") == 1 and 'data-devices="this-machine' in html
+    assert report == tmp_path / "report.html"
+    assert str(tmp_path) not in html
+    assert html.count("<tr data-cell=") == 1
+    assert 'data-devices="this-machine' in html
     assert 'id="point--this-machine--m0-onnx-fp32"' in html
-    assert "embedded digits" in html and "demo" in html
+    assert "embedded digits" in html
+    assert "demo" in html
 
 
 # ----------------------------------------------------------------------------- issue 19.16: layout
@@ -239,7 +245,8 @@ def test_plot_layout_labels_rings_and_legends(browser, tmp_path):
 
     results = synthetic_results(["a13-ane-fp16"], [100.0, 99.5, 100.0, 90.0])
     html = build_report(results)
-    assert "image size 224" in html and "image size default" not in html
+    assert "image size 224" in html
+    assert "image size default" not in html
     page = _open(browser, html, tmp_path / "report.html")
     page.screenshot(path=str(screenshot_dir(tmp_path) / "report-layout.png"), full_page=True)
     for key in ("this-machine", "a13-ane-fp16"):
@@ -247,7 +254,8 @@ def test_plot_layout_labels_rings_and_legends(browser, tmp_path):
         title, axes, ring = page.evaluate(BOXES, [f"title--{key}", f"axes--{key}", f"front--{key}"])
         labels = page.evaluate(BOXES, [f"label--{key}--{i}" for i in ids])
         points = page.evaluate(BOXES, [f"point--{key}--{i}" for i in ids])
-        assert None not in (title, axes, ring) and None not in labels + points, key
+        assert None not in (title, axes, ring), key
+        assert None not in labels + points, key
         assert [i for i, box in zip(ids, labels) if _overlap(box, title)] == [], key
         assert _inside(ring, axes), (key, ring, axes)
         for i, box in zip(ids, points):
@@ -257,12 +265,14 @@ def test_plot_layout_labels_rings_and_legends(browser, tmp_path):
                                           "return s.fill === 'none' || s.fillOpacity === '0' ? 'none' : s.fill; })])")
         by_entry = dict(fills)
         for prec in ("fp32", "fp16"):
-            assert by_entry[f"legend--{key}--{prec}"] and "none" not in by_entry[f"legend--{key}--{prec}"], by_entry
+            assert by_entry[f"legend--{key}--{prec}"], by_entry
+            assert "none" not in by_entry[f"legend--{key}--{prec}"], by_entry
         if key != "this-machine":
             assert "none" in by_entry[f"legend--{key}--estimate"]  # hollow is kept for "estimate"
     legend = page.evaluate(BOXES, ["legend--share"])[0]
     bars = page.evaluate(BOXES, [f"bar--{c['id']}--{kind}" for c in results["cells"] for kind in ("ops", "time")])
-    assert legend is not None and None not in bars
+    assert legend is not None
+    assert None not in bars
     assert [b for b in bars if _overlap(b, legend)] == []
     page.close()
 
@@ -286,7 +296,8 @@ def test_few_points_per_device_share_one_plot(browser, tmp_path):
     assert "ESTIMATE" in page.locator("figure.pareto figcaption").inner_text()
     labels = page.evaluate(BOXES, [i.replace("point--", "label--") for i in ids])
     title = page.evaluate(BOXES, ["title--all"])[0]
-    assert None not in labels and title is not None
+    assert None not in labels
+    assert title is not None
     assert [(a, b) for a in range(len(labels)) for b in range(a) if _overlap(labels[a], labels[b])] == []
     assert [box for box in labels if _overlap(box, title)] == []
     page.close()

@@ -75,7 +75,8 @@ def test_cost_structures_differ_by_device_class():
     prices = {"conv": 100.0, "elementwise": 1.0, "dispatch": 0.01, "constant": 0.5}
     cpu = estimate(feats, _profile("cpu-interpreter", **prices))
     expected = sum(values[k] * v for k, v in prices.items())
-    assert cpu.estimate_ms == pytest.approx(expected, abs=1e-3) and cpu.kind == "estimate"
+    assert cpu.estimate_ms == pytest.approx(expected, abs=1e-3)
+    assert cpu.kind == "estimate"
     accel = estimate(feats, _profile("graph-accelerator", **prices))
     compute, memory = values["conv"] * 100.0, values["elementwise"] * 1.0
     assert accel.estimate_ms == pytest.approx(0.5 + max(compute, memory), abs=1e-3)  # no per-op cost
@@ -89,8 +90,12 @@ def test_simulate_cli_json(capsys):
     rows = loads_strict(out)
     assert [(r["model"], r["device"]) for r in rows][:2] == [("m0", "pixel4-cpu1-fp32"), ("m0", "a13-ane-fp16")]
     for r in rows:
-        assert r["kind"] == "estimate" and r["img_size"] == 224 and r["batch"] == 1
-        assert r["estimate_ms"] > 0 and r["provenance"] and r["breakdown_ms"]
+        assert r["kind"] == "estimate"
+        assert r["img_size"] == 224
+        assert r["batch"] == 1
+        assert r["estimate_ms"] > 0
+        assert r["provenance"]
+        assert r["breakdown_ms"]
     pixel = {r["model"]: r for r in rows if r["device"] == "pixel4-cpu1-fp32"}
     assert pixel["m0"]["estimate_ms"] < pixel["m5"]["estimate_ms"]
     # rounded to 2 figures (the profile's ~11 % error on held-out transformers): the parts add up within that
@@ -114,7 +119,9 @@ def test_estimates_only_for_profiles_that_fit_the_artifact():
     assert {r["device"] for r in tflite} >= {"pixel4-cpu1-fp32", "iphonexs-cpu1-fp32", "s10-cpu1-fp32"}
     assert estimates_for(spec, "tflite", "int8") == []  # no profile was fitted to int8 measurements
     for r in coreml + tflite:
-        assert r["kind"] == "estimate" and r["provenance"] and r["validation_error"]
+        assert r["kind"] == "estimate"
+        assert r["provenance"]
+        assert r["validation_error"]
         json.dumps(r, allow_nan=False)
     ane = next(r for r in coreml if r["device"] == "a13-ane-fp16")
     assert "dispatch" not in ane["breakdown_ms"]  # a whole-graph accelerator pays no per-op cost
@@ -134,7 +141,8 @@ def test_bench_simulate_keeps_estimates_apart(capsys, tmp_path):
     assert code == 0, err
     rows = loads_strict(out)
     assert [r["kind"] for r in rows] == ["measured", "estimate"]  # 'all': only the profiles that run it
-    assert rows[1]["device"] == "test-cpu-interpreter" and rows[1]["p90_ms"] is None
+    assert rows[1]["device"] == "test-cpu-interpreter"
+    assert rows[1]["p90_ms"] is None
     code, _, err = run_cli(capsys, "bench", path, "--simulate", "pixel-99")
     assert "unknown device profile" in assert_one_line_error(code, err)
 
@@ -173,10 +181,13 @@ def test_simulate_refuses_a_profile_that_does_not_run_the_artifact(capsys, onnx_
     fitting = _onnx_profile_in_cache(tmp_path)
     code, _, err = run_cli(capsys, "simulate", fp32, "--device", "pixel4-cpu1-fp32")
     line = assert_one_line_error(code, err)
-    assert "pixel4-cpu1-fp32" in line and "m0.onnx" in line and f"use {fitting}" in line, line
+    assert "pixel4-cpu1-fp32" in line, line
+    assert "m0.onnx" in line, line
+    assert f"use {fitting}" in line, line
     code, _, err = run_cli(capsys, "simulate", fp16, "--device", fitting)
     line = assert_one_line_error(code, err)
-    assert "onnx fp16" in line and "no profile prices onnx fp16" in line, line
+    assert "onnx fp16" in line, line
+    assert "no profile prices onnx fp16" in line, line
     code, _, err = run_cli(capsys, "bench", fp32, "--simulate", "pixel4-cpu1-fp32")
     assert f"use {fitting}" in assert_one_line_error(code, err)
     with pytest.raises(evit_export.UserError, match=f"not m0.onnx .onnx fp32.: use {fitting}"):
@@ -199,16 +210,21 @@ def test_estimates_rounded_to_what_their_validation_supports(capsys):
     assert significant_figures(profiles["pixel4-cpu1-fp32"]) == 2
     assert significant_figures(profiles["a13-ane-fp16"]) == 1
     assert significant_figures(profiles["a13-cpu1-fp32"]) == 2
-    assert format_figures(0.3061, 1) == "0.3" and format_figures(12.34, 2) == "12" and format_figures(147, 2) == "150"
+    assert format_figures(0.3061, 1) == "0.3"
+    assert format_figures(12.34, 2) == "12"
+    assert format_figures(147, 2) == "150"
     code, out, err = run_cli(capsys, "simulate", "m0", "--device", "a13-ane-fp16,pixel4-cpu1-fp32", "--json")
     assert code == 0, err
     ane, pixel = loads_strict(out)
     for row in (ane, pixel):
         figures = row["significant_figures"]
         assert float(f"{row['estimate_ms']:.{figures}g}") == row["estimate_ms"], row
-    assert ane["significant_figures"] == 1 and pixel["significant_figures"] == 2
+    assert ane["significant_figures"] == 1
+    assert pixel["significant_figures"] == 2
     code, out, err = run_cli(capsys, "simulate", "m0", "--device", "a13-ane-fp16")
-    assert code == 0 and "0.3061" not in out and f"{ane['estimate_ms']:g}" in out, out
+    assert code == 0, out
+    assert "0.3061" not in out, out
+    assert f"{ane['estimate_ms']:g}" in out, out
     _, spec = deploy_for_export("m0", img_size=64, num_classes=10, seed=0)
     for row in estimates_for(spec, "coreml", "fp16"):
         assert "ESTIMATE" not in row["runtime"].upper(), row  # kind says it; the label says it once

@@ -103,15 +103,20 @@ def test_failing_cell_is_recorded_and_a_rerun_keeps_everything(tmp_path, capsys)
     assert code == 0, err
     res = results_of(out)
     cells = {c["id"]: c for c in res["cells"]}
-    assert cells["m0-onnx-fp32"]["verdict"] == "pass" and cells["m0-onnx-fp32"]["latency"]["median_ms"] > 0
+    assert cells["m0-onnx-fp32"]["verdict"] == "pass"
+    assert cells["m0-onnx-fp32"]["latency"]["median_ms"] > 0
     failed = cells["m1-onnx-fp32"]
-    assert failed["status"] == "failed" and failed["verdict"] == "error"
-    assert "\n" not in failed["reason"] and "m1_broken.pth" in failed["reason"]
+    assert failed["status"] == "failed"
+    assert failed["verdict"] == "error"
+    assert "\n" not in failed["reason"]
+    assert "m1_broken.pth" in failed["reason"]
     assert str(tmp_path) not in json.dumps(res)  # no machine paths in the results
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["id"] for r in rows] == ["m0-onnx-fp32", "m1-onnx-fp32"]
-    assert rows[0]["verdict"] == "pass" and float(rows[0]["latency_median_ms"]) > 0
-    assert (out / "report.html").is_file() and (out / "artifacts" / "m0-onnx-fp32.onnx").is_file()
+    assert rows[0]["verdict"] == "pass"
+    assert float(rows[0]["latency_median_ms"]) > 0
+    assert (out / "report.html").is_file()
+    assert (out / "artifacts" / "m0-onnx-fp32.onnx").is_file()
 
     code, _, err = run_cli(capsys, *args)  # nothing changed: nothing runs again
     assert code == 0, err
@@ -124,7 +129,8 @@ def test_failing_cell_is_recorded_and_a_rerun_keeps_everything(tmp_path, capsys)
     artifact = out / "artifacts" / "m0-onnx-fp32.onnx"
     artifact.write_bytes(artifact.read_bytes() + b"\0")
     code, _, err = run_cli(capsys, *args)
-    assert code == 0 and "1 kept from the previous run, 0 resumed, 1 to run" in err
+    assert code == 0
+    assert "1 kept from the previous run, 0 resumed, 1 to run" in err
     redone = {c["id"]: c for c in results_of(out)["cells"]}
     assert redone["m0-onnx-fp32"]["started_at"] != cells["m0-onnx-fp32"]["started_at"]
     assert redone["m0-onnx-fp32"]["verdict"] == "pass"
@@ -159,7 +165,8 @@ def test_acceptance_matrix_killed_and_resumed_equals_clean_run(tmp_path, calibra
                          capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stderr
     res = results_of(clean)
-    assert len(res["cells"]) == 8 and all(c["verdict"] in ("pass", "fail") for c in res["cells"])
+    assert len(res["cells"]) == 8
+    assert all(c["verdict"] in ("pass", "fail") for c in res["cells"])
     killed = tmp_path / "killed"
     before = kill_after_first_cell(args + ["--out", killed], killed)
     rerun = subprocess.run([sys.executable, "-m", "evit_export", "sweep", *map(str, args), "--out", str(killed)],
@@ -208,7 +215,8 @@ def test_impossible_cells_are_listed_as_skipped(tmp_path):
     assert "does not export fp16" in cells["m0-fp32only-fp16"]["reason"]
     assert cells["m0-fp32only-int8"]["reason"] == "this format has no int8 arithmetic"
     assert cells["m0-fp32only-fp32"]["status"] == "pending"
-    assert cells["m0-onnx-int8"]["status"] == "pending" and cells["m0-onnx-int8"]["precision_label"].startswith("int8")
+    assert cells["m0-onnx-int8"]["status"] == "pending"
+    assert cells["m0-onnx-int8"]["precision_label"].startswith("int8")
 
 
 @pytest.mark.parametrize("extra, needle", [
@@ -253,13 +261,16 @@ def test_a_rerun_with_another_configuration_adds_to_the_sweep(tmp_path, capsys):
     code, _, err = run_cli(capsys, *second)
     assert code == 0, err
     said = " ".join(err.split())
-    assert "changed since the last sweep" in said and "precisions fp32,fp16 -> fp32" in said, err
-    assert "weights none -> m0=m0_other.safetensors" in said and "1 earlier cell not in this matrix kept" in said
+    assert "changed since the last sweep" in said, err
+    assert "precisions fp32,fp16 -> fp32" in said, err
+    assert "weights none -> m0=m0_other.safetensors" in said
+    assert "1 earlier cell not in this matrix kept" in said
     assert "1 stale: m0-onnx-fp16" in said, err
     after = {c["id"]: c for c in results_of(out)["cells"]}
     assert set(after) == {"m0-onnx-fp32", "m0-onnx-fp16"}
     assert after["m0-onnx-fp32"]["sha256"] != before["m0-onnx-fp32"]["sha256"]  # rebuilt from the new weights
-    assert after["m0-onnx-fp32"]["verdict"] == "pass" and not after["m0-onnx-fp32"].get("stale")
+    assert after["m0-onnx-fp32"]["verdict"] == "pass"
+    assert not after["m0-onnx-fp32"].get("stale")
     assert after["m0-onnx-fp16"]["stale"].startswith("built with other weights")
     assert after["m0-onnx-fp16"]["sha256"] == before["m0-onnx-fp16"]["sha256"]  # kept as it was
     assert "m0-onnx-fp16" in (out / "report.html").read_text()
@@ -288,6 +299,6 @@ def test_ctrl_c_says_what_the_sweep_keeps(tmp_path):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"interrupted: sweep stopped; {out / 'results.json'} holds ") and \
-        last.endswith("of 2; the same command resumes"), err
+    assert last.startswith(f"interrupted: sweep stopped; {out / 'results.json'} holds "), err
+    assert last.endswith("of 2; the same command resumes"), err
     assert "Traceback" not in err

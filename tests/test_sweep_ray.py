@@ -81,16 +81,20 @@ def ray_sweep(cluster, tmp_path_factory):
 
 def test_cells_spread_over_both_nodes_and_resume(cluster, ray_sweep):
     on_ray = results_of(ray_sweep)
-    assert on_ray["complete"] and on_ray["executor"]["kind"] == "ray"
+    assert on_ray["complete"]
+    assert on_ray["executor"]["kind"] == "ray"
     cells = on_ray["cells"]
     assert len({c["node_id"] for c in cells}) == 2, [c.get("node_id") for c in cells]  # one CPU per node
     for c in cells:
-        assert c["host"] and c["status"] == "done" and c["verdict"] == "pass"
+        assert c["host"]
+        assert c["status"] == "done"
+        assert c["verdict"] == "pass"
         # The artifact came back to --out whole: the node's digest matches the driver's file.
         assert sha256_artifact(ray_sweep / c["artifact"]) == c["sha256"]
         assert (ray_sweep / "logs" / f"{c['id']}.log").read_text().count(c["node_id"]) == 1
         assert c["latency"]["median_ms"] > 0  # measured on the driver, after the builds
-    assert (ray_sweep / "report.html").is_file() and (ray_sweep / "results.csv").is_file()
+    assert (ray_sweep / "report.html").is_file()
+    assert (ray_sweep / "results.csv").is_file()
 
     # Resume works as locally: everything is kept, nothing is submitted again.
     proc = sweep(cluster["env"], *SMALL, "--precisions", "fp32,fp16", "--executor", "ray",

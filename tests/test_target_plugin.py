@@ -38,7 +38,8 @@ def deploy_m0():
 
 def test_registered_target_is_found_by_name_and_suffix(pt2_target, tmp_path):
     assert isinstance(target_for(tmp_path / "m.pt2"), ExportedProgramTarget)
-    assert pt2_target.is_memory_bound("Reshape") and not pt2_target.is_memory_bound("conv2d")
+    assert pt2_target.is_memory_bound("Reshape")
+    assert not pt2_target.is_memory_bound("conv2d")
     with pytest.raises(PrecisionNotApplicable):
         ExportedProgramOptions.for_precision("int8")
     with pytest.raises(TypeError):  # a misspelled option cannot be dropped silently
@@ -66,23 +67,30 @@ def test_check_bench_package_through_shared_code(pt2_target, deploy_m0, tmp_path
     # check: the reference is rebuilt from the embedded spec (seeded weights), 10 inputs
     # run as 4 + 4 + 2-padded-to-4 through the shared batching helper.
     report = check_artifact(art.path, n=10)
-    assert report.passed and report.runtime == "torch.export" and report.n == 10, report.failures
+    assert report.passed, report.failures
+    assert report.runtime == "torch.export", report.failures
+    assert report.n == 10, report.failures
     assert report.max_abs <= 1e-4 * max(1.0, report.ref_max_abs)
 
     # bench: the same open_artifact -> Runner -> measure_latency path the bench command takes
     path, target, aspec = open_artifact(art.path)
     with target.open(path, spec=aspec, options=RunnerOptions(threads=1)) as runner:
         latency = measure_latency(runner, batch=4, threads=1, iterations=5)
-    assert latency.runtime == "torch.export" and latency.median_ms > 0 and latency.images_per_s > 0
+    assert latency.runtime == "torch.export"
+    assert latency.median_ms > 0
+    assert latency.images_per_s > 0
 
     graph = target.inspect(path)
-    assert graph.op_histogram["conv2d"] > 50 and 0 < graph.memory_bound_ops < graph.total_ops
+    assert graph.op_histogram["conv2d"] > 50
+    assert 0 < graph.memory_bound_ops < graph.total_ops
 
     # package: no app templates for this target, so a generic integration note
     pkg = build_package(art.path, tmp_path / "pkg", threads=1)
     manifest = json.loads((pkg / "manifest.json").read_text())
-    assert manifest["target"] == "pt2" and manifest["model"] == "m0.pt2"
-    assert manifest["equivalence"]["passed"] and manifest["apps"] == []
+    assert manifest["target"] == "pt2"
+    assert manifest["model"] == "m0.pt2"
+    assert manifest["equivalence"]["passed"]
+    assert manifest["apps"] == []
     assert any(row["kind"] == "measured" and row["runtime"] == "torch.export" for row in manifest["latency"])
     assert manifest["io"]["inputs"][0]["shape"] == [4, 3, 64, 64]
     assert "No app template exists for pt2" in (pkg / "INTEGRATION.md").read_text()
@@ -120,15 +128,18 @@ def test_entry_point_target_works_end_to_end(installed_plugin, tmp_path):
     done = _cli(env, "pt2", "-v", "m0", "--img-size", "64", "--num-classes", "10", "--batch", "2",
                 "-o", "m0.pt2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "wrote m0.pt2" in done.stdout and "PASS" in done.stdout, done.stdout
+    assert "wrote m0.pt2" in done.stdout, done.stdout
+    assert "PASS" in done.stdout, done.stdout
 
     check = _cli(env, "check", "m0.pt2", "--json", cwd=tmp_path)
-    assert check.returncode == 0 and json.loads(check.stdout)["passed"], check.stderr
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["passed"], check.stderr
     bench = _cli(env, "bench", "m0.pt2", "--threads", "1", "--iterations", "3", "--json", cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr
     assert "torch.export" in bench.stdout
     inspected = json.loads(_cli(env, "inspect", "m0.pt2", "--json", cwd=tmp_path).stdout)
-    assert inspected["target"] == "pt2" and inspected["op_histogram"]["conv2d"] > 50
+    assert inspected["target"] == "pt2"
+    assert inspected["op_histogram"]["conv2d"] > 50
 
     pkg = _cli(env, "package", "m0.pt2", "--out", "pkg", "--no-latency", cwd=tmp_path)
     assert pkg.returncode == 0, pkg.stderr
@@ -140,7 +151,8 @@ def test_entry_point_target_works_end_to_end(installed_plugin, tmp_path):
                  "--img-size", "64", "--num-classes", "10", "--out", "sw", cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     cells = {c["precision"]: c for c in json.loads((tmp_path / "sw" / "results.json").read_text())["cells"]}
-    assert cells["fp32"]["status"] == "done" and cells["fp32"]["verdict"] == "pass", cells["fp32"]
+    assert cells["fp32"]["status"] == "done", cells["fp32"]
+    assert cells["fp32"]["verdict"] == "pass", cells["fp32"]
     assert cells["int8"]["status"] == "skipped", cells["int8"]  # the format says it has no int8
 
 
@@ -159,5 +171,6 @@ def test_broken_plugin_is_a_warning_not_a_broken_tool(installed_plugin, tmp_path
     env = dict(installed_plugin, PYTHONPATH=os.pathsep.join([str(broken), installed_plugin["PYTHONPATH"]]))
     done = _cli(env, "-h", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert " onnx " in done.stdout and " pt2 " in done.stdout
+    assert " onnx " in done.stdout
+    assert " pt2 " in done.stdout
     assert "evit-export target plug-in 'broken'" in done.stderr

@@ -102,7 +102,9 @@ def test_per_channel_normalisation_is_written_and_parsed(tmp_path, mediapipe_pyt
     target = get_target("tflite")
     deployed, spec = deploy_for_export("m0", img_size=64, num_classes=10, seed=0)
     mean, std = normalization_for(spec)
-    assert len(mean) == 3 and abs(mean[0] - 255 * spec.mean[0]) < 1e-9
+    assert len(mean) == 3
+    assert abs(mean[0] - 255 * spec.mean[0]) < 1e-9
     art = target.export(deployed, spec, tmp_path / "m0.tflite")
     got = _classify(mediapipe_python, art.path, digit_image)
-    assert "error" in got and "Per-channel image normalization" in got["error"], got
+    assert "error" in got, got
+    assert "Per-channel image normalization" in got["error"], got

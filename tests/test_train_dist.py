@@ -30,7 +30,8 @@ def test_torchrun_two_cpu_processes(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     log = json.loads((tmp_path / "run" / "log.json").read_text())
-    assert log["world_size"] == 2 and log["finished"]
+    assert log["world_size"] == 2
+    assert log["finished"]
     assert "×2 processes" in proc.stderr
     model = load_model(checkpoint=tmp_path / "run" / "model.safetensors")
     assert model.spec.num_classes == 10
@@ -59,7 +60,8 @@ def test_ctrl_c_keeps_last_epoch_and_exits_130(tmp_path):
     assert "Traceback" not in err
     log = json.loads((run / "log.json").read_text())
     done = log["epochs"][-1]["epoch"]
-    assert 1 <= done < 200 and not log["finished"]
+    assert 1 <= done < 200
+    assert not log["finished"]
     # one line, saying what was stopped and what is left
     line = err.strip().splitlines()[-1]
     assert line == (f"interrupted: training stopped; {run / 'last.safetensors'} holds epoch {done} "
