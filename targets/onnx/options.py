@@ -75,7 +75,7 @@ class OnnxOptions(TargetOptions):
                                            "NNAPI/QNN/TensorRT).")
     calibration_method: CalibrationMethod = cli_option(
         CalibrationMethod.MINMAX, "int8: how activation ranges are set from the calibration images: minmax, "
-        "percentile or entropy.")
+        "percentile or entropy.", metavar="minmax|percentile|entropy")
     keep_float: str = cli_option(
         KEEP_FLOAT_AUTO, "int8: blocks kept in float. auto: the fewest, counted from the output, that bring "
         "held-out images to --min-cosine (and the check's SQNR and top-1); none: every op int8; or NAMES, comma-"

@@ -66,7 +66,8 @@ class TFLiteOptions(TargetOptions):
     min_cosine: float = cli_option(INT8_MIN_COSINE_MEAN, "int8, keep-float auto: the mean logits cosine on "
                                    "held-out images to reach.", metavar="COSINE")
     calibration_method: str = cli_option("minmax", "int8: how activation ranges are set. TensorFlow's converter "
-                                         "calibrates min/max only.", choices=("minmax",))
+                                         "calibrates min/max only.", choices=("minmax",),
+                                         metavar="minmax")
 
     def __post_init__(self):
         quantize = "none" if str(self.quantize).lower() == "fp32" else self.quantize
