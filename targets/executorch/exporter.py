@@ -9,7 +9,13 @@ from pathlib import Path
 
 from evit_export.targets.base import Artifact, write_sidecar
 from evit_export.targets.calibration import calibration_record
-from evit_export.targets.executorch.inspector import SPEC_METHOD, XNNPACK_BACKEND, load_program, summarise
+from evit_export.targets.executorch.inspector import (
+    SPEC_METHOD,
+    XNNPACK_BACKEND,
+    load_program,
+    quiet_executorch_import,
+    summarise,
+)
 from evit_export.targets.executorch.options import Backend, ExecuTorchOptions, ExecuTorchPrecision
 
 from evit_export.core.atomic import atomic_path, check_writable
@@ -142,7 +148,7 @@ def _lower(module, example, spec_json: str, options: ExecuTorchOptions) -> tuple
 
 def export_executorch(model, spec: ModelSpec, out: Path, options: ExecuTorchOptions | None = None) -> Artifact:
     """Export the folded deploy ``model`` to ``out`` (.pte), atomically."""
-    require("executorch")
+    quiet_executorch_import()
     import torch
 
     options = options or ExecuTorchOptions()

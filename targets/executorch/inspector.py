@@ -40,11 +40,20 @@ def read_pte_bytes(path: Path) -> bytes:
     return data
 
 
-def load_program(path: Path):
-    """(the deserialised PTE file, its bytes); a UserError for a damaged or foreign file."""
+def quiet_executorch_import() -> None:
+    """Importing executorch registers torchao's enums with torch's pytree, which logs a
+    deprecation line addressed to torchao's developers on every run: not for our users."""
+    import logging
+
     from evit_export.core.optional import require
 
     require("executorch")
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+
+def load_program(path: Path):
+    """(the deserialised PTE file, its bytes); a UserError for a damaged or foreign file."""
+    quiet_executorch_import()
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     data = read_pte_bytes(path)

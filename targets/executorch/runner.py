@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 from evit_export.targets.base import Runner, run_in_batches
-from evit_export.targets.executorch.inspector import FORWARD, load_program
+from evit_export.targets.executorch.inspector import FORWARD, load_program, quiet_executorch_import
 
 from evit_export.core.errors import UserError
-from evit_export.core.optional import require
 from evit_export.core.preprocess import to_model_input
 from evit_export.core.spec import ModelSpec
 
@@ -54,7 +53,7 @@ def runtime_logs_filtered() -> Iterator[None]:
 def runtime():
     import warnings
 
-    require("executorch")
+    quiet_executorch_import()
     with runtime_logs_filtered(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the bindings warn at import that their API is "experimental"
         from executorch.runtime import Runtime
