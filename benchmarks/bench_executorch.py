@@ -183,8 +183,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-executorch-") as d:
         for variant in args.variants:
             results.append(bench_variant(variant, Path(d), args.iters, args.calibration_size, args.img_size))
-            print(f"{variant}: done", file=sys.stderr, flush=True)
-    print_results(results, args.iters)
+            print_results(results[-1:], args.iters)  # each variant as soon as it is measured (M5 takes long)
+            sys.stdout.flush()
     if args.json:
         from evit_export.core.machine import cpu_flags, machine_description
 
