@@ -210,6 +210,23 @@ def test_python_app_predicts_expected(fp32, tmp_path):
     assert abs(top[0]["score"] - expected[0]["score"]) < 1e-4
 
 
+def test_remote_harness_runs_the_pte_with_only_the_runtime(fp32, tmp_path):
+    """The script bench --remote uploads (harness + this format's opener), run here as a
+    device would run it: a plain Python with the executorch runtime."""
+    import subprocess
+    import sys
+
+    from evit_export.validation.latency.remote import remote_script
+
+    script = tmp_path / "bench.py"
+    script.write_text(remote_script(fp32.path))
+    done = subprocess.run([sys.executable, str(script), str(fp32.path), "--threads", "1", "--iterations", "5"],
+                          capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["runtime"].startswith("executorch 1.") and result["batch"] == 1 and result["threads"] == 1, result
+
+
 def test_simulate_refuses_without_an_executorch_profile(fp32):
     from evit_export.validation.latency import estimates_for, require_fit
     from evit_export.validation.latency.profiles import builtin_profiles
