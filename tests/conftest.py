@@ -53,3 +53,23 @@ def write_digits_folder(root, count: int, size: int = 32, broken_in: str = "0"):
         Image.fromarray(p.transpose(1, 2, 0).astype(np.uint8)).save(root / str(y) / f"{i}.png")
     (root / broken_in / "broken.png").write_bytes(b"garbage")
     return root
+
+
+# The fast unit layer (``pytest -m "not slow and not integration"``, under a minute on two
+# cores): modules that compute in process. Every other test starts processes, converters,
+# runtimes, servers or browsers, and so do the named tests of the unit modules below.
+UNIT_MODULES = {"test_layers.py", "test_data.py", "test_interrupt.py", "test_models.py", "test_devices.py",
+                "test_provenance.py"}
+INTEGRATION_TESTS = {"test_provenance.py::test_api_pretrained_through_a_local_server",  # an http.server
+                     "test_provenance.py::test_spec_names_weights_without_machine_paths",  # exports
+                     "test_devices.py::test_calibrate_small_reference_set",  # onnxruntime sessions
+                     "test_models.py::test_deploy_graph_traces_and_exports"}  # an ONNX export
+
+
+def pytest_collection_modifyitems(items):
+    import pytest
+
+    for item in items:
+        test = f"{item.path.name}::{item.originalname}"
+        if item.path.name not in UNIT_MODULES or test in INTEGRATION_TESTS:
+            item.add_marker(pytest.mark.integration)
