@@ -1,7 +1,6 @@
 """bench --remote against a real OpenSSH server on 127.0.0.1, started by the test from a
 temporary config (host key, authorized key, pid file all in a temp folder)."""
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -11,25 +10,9 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import assert_one_line_error, run_cli, run_cli_process
+from ssh_helpers import NEEDS_SSHD, SSHD, free_port, keygen
 
-SSHD = "/usr/sbin/sshd"
-pytestmark = [
-    pytest.mark.skipif(not Path(SSHD).exists(),
-                       reason="OpenSSH sshd is not installed (apt-get install openssh-server)"),
-    pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
-                       reason="sshd on loopback from a temporary config needs root (CI runs as root)"),
-]
-
-
-def _keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = NEEDS_SSHD
 
 
 def _wait_for_port(port: int, proc, log: Path, seconds: float = 15.0) -> None:
@@ -47,9 +30,9 @@ def _wait_for_port(port: int, proc, log: Path, seconds: float = 15.0) -> None:
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     d = tmp_path_factory.mktemp("sshd")
-    host_key, client_key, other_key = _keygen(d / "host_key"), _keygen(d / "client_key"), _keygen(d / "other_key")
+    host_key, client_key, other_key = keygen(d / "host_key"), keygen(d / "client_key"), keygen(d / "other_key")
     (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    port = _free_port()
+    port = free_port()
     config = d / "sshd_config"
     config.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
                       f"AuthorizedKeysFile {d / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
@@ -123,7 +106,7 @@ def test_wrong_key_and_changed_host_key_are_one_line_errors(capsys, sshd, m0_onn
 
 def test_unreachable_and_missing_runtime(capsys, sshd, m0_onnx, tmp_path):
     known_hosts = tmp_path / "known_hosts"
-    code, _, err = run_cli(capsys, "bench", m0_onnx, "--remote", f"root@127.0.0.1:{_free_port()}",
+    code, _, err = run_cli(capsys, "bench", m0_onnx, "--remote", f"root@127.0.0.1:{free_port()}",
                            "--identity", sshd["key"], "--known-hosts", known_hosts)
     assert "cannot reach" in assert_one_line_error(code, err)
 

@@ -23,7 +23,7 @@ from evit_export.core.machine import cpu_flags, machine_description
 from evit_export.core.jsonio import loads_strict, write_json_atomic
 from evit_export.core.paths import strip_paths
 from evit_export.packaging.report import write_report
-from evit_export.sweep.executors import LocalExecutor
+from evit_export.sweep.executors import LocalExecutor, exit_description
 from evit_export.sweep.results import (SCHEMA_VERSION, STAGES, load_results, new_record, sha256_artifact, utc_now,
                                        write_results)
 from evit_export.sweep.stages import cell_options, check_device, device_info
@@ -352,7 +352,7 @@ class SweepRun:
         else:
             updated = json.loads(json.dumps(rec))
             updated.update(status="failed", reason=f"{'+'.join(stages)}: the cell's process died "
-                           f"({_exit_description(rc)}); see logs/{cell}.log")
+                           f"({exit_description(rc)}); see logs/{cell}.log")
         request.unlink(missing_ok=True)
         result.unlink(missing_ok=True)
         return updated
@@ -373,17 +373,6 @@ class SweepRun:
         with self.lock:
             for proc in self.running.values():
                 proc.kill()
-
-
-def _exit_description(rc: int) -> str:
-    if rc < 0:
-        import signal
-
-        try:
-            return f"killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"signal {-rc}"
-    return f"exit status {rc}"
 
 
 def _progress(console):
