@@ -177,6 +177,15 @@ def _disk_full(e: BaseException, dest: Path) -> UserError:
                      "out=; nothing was written")
 
 
+def _cannot_start(error: OSError, dest: Path, parent: Path, made: list) -> UserError:
+    """The one-line error for a temporary output that could not be created, after
+    removing the folders this write made for it."""
+    _remove_made(made)
+    if error.errno in _FULL:
+        return _disk_full(error, dest)
+    return UserError(f"cannot write in {parent}: {error.strerror}; choose a writable out=")
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it onto ``dest``.
@@ -195,10 +204,7 @@ def atomic_path(dest: str | os.PathLike, directory: bool = False) -> Iterator[Pa
             os.close(fd)
             tmp = Path(name)
     except OSError as e:
-        _remove_made(made)
-        if e.errno in _FULL:
-            raise _disk_full(e, dest) from None
-        raise UserError(f"cannot write in {parent}: {e.strerror}; choose a writable out=") from None
+        raise _cannot_start(e, dest, parent, made) from None
     try:
         yield tmp
         # A Ctrl-C that the writer swallowed (a converter catching broad exceptions)
@@ -237,10 +243,7 @@ def staged_outputs(dest: str | os.PathLike) -> Iterator[Path]:
         _remove(stage)
         stage.mkdir()
     except OSError as e:
-        _remove_made(made)
-        if e.errno in _FULL:
-            raise _disk_full(e, dest) from None
-        raise UserError(f"cannot write in {parent}: {e.strerror}; choose a writable out=") from None
+        raise _cannot_start(e, dest, parent, made) from None
     try:
         yield stage
         raise_if_cancelled()
