@@ -51,10 +51,6 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def cancel_requested() -> bool:
-    return _state.requested
-
-
 def raise_if_cancelled() -> None:
     """Raise ``KeyboardInterrupt`` again when Ctrl-C arrived inside the current
     ``cancellable`` block, even if the first one was swallowed; the block turns it
