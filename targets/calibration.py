@@ -305,3 +305,14 @@ def cpu_int8_weight_bits() -> tuple[int, str]:
     if vnni:
         return 8, f"this CPU has {', '.join(vnni)}"
     return 7, "this x86 CPU has no VNNI (8-bit weights would saturate u8·s8 sums)"
+
+
+def tensor_error(reference: np.ndarray, quantized: np.ndarray) -> dict:
+    """SQNR (dB; None when exact) and cosine of one intermediate tensor against its float
+    counterpart, over every image and element together (the per-layer report's figures)."""
+    ref = np.asarray(reference, np.float64).ravel()
+    got = np.asarray(quantized, np.float64).ravel()
+    noise = float(((got - ref) ** 2).sum())
+    norms = float(np.linalg.norm(ref) * np.linalg.norm(got))
+    return {"sqnr_db": float(10 * np.log10(max(float((ref ** 2).sum()), 1e-300) / noise)) if noise > 0 else None,
+            "cosine": float((ref * got).sum() / norms) if norms > 0 else 0.0}
