@@ -25,7 +25,7 @@ DEMO_ARTIFACTS = (
     ("onnx", "m0_digits_int8.onnx", {"precision": "int8"}),  # static int8 for onnxruntime on CPU
     ("coreml", "m0_digits.mlpackage", {}),  # ML Program, fp16, image input, classifier
     ("tflite", "m0_digits.tflite", {}),  # fp32, NHWC
-    ("tflite", "m0_digits_int8.tflite", {"quantize": "int8", "input_type": "uint8"}),
+    ("tflite", "m0_digits_int8.tflite", {"precision": "int8", "input_type": "uint8"}),
 )
 
 

@@ -196,3 +196,29 @@ def test_bench_options_have_help_and_check_n_has_a_long_form(capsys, monkeypatch
         assert param.help, name
     n = next(p for p in commands[("check",)].params if p.name == "n")
     assert any(o.startswith("--") for o in n.opts), n.opts
+
+
+def test_one_precision_vocabulary_on_every_export(capsys):
+    """Issue 19.9: --precision on every export command and precision= in every options
+    dataclass; the old spellings still work, hidden; a misspelling gets a hint."""
+    import dataclasses
+
+    from evit_export.targets import target_class
+    from evit_export.targets.coreml import CoreMLOptions
+    from evit_export.targets.tflite import TFLiteOptions
+
+    for name in target_names():
+        assert "precision" in {f.name for f in dataclasses.fields(target_class(name).options_type)}, name
+        code, out, _ = run_cli(capsys, name, "--help")
+        assert code == 0
+        assert "--precision" in out, name
+    assert TFLiteOptions(precision="int8", calibration_data="random").precision == "int8"
+    assert TFLiteOptions(quantize="fp16").precision == "fp16"  # the old name, from Python
+    assert TFLiteOptions(quantize="none").precision == "fp32"
+    int8_weights = CoreMLOptions(precision="int8")
+    assert str(int8_weights.compress) == "int8", int8_weights  # CoreML: int8 weights on fp16 activations
+    code, out, _ = run_cli(capsys, "tflite", "--help")
+    assert "--quantize" not in out  # hidden alias
+    code, _, err = run_cli(capsys, "tflite", "--precison", "int8")
+    assert code == 2
+    assert "--precision" in err, err  # "did you mean"

@@ -105,7 +105,7 @@ class TFLiteTarget(Target):
         return check_out(out)
 
     def default_out_name(self, spec: ModelSpec, options: TFLiteOptions) -> str:
-        tag = "" if options.quantize == Quantize.NONE else f"_{options.quantize}"
+        tag = "" if options.precision == Quantize.NONE else f"_{options.precision}"
         return f"{spec.variant}{tag}.tflite"
 
     def export_summary(self, artifact: Artifact, options: TFLiteOptions) -> list[str]:

@@ -70,7 +70,7 @@ def _run_worker(job: Path) -> dict:
 
 def _export_spec(spec: ModelSpec, options: TFLiteOptions) -> ModelSpec:
     pixels_in = options.input_type == InputType.UINT8
-    spec = spec.replace(precision=options.precision, batch=options.batch, input_layout=str(options.layout).upper(),
+    spec = spec.replace(precision=str(options.precision), batch=options.batch, input_layout=str(options.layout).upper(),
                         input_range="pixels" if pixels_in else "normalized",
                         input_dtype="uint8" if pixels_in else "float32", notes=list(spec.notes))
     spec.toolchain.update(_versions())
@@ -81,7 +81,7 @@ def _calibration(spec: ModelSpec, options: TFLiteOptions, info: dict) -> tuple[n
     """Graph-ready float (calibration, held-out) inputs for int8 (None otherwise); notes in ``spec``."""
     from evit_export.targets.calibration import heldout_pixels
 
-    if options.quantize != Quantize.INT8:
+    if options.precision != Quantize.INT8:
         return None, None
     pixels, info["calibration"] = calibration_record(spec, options.calibration_data, options.calibration_size)
     if spec.input_range == "pixels" and pixels.max() < 255:
@@ -104,7 +104,7 @@ def _convert(model, spec: ModelSpec, options: TFLiteOptions, calib: np.ndarray |
 
     plan, weights = make_plan(model)
     worker_options = {"batch": options.batch, "layout": spec.input_layout, "input_range": spec.input_range,
-                      "mean": list(spec.mean), "std": list(spec.std), "quantize": str(options.quantize),
+                      "mean": list(spec.mean), "std": list(spec.std), "quantize": str(options.precision),
                       "input_dtype": spec.input_dtype, "output_dtype": spec.input_dtype,
                       "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "analyze": options.analyze,
                       "keep_float": [] if options.full_integer else options.keep_float.split(","),
@@ -132,7 +132,7 @@ def export_tflite(model, spec: ModelSpec, out: Path, options: TFLiteOptions | No
     out = check_out(out)
     started = time.perf_counter()
     spec = _export_spec(spec, options)
-    info: dict = {"quantize": str(options.quantize), "precision": options.precision, "batch": options.batch,
+    info: dict = {"quantize": str(options.precision), "precision": str(options.precision), "batch": options.batch,
                   "layout": spec.input_layout, "input": str(options.input_type), "signature": SIGNATURE_KEY,
                   "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
                   "converter": "tf.lite.TFLiteConverter (native NHWC graph)"}

@@ -1,7 +1,7 @@
 """TFLite export options: one frozen dataclass, validated once when it is built."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -16,7 +16,7 @@ DEFAULT_KEEP_FLOAT = f"{ATTENTION},{KEEP_FLOAT_AUTO}"
 
 
 class Quantize(StrEnum):
-    NONE = "none"  # fp32
+    NONE = "fp32"  # no quantization ("none" is still accepted)
     FP16 = "fp16"  # fp16 weights
     DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly
     INT8 = "int8"  # full-integer, calibrated
@@ -32,17 +32,14 @@ class Layout(StrEnum):
     NCHW = "nchw"
 
 
-# The spec's precision label for each quantize mode.
-PRECISION = {Quantize.NONE: "fp32", Quantize.FP16: "fp16", Quantize.DYNAMIC: "dynamic", Quantize.INT8: "int8"}
 SWEEP_QUANTIZE = {"fp32": Quantize.NONE, "fp16": Quantize.FP16, "int8": Quantize.INT8}
 
 
 @dataclass(frozen=True)
 class TFLiteOptions(TargetOptions):
-    # The command line calls it --precision like every format (fp32 = no quantization).
-    quantize: Quantize = cli_option(Quantize.NONE, "fp32, fp16, dynamic (int8 weights) or int8 (calibrated).",
-                                    flag="--precision", aliases=("--quantize", "-q"),
-                                    choices=("fp32", "fp16", "dynamic", "int8"))
+    # --precision like every format; --quantize / -q (and quantize= in Python) are its old name.
+    precision: Quantize = cli_option(Quantize.NONE, "fp32, fp16, dynamic (int8 weights) or int8 (calibrated).",
+                                     aliases=("--quantize", "-q"))
     calibration_data: str | Path | None = None  # int8: image folder, None = embedded digits, "random"
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     input_type: InputType = cli_option(InputType.FLOAT, "float (normalized image) or uint8 (raw RGB 0..255, "
@@ -69,21 +66,25 @@ class TFLiteOptions(TargetOptions):
                                          "calibrates min/max only.", choices=("minmax",),
                                          metavar="minmax")
 
-    def __post_init__(self):
-        quantize = "none" if str(self.quantize).lower() == "fp32" else self.quantize
-        object.__setattr__(self, "quantize", enum_choice(Quantize, quantize, "quantize"))
+    quantize: InitVar[str | None] = None  # precision's old name, still accepted from Python
+
+    def __post_init__(self, quantize=None):
+        value = self.precision if quantize is None else quantize
+        value = "fp32" if str(value).lower() == "none" else value
+        object.__setattr__(self, "precision", enum_choice(Quantize, value, "precision"))
         object.__setattr__(self, "input_type", enum_choice(InputType, self.input_type, "input_type"))
         object.__setattr__(self, "layout", enum_choice(Layout, self.layout, "layout"))
-        int8 = self.quantize == Quantize.INT8
+        int8 = self.precision == Quantize.INT8
         if self.input_type == InputType.UINT8 and not int8:
-            raise UserError("input_type=uint8 needs full-integer quantization: add quantize=int8 (or use input_type=float)")
+            raise UserError("input_type=uint8 needs full-integer quantization: add precision=int8 "
+                            "(or use input_type=float)")
         if self.batch is None or self.batch < 1:
             raise UserError(f"batch={self.batch} must be at least 1 (TFLite models here have a fixed batch)")
         if self.calibration_size < 1:
             raise UserError(f"calibration_size={self.calibration_size} must be at least 1")
-        check_calibration_source(self.calibration_data, int8, flag="quantize=int8")
+        check_calibration_source(self.calibration_data, int8, flag="precision=int8")
         if self.float_attention and not int8:
-            raise UserError("float_attention= only applies to quantize=int8: drop it or add quantize=int8")
+            raise UserError("float_attention= only applies to precision=int8: drop it or add precision=int8")
         if self.float_attention and self.input_type == InputType.UINT8:
             raise UserError("float_attention= keeps float ops, but input_type=uint8 is for full-integer models "
                             "(NNAPI / Edge TPU): use input_type=float, or drop float_attention=")
@@ -107,7 +108,7 @@ class TFLiteOptions(TargetOptions):
 
     @property
     def full_integer(self) -> bool:
-        return self.quantize == Quantize.INT8 and self.keep_float == KEEP_FLOAT_NONE
+        return self.precision == Quantize.INT8 and self.keep_float == KEEP_FLOAT_NONE
 
     @classmethod
     def for_precision(cls, precision: str, *, calibration_data=None,
@@ -115,18 +116,13 @@ class TFLiteOptions(TargetOptions):
         if precision not in SWEEP_QUANTIZE:
             raise PrecisionNotApplicable(f"TFLite has no {precision} export: choose one of "
                                          f"{', '.join(SWEEP_QUANTIZE)}")
-        quantize = SWEEP_QUANTIZE[precision]
-        return cls(quantize=quantize, batch=batch, calibration_size=calibration_size,
-                   calibration_data=calibration_data if quantize == Quantize.INT8 else None)
-
-    @property
-    def precision(self) -> str:
-        """The spec's precision label: fp32 | fp16 | dynamic | int8."""
-        return PRECISION[self.quantize]
+        mode = SWEEP_QUANTIZE[precision]
+        return cls(precision=mode, batch=batch, calibration_size=calibration_size,
+                   calibration_data=calibration_data if mode == Quantize.INT8 else None)
 
     def precision_label(self) -> str:
-        if self.quantize == Quantize.DYNAMIC:
+        if self.precision == Quantize.DYNAMIC:
             return "int8 weights (dynamic-range activations)"
-        if self.quantize == Quantize.INT8 and not self.full_integer:
+        if self.precision == Quantize.INT8 and not self.full_integer:
             return "int8 (some ops in float)" if self.keep_float != ATTENTION else "int8 (attention core in float)"
-        return self.precision
+        return str(self.precision)
