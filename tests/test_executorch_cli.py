@@ -34,6 +34,7 @@ def test_missing_runtime_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ExecuTorch lowering: many minutes per program on two cores
 def test_fp16_export_and_check(tmp_path):
     done = run_cli_process("executorch", "-v", "m0", "--img-size", "64", "--num-classes", "10", "--precision",
                            "fp16", "-n", "8", "-o", tmp_path / "m0_fp16.pte", cwd=tmp_path, timeout=1800)
@@ -43,6 +44,7 @@ def test_fp16_export_and_check(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ExecuTorch lowering: many minutes per program on two cores
 def test_sweep_executorch(tmp_path):
     done = run_cli_process("sweep", "--variants", "m0", "--targets", "executorch", "--precisions", "fp32,int8",
                            "--img-size", "64", "--num-classes", "10", "--out", "sw", cwd=tmp_path, timeout=3600)
@@ -53,6 +55,7 @@ def test_sweep_executorch(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ExecuTorch lowering: many minutes per program on two cores
 @pytest.mark.parametrize("variant", ["m0", "m1", "m2", "m3", "m4", "m5"])
 def test_variants_at_224_stay_in_one_partition(variant, tmp_path):
     done = run_cli_process("executorch", "-v", variant, "-n", "4", "-o", tmp_path / f"{variant}.pte", cwd=tmp_path,
@@ -63,6 +66,7 @@ def test_variants_at_224_stay_in_one_partition(variant, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ExecuTorch lowering: many minutes per program on two cores
 def test_coreml_backend_exports_here_and_runs_only_on_apple(tmp_path):
     """The CoreML delegate is compiled on Linux; the Linux runtime has no CoreMLBackend,
     so opening the program is one line saying where it runs (checkable only on a Mac)."""
