@@ -10,6 +10,7 @@ the parameter to fix.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,7 +147,8 @@ def unchanged(dest: Path, existed: bool) -> str:
 
 def check(artifact: PathLike, *, checkpoint: PathLike | None = None, variant: str | None = None,
           images: PathLike | None = None, n: int = 32, seed: int = 0, tolerances: Tolerances | None = None,
-          localize: bool = False, threads: int | None = None, **runner_settings) -> EquivalenceReport:
+          localize: bool = False, threads: int | None = None,
+          runner_options: RunnerOptions | None = None) -> EquivalenceReport:
     """Numerical equivalence of ``artifact`` against the PyTorch model it came from.
 
     The artifact's embedded spec says what to rebuild; ``checkpoint`` (and ``variant``,
@@ -154,15 +156,18 @@ def check(artifact: PathLike, *, checkpoint: PathLike | None = None, variant: st
     random images (``seed``) plus the folder ``images``; int8 artifacts are judged on
     real images only. ``tolerances``: a ``Tolerances`` overriding the per-precision
     defaults. ``localize``: on failure, name the first diverging layer. ``threads``:
-    runtime threads; ``runner_settings``: what the format's runner also takes (its
-    ``Target.runner_options_type``, e.g. CoreML's ``native=False`` for the MIL interpreter).
+    runtime threads; ``runner_options``: the format's own runner options where it has more
+    (its ``Target.runner_options_type``, e.g. ``CoreMLRunnerOptions(native=False)`` for the
+    MIL interpreter).
     The report has ``passed``, ``failures``, ``max_abs``, ``cosine_min``,
     ``top1_agreement`` … and ``to_dict()``.
     """
     from evit_export.targets import runner_options_for, target_for
     from evit_export.validation.check import check_artifact
 
-    options = runner_options_for(target_for(artifact), threads=threads, **runner_settings)
+    options = runner_options or runner_options_for(target_for(artifact), threads=threads)
+    if runner_options is not None and threads is not None:
+        options = dataclasses.replace(options, threads=threads)
     return check_artifact(artifact, checkpoint=checkpoint, variant=variant, images=images, n=n, seed=seed,
                           tolerances=tolerances, localize=localize, runner_options=options)
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from evit_export.cli import CheckpointOpt, Flag, JsonFlag, ThreadsOpt, VariantOpt, app, console
 from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
+from evit_export.targets import runner_options_for, target_for
 
 
 @app.command("check")
@@ -59,7 +60,9 @@ def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An 
                        tolerances=Tolerances(max_abs_scale=max_abs_scale, min_cosine=min_cosine,
                                              min_top1=min_top1, min_cosine_mean=min_cosine_mean, min_top5=min_top5,
                                              min_sqnr_db=min_sqnr),
-                       localize=localize, threads=threads, **({} if native is None else {"native": native}))
+                       localize=localize, threads=threads,
+                       runner_options=runner_options_for(target_for(artifact), threads=threads, native=native)
+                       if native is not None else None)
     if as_json:
         sys.stdout.write(dumps_strict(report.to_dict(), indent=2) + "\n")
     else:
