@@ -164,9 +164,7 @@ def test_tflite_predict_py_matches_litert(android_package, tmp_path):
     what the tool's LiteRT runner gives on the tool's tensor."""
     import sys
 
-    from evit_export.targets import open_artifact
-
-    from evit_export.packaging.runtime import open_runner
+    from evit_export.targets import RunnerOptions, open_artifact
 
     images = [android_package / "sample.png"] + write_real_pngs(tmp_path)[:3]
     proc = subprocess.run([sys.executable, "predict.py", "--json", *map(str, images)], cwd=android_package,
@@ -174,7 +172,7 @@ def test_tflite_predict_py_matches_litert(android_package, tmp_path):
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     path, target, spec = open_artifact(android_package / "m0_digits_u8.tflite")
-    with open_runner(target, path, spec, threads=1) as runner:
+    with target.open(path, spec, RunnerOptions(threads=1)) as runner:
         for image in images:
             with Image.open(image) as im:
                 logits = runner.run(image_to_pixels(im, spec)[None])[0].astype(np.float64)
