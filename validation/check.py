@@ -88,7 +88,10 @@ def check_artifact(artifact: str | Path, *, checkpoint: str | Path | None = None
         if localize and not report.passed:
             from evit_export.validation.localize import localize as find_layer
 
-            report.localization = find_layer(reference, runner, pixels, family).to_dict()
+            try:
+                report.localization = find_layer(reference, runner, pixels, family).to_dict()
+            except NotImplementedError as e:  # the runtime exposes no intermediate tensors
+                report.localization = {"unavailable": f"{e}: --localize cannot name the layer for this format"}
     return report
 
 

@@ -88,7 +88,9 @@ def _print_check(artifact: Path, report) -> None:
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print("[green]PASS[/]" if report.passed else "[red]FAIL[/]: " + "; ".join(report.failures))
-    if report.localization:
+    if report.localization and "unavailable" in report.localization:
+        console.print(f"localize: {report.localization['unavailable']}")
+    elif report.localization:
         from evit_export.validation.localize import Localization
 
         console.print(Localization(**report.localization).describe())
