@@ -52,7 +52,7 @@ def _random_pixels(spec: ModelSpec, size: int) -> np.ndarray:
     return rng.integers(0, 256, size=(size, 3, spec.img_size, spec.img_size)).astype(np.float32)
 
 
-def file_digest(path: Path) -> str:
+def image_digest(path: Path) -> str:
     """Short content digest of an image file: how a calibration image is recognised
     again in any folder, without recording a path."""
     import hashlib
@@ -69,7 +69,7 @@ def split_folder(root: Path) -> tuple[list[tuple[Path, str | None, str]], list[t
 
     by_class: dict = {}
     for path, cls in list_images(Path(root)):
-        by_class.setdefault(cls, []).append((path, cls, file_digest(path)))
+        by_class.setdefault(cls, []).append((path, cls, image_digest(path)))
     total = sum(len(v) for v in by_class.values())
     share = min(HELDOUT_FRACTION, MAX_HELDOUT / total) if total > 1 else 0.0
     keep, held = [], []

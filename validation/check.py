@@ -182,7 +182,7 @@ def comparison_inputs(spec, family: str, *, images=None, n: int = 32, seed: int 
 def _heldout_folder_pixels(images, spec, calibrated: list[str]) -> tuple[np.ndarray, str]:
     """The folder's images minus those that calibrated the artifact; all of them (said
     to be in-sample) when nothing else is left."""
-    from evit_export.targets.calibration import file_digest
+    from evit_export.targets.calibration import image_digest
 
     if not calibrated:
         return _folder_pixels(images, spec)
@@ -193,7 +193,7 @@ def _heldout_folder_pixels(images, spec, calibrated: list[str]) -> tuple[np.ndar
     from evit_export.core.preprocess import list_images
 
     files = [path for path, _ in list_images(root)]
-    held = [p for p in files if file_digest(p) not in seen]
+    held = [p for p in files if image_digest(p) not in seen]
     left_out = len(files) - len(held)
     if not held:
         real, text = _folder_pixels(images, spec)

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from evit_export.core.metrics import softmax
+
 from evit_export.targets.calibration import INT8_MIN_COSINE_MEAN, INT8_MIN_SQNR_DB, INT8_MIN_TOP1, INT8_MIN_TOP5
 
 # Tolerances by precision; every field can be overridden.
@@ -92,12 +94,6 @@ class EquivalenceReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float | None:

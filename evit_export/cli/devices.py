@@ -86,14 +86,15 @@ def fit_cmd(csv_path: Path = typer.Argument(..., metavar="MEASUREMENTS.csv",
 
     Prints in-sample and leave-one-out error beside the MACs-proportional baseline.
     """
-    from evit_export.validation.latency.fit import attach_features, file_digest, fit_profile, read_measurements
+    from evit_export.core.digest import sha256_file
+    from evit_export.validation.latency.fit import attach_features, fit_profile, read_measurements
 
     rows = read_measurements(csv_path, device)
     attach_features(rows, log=lambda msg: err_console.print(msg, highlight=False))
     profile, figures = fit_profile(
         rows, name=name or device, description=description or device, runtime=runtime, formats=[str(fmt)],
         precisions=[precision.value], source_text=f"from {csv_path.name} (device {device})",
-        data={"data": csv_path.name, "data_sha256": file_digest(csv_path), "device_column": device})
+        data={"data": csv_path.name, "data_sha256": sha256_file(csv_path), "device_column": device})
     profile.save(out)
     if as_json:
         sys.stdout.write(dumps_strict({"profile": profile.to_dict(), "per_row": figures["per_row"]}, indent=2) + "\n")

@@ -1,5 +1,5 @@
-"""sha256 of a file, read in blocks (checkpoints and models can be hundreds of MB).
-hashlib.file_digest does this from Python 3.11; the project supports 3.10."""
+"""sha256 of a file, read in blocks (checkpoints and models can be hundreds of MB), by
+hashlib's own file_digest (Python 3.11+)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +7,5 @@ import os
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()

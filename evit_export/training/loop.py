@@ -25,7 +25,7 @@ from evit_export.training.config import TrainConfig, resolve_config, size_batch
 from evit_export.training.dataset import AugmentedSet, build_augmentation, load_data, plan_batches
 from evit_export.training.distributed import Distributed, place
 from evit_export.training.evaluate import chance_warning, evaluate
-from evit_export.training.model import build_model, fetch_pretrained_first
+from evit_export.training.model import build_training_model, fetch_pretrained_first
 from evit_export.training.optim import lr_lambda, param_groups
 from evit_export.training.rundir import RunDir, resumed_config
 
@@ -180,7 +180,7 @@ class Trainer:
         c = self.c
         _seed_all(c.seed)
         model_notes: list[str] = []
-        self.core, variant = build_model(c, len(self.classes), model_notes)
+        self.core, variant = build_training_model(c, len(self.classes), model_notes)
         for note in model_notes:
             self.say(f"[yellow]note:[/] {note}")
         self.notes += model_notes

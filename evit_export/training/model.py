@@ -52,7 +52,7 @@ def fetch_pretrained_first(c: TrainConfig, dist) -> None:
     dist.barrier()
 
 
-def build_model(c: TrainConfig, num_classes: int, notes: list[str]) -> tuple[nn.Module, str]:
+def build_training_model(c: TrainConfig, num_classes: int, notes: list[str]) -> tuple[nn.Module, str]:
     """(model in train mode, its canonical variant name); adds what was adapted to ``notes``."""
     from evit_export.models import EfficientViT, canonical_variant
 

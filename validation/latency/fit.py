@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,10 +186,6 @@ def validate(rows: list[Measurement], names: list[str], shared: dict | None = No
     return coef, figures
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def now_utc() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -257,4 +252,4 @@ def fit_profile(rows: list[Measurement], *, name: str, description: str, runtime
 
 
 __all__ = ["Measurement", "read_measurements", "validate", "attach_features", "fit_profile", "nnls_relative",
-           "flops_baseline", "fitted_features", "fit_structure", "leave_one_out", "file_digest", "now_utc", "FEATURES"]
+           "flops_baseline", "fitted_features", "fit_structure", "leave_one_out", "now_utc", "FEATURES"]
