@@ -16,7 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
+from evit_export.core.atomic import staged_outputs
 from evit_export.core.errors import UserError
+from evit_export.core.interrupt import cancellable, Cancelled
+from evit_export.packaging.package import build_package
+from evit_export.targets import get_target, open_artifact, runner_options_for, RunnerOptions, target_for
+from evit_export.validation.check import check_artifact, real_images_required
+from evit_export.validation.compare import compare as run_comparison, DEFAULT_BASELINES
+from evit_export.validation.latency import reported, require_fit
+from evit_export.validation.latency.measure import bench_artifact, bench_in_fresh_process
+from evit_export.validation.latency.profiles import resolve_profile
+from evit_export.validation.parity import check_parity
 
 if TYPE_CHECKING:  # names for annotations only; importing them here would load torch
     import torch
@@ -83,7 +93,6 @@ def export(model: torch.nn.Module, target: str | Target, options: TargetOptions 
     tolerance is still published, to be diagnosed: its report is
     ``artifact.info["equivalence"]`` (``passed`` False).
     """
-    from evit_export.targets import get_target
 
     spec = getattr(model, "spec", None)
     if spec is None:
@@ -96,10 +105,6 @@ def export(model: torch.nn.Module, target: str | Target, options: TargetOptions 
 
 
 def _export_checked(target: Target, folded, spec, out: Path, options, *, images, n, runner_options) -> Artifact:
-    from evit_export.core.atomic import staged_outputs
-    from evit_export.core.interrupt import Cancelled, cancellable
-    from evit_export.validation.check import check_artifact, real_images_required
-
     existed = out.exists()
     step, report = "export", None
     try:
@@ -162,8 +167,6 @@ def check(artifact: PathLike, *, checkpoint: PathLike | None = None, variant: st
     The report has ``passed``, ``failures``, ``max_abs``, ``cosine_min``,
     ``top1_agreement`` … and ``to_dict()``.
     """
-    from evit_export.targets import runner_options_for, target_for
-    from evit_export.validation.check import check_artifact
 
     options = runner_options or runner_options_for(target_for(artifact), threads=threads)
     if runner_options is not None and threads is not None:
@@ -182,8 +185,6 @@ def parity(artifacts: Sequence[PathLike], *, data: PathLike | None = None, check
     |Δ top-1|: fp32 / fp16 0.2 points, int8 1.5; ``report.passed`` says whether every
     artifact is within it.
     """
-    from evit_export.targets import RunnerOptions
-    from evit_export.validation.parity import check_parity
 
     return check_parity(_paths(artifacts), data=data, checkpoint=checkpoint, limit=limit,
                         runner_options=RunnerOptions(threads=threads))
@@ -200,8 +201,6 @@ def bench(artifacts: Sequence[PathLike], *, threads: int = 1, iterations: int = 
     process (``fresh_process=False``: in this one, where an earlier model's freed memory
     can hide part of the next one's peak). A runner that only checks numerics (the MIL
     interpreter standing in for CoreML off macOS) is labelled as such in ``kind``."""
-    from evit_export.targets import open_artifact
-    from evit_export.validation.latency.measure import bench_artifact, bench_in_fresh_process
 
     results = []
     for item in _paths(artifacts):
@@ -221,8 +220,6 @@ def compare(variants: Sequence[str] = ("m2", "m5"), baselines: Sequence[str] | N
     has a row per model (images/s, p50, load time, peak resident memory) and each pair's
     measured throughput ratio beside the paper's published one where there is one.
     ``progress``: called with a line of text as each model starts."""
-    from evit_export.validation.compare import DEFAULT_BASELINES
-    from evit_export.validation.compare import compare as run_comparison
 
     # The paper measured onnxruntime: the comparison is the ONNX target's by definition.
     return run_comparison(list(variants), list(baselines or DEFAULT_BASELINES), target="onnx", batch=batch,
@@ -242,8 +239,6 @@ def simulate(model: PathLike, device: PathLike | Sequence[PathLike], *, img_size
     estimate carries a per-class breakdown, the profile's provenance and its validation
     error, and is rounded to the significant figures that error supports.
     """
-    from evit_export.validation.latency import reported, require_fit
-    from evit_export.validation.latency.profiles import resolve_profile
     from evit_export.validation.latency.simulate import estimate
     from evit_export.validation.latency.workloads import features, is_artifact_ref
 
@@ -272,7 +267,6 @@ def package(artifact: PathLike, out: PathLike, *, checkpoint: PathLike | None = 
     artifact against PyTorch (``checkpoint``, ``images`` as in ``check``) and timing it
     (``threads``; ``measure_latency=False`` skips it). ``sample``: the image shipped as
     sample.png (default: the first of ``images``, else a generated pattern that says so)."""
-    from evit_export.packaging.package import build_package
 
     return build_package(artifact, out, checkpoint=checkpoint, images=images, sample=sample, threads=threads,
                          measure=measure_latency)

@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from evit_export.core.errors import UserError
+from evit_export.core.machine import cpu_flags
+from evit_export.core.preprocess import image_to_pixels, list_images
 from evit_export.core.spec import ModelSpec
+from evit_export.data import default_calibration_images, is_digits_model
 
 DEFAULT_CALIBRATION_SIZE = 200
 # Below this many images, activation ranges (and the held-out judgement) rest on too few
@@ -65,7 +68,6 @@ def split_folder(root: Path) -> tuple[list[tuple[Path, str | None, str]], list[t
     files whose digests sort first are held out (HELDOUT_FRACTION, at most MAX_HELDOUT
     in all); a folder of a single image is not split. Candidates come back interleaved
     across classes, so taking the first N calibrates on every class."""
-    from evit_export.core.preprocess import list_images
 
     by_class: dict = {}
     for path, cls in list_images(Path(root)):
@@ -91,7 +93,6 @@ def _folder_pixels(spec: ModelSpec, root: Path, size: int) -> tuple[np.ndarray, 
     """(pixels, description, digests used, held-out count) from a calibration folder."""
     from PIL import Image, UnidentifiedImageError
 
-    from evit_export.core.preprocess import image_to_pixels
 
     candidates, held = split_folder(root)
     pixels, digests, skipped = [], [], 0
@@ -130,7 +131,6 @@ def _calibration_source(spec: ModelSpec, source, size: int) -> tuple[np.ndarray,
         check_calibration_source(source, quantized=True)
         pixels, desc, digests, held = _folder_pixels(spec, Path(source), size)
         return pixels, desc, False, {"digests": digests, "heldout": held}
-    from evit_export.data import default_calibration_images, is_digits_model
 
     if not is_digits_model(spec):
         raise UserError(f"int8 calibration of EfficientViT-{spec.variant.upper()} ({spec.num_classes} classes) needs "
@@ -275,7 +275,6 @@ def heldout_pixels(spec: ModelSpec, source, limit: int = AUTO_HELDOUT) -> np.nda
         return np.asarray(heldout_images(spec, limit)[0], np.float32) if is_digits_model(spec) else None
     from PIL import Image, UnidentifiedImageError
 
-    from evit_export.core.preprocess import image_to_pixels
 
     _, held = split_folder(Path(source))
     pixels = []
@@ -296,7 +295,6 @@ def cpu_int8_weight_bits() -> tuple[int, str]:
     22 dB with 7 bits, 4 dB with 8 on an AVX2-only CPU)."""
     import platform
 
-    from evit_export.core.machine import cpu_flags
 
     flags = set(cpu_flags())
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):

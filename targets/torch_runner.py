@@ -7,6 +7,7 @@ import torch
 from evit_export.core.preprocess import normalize
 
 from evit_export.targets.base import Runner
+from evit_export.models.deploy import DeployFFN, DeployWindowAttention
 
 
 class TorchRunner(Runner):
@@ -26,7 +27,6 @@ class TorchRunner(Runner):
     def tensors(self, pixels: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """Outputs of every Conv2d/Linear and every residual block, in execution order,
         named by module path (the names ``--localize`` reports)."""
-        from evit_export.models.deploy import DeployFFN, DeployWindowAttention
 
         trace: list[tuple[str, np.ndarray]] = []
         hooks = []

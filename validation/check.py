@@ -12,9 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from evit_export.core.errors import UserError
-from evit_export.core.preprocess import load_images, seeded_pixels
+from evit_export.core.preprocess import image_to_pixels, list_images, load_images, seeded_pixels
+from evit_export.data import is_digits_model
+from evit_export.targets import target_for
+from evit_export.targets.base import read_sidecar
+from evit_export.targets.calibration import image_digest
+from evit_export.validation.equivalence import check_equivalence, EquivalenceReport, tolerance_for
 
-from evit_export.validation.equivalence import EquivalenceReport, check_equivalence, tolerance_for
 
 HELDOUT_COUNT = 200  # held-out digits an int8 digits model is judged on by default
 
@@ -98,7 +102,6 @@ def check_artifact(artifact: str | Path, *, checkpoint: str | Path | None = None
 def _artifact_and_spec(artifact, checkpoint, variant):
     """(path, target, embedded spec or None), with one-line errors for what cannot be checked."""
     from evit_export.models import canonical_variant
-    from evit_export.targets import target_for
 
     path = Path(artifact)
     if not path.exists():
@@ -116,14 +119,12 @@ def _artifact_and_spec(artifact, checkpoint, variant):
 def real_images_required(spec, family: str) -> bool:
     """Whether judging this artifact needs images from the user: quantised models are
     judged on real images, and the embedded ones fit only the digits model."""
-    from evit_export.data import is_digits_model
 
     return family == "int8" and not is_digits_model(spec)
 
 
 def calibration_of(path) -> dict:
     """The calibration record an export left in the artifact's sidecar ({} when none)."""
-    from evit_export.targets.base import read_sidecar
 
     record = ((read_sidecar(Path(path)) or {}).get("info") or {}).get("calibration")
     return record if isinstance(record, dict) else {}
@@ -132,7 +133,6 @@ def calibration_of(path) -> dict:
 def int8_notes(path, described: str, calibration: dict | None = None) -> list[str]:
     """What a reader of an int8 verdict should know: in-sample judging, a small
     calibration set, weights quantized for a CPU feature this machine lacks."""
-    from evit_export.targets.base import read_sidecar
 
     info = (read_sidecar(Path(path)) or {}).get("info") or {}
     record = calibration if calibration is not None else (info.get("calibration") or {})
@@ -182,7 +182,6 @@ def comparison_inputs(spec, family: str, *, images=None, n: int = 32, seed: int 
 def _heldout_folder_pixels(images, spec, calibrated: list[str]) -> tuple[np.ndarray, str]:
     """The folder's images minus those that calibrated the artifact; all of them (said
     to be in-sample) when nothing else is left."""
-    from evit_export.targets.calibration import image_digest
 
     if not calibrated:
         return _folder_pixels(images, spec)
@@ -190,7 +189,6 @@ def _heldout_folder_pixels(images, spec, calibrated: list[str]) -> tuple[np.ndar
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist: pass an existing images=DIR")
     seen = set(calibrated)
-    from evit_export.core.preprocess import list_images
 
     files = [path for path, _ in list_images(root)]
     held = [p for p in files if image_digest(p) not in seen]
@@ -206,7 +204,6 @@ def _heldout_folder_pixels(images, spec, calibrated: list[str]) -> tuple[np.ndar
 def _read_files(files: list[Path], spec) -> tuple[np.ndarray, int]:
     from PIL import Image, UnidentifiedImageError
 
-    from evit_export.core.preprocess import image_to_pixels
 
     pixels = []
     for path in files:

@@ -9,8 +9,13 @@ from typing import List
 import typer
 from rich.table import Table
 
-from evit_export.cli import Flag, JsonFlag, app, console
+from evit_export.api import bench
+from evit_export.cli import app, console, Flag, JsonFlag
+from evit_export.core.interrupt import cancellable
 from evit_export.core.jsonio import dumps_strict
+from evit_export.targets import open_artifact
+from evit_export.validation.latency import estimates_for, format_figures, require_fit
+from evit_export.validation.latency.profiles import builtin_profiles, resolve_profile
 
 
 @app.command("bench")
@@ -42,7 +47,6 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
 
     --simulate adds estimates, kept apart, each with its profile's provenance and validation error.
     """
-    from evit_export.core.interrupt import cancellable
 
     with cancellable("bench"):  # measures only: nothing is written
         estimates = [_estimates(artifact, simulate) for artifact in artifacts]  # a profile that does not fit: no timing
@@ -58,9 +62,6 @@ def bench_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
 
 
 def _measure(artifact, threads, iterations, remote, identity, remote_python, accept_new, known_hosts) -> list[dict]:
-    from evit_export.api import bench
-    from evit_export.targets import open_artifact
-
     artifact, target, spec = open_artifact(artifact)
     if remote:
         from evit_export.validation.latency.remote import RemoteHost, bench_remote
@@ -77,9 +78,6 @@ def _estimates(artifact, simulate: str) -> list[dict]:
     names = [d.strip() for d in simulate.split(",") if d.strip()]
     if not names:
         return []
-    from evit_export.targets import open_artifact
-    from evit_export.validation.latency import estimates_for, require_fit
-    from evit_export.validation.latency.profiles import builtin_profiles, resolve_profile
 
     artifact, target, spec = open_artifact(artifact)
     precision = target.precision_family(spec)
@@ -122,7 +120,6 @@ def _print(rows: list[dict], threads: int) -> None:
     estimates = [r for r in rows if r["kind"] == "estimate"]
     if not estimates:
         return
-    from evit_export.validation.latency import format_figures
 
     table = Table(title="ESTIMATED latency (simulated from device profiles, not measured)")
     for col in ("artifact", "device", "estimate ms", "rests on", "validation error"):

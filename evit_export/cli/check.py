@@ -8,10 +8,13 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from evit_export.cli import CheckpointOpt, Flag, JsonFlag, ThreadsOpt, VariantOpt, app, console
+from evit_export import api
+from evit_export.cli import app, CheckpointOpt, console, Flag, JsonFlag, ThreadsOpt, VariantOpt
 from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
 from evit_export.targets import runner_options_for, target_for
+from evit_export.validation.check import Tolerances
+from evit_export.validation.per_layer import per_layer
 
 
 @app.command("check")
@@ -50,8 +53,6 @@ def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An 
 
     Exit 0 within tolerance, 1 outside it.
     """
-    from evit_export import api
-    from evit_export.validation.check import Tolerances
 
     if per_layer:
         _per_layer(artifact, images=images, checkpoint=checkpoint, variant=variant, as_json=as_json)
@@ -97,8 +98,6 @@ def _print_check(artifact: Path, report) -> None:
 
 
 def _per_layer(artifact: Path, *, images, checkpoint, variant, as_json: bool, shown: int = 25) -> None:
-    from evit_export.validation.per_layer import per_layer
-
     report = per_layer(artifact, images=images, checkpoint=checkpoint, variant=variant)
     if as_json:
         sys.stdout.write(dumps_strict(report.to_dict(), indent=2) + "\n")
@@ -129,7 +128,6 @@ def inspect_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
                                     "torch.export of the model; always in --json)."),
                 as_json: bool = JsonFlag()):
     """Graph report: op histogram, memory-bound ops, parameters, size, inputs and outputs."""
-    from evit_export.targets import target_for
     from evit_export.validation.memory import static_memory  # imports torch: only when inspecting
 
     if not artifact.exists():

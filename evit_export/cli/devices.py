@@ -13,6 +13,7 @@ from evit_export.cli import JsonFlag, _App, _Group, app, console, err_console
 from evit_export.core.jsonio import dumps_strict
 from evit_export.targets import target_names
 from evit_export.validation.latency.profiles import all_profiles
+from evit_export.core.digest import sha256_file
 
 devices_app = _App(cls=_Group, no_args_is_help=True, help="Device profiles for simulated latency: list, fit, calibrate.")
 app.add_typer(devices_app, name="devices")
@@ -86,7 +87,6 @@ def fit_cmd(csv_path: Path = typer.Argument(..., metavar="MEASUREMENTS.csv",
 
     Prints in-sample and leave-one-out error beside the MACs-proportional baseline.
     """
-    from evit_export.core.digest import sha256_file
     from evit_export.validation.latency.fit import attach_features, fit_profile, read_measurements
 
     rows = read_measurements(csv_path, device)

@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 
 from evit_export.cli import console, err_console
+from evit_export.api import export
+from evit_export.targets import open_artifact
+from evit_export.validation.check import check_artifact, real_images_required
 
 
 def print_spec_notes(spec) -> None:
@@ -37,7 +40,6 @@ def export_and_check(target, deployed, options, runner_options, *, out: Path, ch
     fails (the artifact stays, to be diagnosed). Quantised models are judged on real
     images: the calibration folder, else held-out digits for the digits model; with
     neither, the check is left to the user, saying how."""
-    from evit_export.api import export
 
     skipped = target.check_skip_reason(options, runner_options) if check else None
     images = getattr(options, "calibration_data", None)
@@ -79,8 +81,6 @@ def check_after_export(artifact: Path, *, n: int = 32, images=None, runner_optio
     """The equivalence check of an artifact already published (the export commands use
     ``export_and_check``, which checks before publishing): one summary line, exit 1
     when outside tolerance. ``runner_options``: a ``RunnerOptions``."""
-    from evit_export.targets import open_artifact
-    from evit_export.validation.check import check_artifact, real_images_required
 
     if images is not None and not Path(images).is_dir():
         images = None  # "random" calibration: nothing real to judge on

@@ -20,6 +20,7 @@ from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from evit_export.cli import reflow
 
 NAME_COLUMN_MAX = 0.4  # of the panel's inner width
 
@@ -68,8 +69,6 @@ def _default_text(param) -> str | None:
 
 
 def help_text(param) -> str:
-    from evit_export.cli import reflow
-
     parts = [reflow(getattr(param, "help", None) or "") or ""]
     default = _default_text(param)
     if default is not None:

@@ -12,6 +12,10 @@ from rich.table import Table
 
 from evit_export.cli import CheckpointOpt, JsonFlag, app, console
 from evit_export.core.jsonio import dumps_strict
+from evit_export.api import simulate
+from evit_export.core.interrupt import cancellable
+from evit_export.validation.latency import format_figures
+from evit_export.validation.latency.profiles import resolve_profile
 
 
 def device_names(values: list[str]) -> list[str]:
@@ -36,10 +40,6 @@ def simulate_cmd(models: List[str] = typer.Argument(..., metavar="MODEL...",
     Each estimate has a per-op-class breakdown, the profile's provenance and its validation error, and is rounded
     to the significant figures that error supports.
     """
-    from evit_export.api import simulate
-    from evit_export.core.interrupt import cancellable
-    from evit_export.validation.latency import format_figures
-    from evit_export.validation.latency.profiles import resolve_profile
 
     names = device_names(device)
     profiles = [resolve_profile(name) for name in names]

@@ -9,6 +9,8 @@ from rich.table import Table
 
 from evit_export.cli import CalibrationSizeOpt, ImgSizeOpt, NumClassesOpt, app, console, err_console
 from evit_export.core.errors import UserError
+from evit_export.core.interrupt import cancellable
+from evit_export.validation.latency import format_figures
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -76,7 +78,6 @@ def sweep_cmd(variants: str = typer.Option(..., "--variants", metavar="LIST",
                                                    "(name, host, identity, python, formats).")):
     """Export, check, time and estimate every variant × target × precision; writes
     results.json, results.csv and a self-contained report.html. Resumable."""
-    from evit_export.core.interrupt import cancellable
     from evit_export.sweep.run import SweepConfig, run_sweep
 
     config = SweepConfig(variants=_csv(variants), targets=_csv(targets), precisions=_csv(precisions), out=out,
@@ -135,7 +136,6 @@ def _left_after_interrupt(out: Path) -> str:
 
 def _estimate_text(est: dict | None) -> str:
     """An estimate to the significant figures its profile's validation supports."""
-    from evit_export.validation.latency import format_figures
 
     if not est or est.get("estimate_ms") is None:
         return ""

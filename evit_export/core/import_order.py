@@ -14,6 +14,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
+from evit_export.core.interrupt import protected
 
 
 def quiet_runtime_logs() -> None:
@@ -34,7 +35,6 @@ def tf_safe() -> None:
     if "tensorflow" in sys.modules:
         # Too late to fix the order in this process; torch must not load triton now.
         return
-    from evit_export.core.interrupt import protected
 
     # Ctrl-C in the middle of these imports leaves native modules half initialised and
     # the process segfaults on its way out: hold it until they are done.

@@ -12,6 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
+from evit_export.core.atomic import write_text_atomic
 
 
 def _finite_or_none(obj):
@@ -44,6 +45,5 @@ def loads_strict(text: str | bytes):
 
 def write_json_atomic(path: str | os.PathLike, obj, *, indent: int = 2, **kwargs) -> Path:
     """Strict JSON of ``obj`` written to a temporary file and renamed onto ``path``."""
-    from evit_export.core.atomic import write_text_atomic
 
     return write_text_atomic(path, dumps_strict(obj, indent=indent, **kwargs) + "\n")

@@ -18,6 +18,8 @@ import numpy as np
 from evit_export.core.errors import UserError
 from evit_export.core.spec import ModelSpec
 from evit_export.data.imageset import ImageSet
+from evit_export.core.optional import missing_message
+from evit_export.core.preprocess import batch_to_pixels
 
 DIGITS_LABELS = [str(i) for i in range(10)]
 DIGITS_VAL_EVERY = 5  # every 5th image of each class is validation
@@ -29,7 +31,6 @@ def _digits_raw():
     directly (importing scikit-learn costs ~3 s here); ``load_digits`` as the fallback."""
     import importlib.util
 
-    from evit_export.core.optional import missing_message
 
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
@@ -72,7 +73,6 @@ def render_digits(scans: np.ndarray, spec: ModelSpec) -> np.ndarray:
     (pinned by a test), in one call."""
     import torch
 
-    from evit_export.core.preprocess import batch_to_pixels
 
     grey = torch.from_numpy(digit_levels(scans))[:, None].expand(-1, 3, -1, -1).contiguous()
     return batch_to_pixels(grey, spec).round().clamp(0, 255).to(torch.uint8).numpy()

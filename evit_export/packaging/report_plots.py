@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+from evit_export.targets import get_target, target_names
 
 FG, GRID = "#0a0b0c", "#0d0e0f"  # placeholders, replaced in the SVG text
 OTHER_COLOUR = "#cc79a7"
@@ -16,7 +17,6 @@ OTHER_COLOUR = "#cc79a7"
 
 def target_colour(name: str) -> str:
     """The format's own colour (``Target.colour``); a format no longer installed gets a neutral one."""
-    from evit_export.targets import get_target, target_names
 
     return get_target(name).colour if name in target_names() else OTHER_COLOUR
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}

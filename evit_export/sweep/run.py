@@ -31,6 +31,8 @@ from evit_export.sweep.worker import PARENT_ENV
 from evit_export.targets import PrecisionNotApplicable, get_target, target_names
 from evit_export.targets.base import PRECISION_FAMILIES as PRECISIONS
 from evit_export.targets.calibration import DEFAULT_CALIBRATION_SIZE
+from evit_export.sweep.results import RESULTS_CSV, RESULTS_JSON
+from evit_export.models import canonical_variant
 BUILD_STAGES = ("build", "estimate")  # run in parallel; "measure" runs alone afterwards
 
 
@@ -56,7 +58,6 @@ class SweepConfig:
     def validated(self) -> SweepConfig:
         """Checks every option before any work; returns a copy with canonical names and
         absolute folder paths (the worker processes share them)."""
-        from evit_export.models import canonical_variant
 
         variants = tuple(dict.fromkeys(canonical_variant(v) for v in self.variants))
         if not variants or not self.targets or not self.precisions:
@@ -288,7 +289,6 @@ def start_fresh(out: Path) -> None:
     """``--fresh``: remove what earlier sweeps wrote in ``out`` (and nothing else)."""
     import shutil
 
-    from evit_export.sweep.results import RESULTS_CSV, RESULTS_JSON
 
     for name in (RESULTS_JSON, RESULTS_CSV, "report.html"):
         (out / name).unlink(missing_ok=True)

@@ -14,12 +14,16 @@ import time
 from pathlib import Path
 
 from evit_export.core.errors import UserError
+from evit_export.data import DIGITS_LABELS
+from evit_export.models.profile import count_macs, count_params
 from evit_export.models.reference import deploy_for_export
 from evit_export.sweep.results import artifact_size, sha256_artifact, utc_now
-from evit_export.targets import RunnerOptions, get_target
+from evit_export.targets import get_target, RunnerOptions
 from evit_export.validation.check import check_artifact
+from evit_export.validation.latency import fit_refusal, reported
 from evit_export.validation.latency.measure import measure_latency
 from evit_export.validation.latency.profiles import all_profiles, resolve_profile
+from evit_export.validation.latency.simulate import estimate, model_features
 from evit_export.validation.parity import check_parity
 
 CHECKER_NOT_DEVICE = ("not measured: {runtime} is a numerical checker, not a device runtime "
@@ -62,7 +66,6 @@ def device_info(device: str) -> dict:
 
 def device_applies(device: str, target: str, precision: str) -> bool:
     """Whether a device profile describes a runtime that runs this cell's artifact."""
-    from evit_export.validation.latency import fit_refusal
 
     return fit_refusal(_profile(device), target, precision, "") is None  # the rule simulate and bench follow
 
@@ -70,8 +73,6 @@ def device_applies(device: str, target: str, precision: str) -> bool:
 def estimate_on_device(deployed, spec, device: str) -> dict:
     """Simulated latency of the deploy graph on ``device``, always labelled an estimate,
     with the profile's provenance and validation error."""
-    from evit_export.validation.latency import reported
-    from evit_export.validation.latency.simulate import estimate, model_features
 
     profile = _profile(device)
     est = reported(estimate(model_features(deployed, spec.img_size, spec.batch or 1), profile,
@@ -133,7 +134,6 @@ def stage_build(ctx: CellContext) -> list[str]:
 
 def record_artifact(ctx: CellContext, target, path: Path) -> None:
     """File, model and graph figures of an exported artifact (sweep and demo)."""
-    from evit_export.models.profile import count_macs, count_params
 
     deployed, spec = ctx.deployed()
     graph = target.inspect(path)
@@ -174,7 +174,6 @@ def _int8_check_images(ctx: CellContext):
     """Real images to judge an int8 artifact on: --data, else (for a model that is not a
     digits model) the calibration folder, said so in the record; None = the check's own
     default (the held-out digits)."""
-    from evit_export.data import DIGITS_LABELS
 
     _, spec = ctx.deployed()
     if ctx.config.get("data"):

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from evit_export.core.errors import UserError
+from evit_export.models.checkpoint import is_url, weights_sidecar_path
 
 # The default run: EfficientViT-M0 on the embedded digits, sized so that it reaches
 # >= 97 % val top-1 within 5 minutes on 2 CPU cores (benchmarks/bench_train.py and
@@ -65,7 +66,6 @@ def is_imagenet(pretrained: str | None) -> bool:
 def _pretrained_img_size(checkpoint: str) -> int:
     """The resolution a checkpoint was trained at: its project sidecar's, else 224
     (the official and timm releases)."""
-    from evit_export.models.checkpoint import is_url, weights_sidecar_path
 
     if not is_url(checkpoint) and not is_imagenet(checkpoint):
         side = weights_sidecar_path(Path(checkpoint))
@@ -148,7 +148,6 @@ def _check_ranges(c: TrainConfig) -> None:
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """A copy of ``config`` with the defaults filled in, checked, and paths made absolute
     (the config is stored with the run and must mean the same after a ``cd``)."""
-    from evit_export.models.checkpoint import is_url
 
     c = TrainConfig.from_dict(config.to_dict())
     _fill_defaults(c)

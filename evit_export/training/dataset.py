@@ -8,13 +8,11 @@ import torch
 
 from evit_export.core.errors import UserError
 from evit_export.core.spec import ModelSpec
-from evit_export.data import ImageSet
+from evit_export.data import ImageSet, load_digits_split, load_imagefolder
 from evit_export.training.config import TrainConfig
 
 
 def load_data(c: TrainConfig, spec: ModelSpec) -> tuple[ImageSet, ImageSet]:
-    from evit_export.data import load_digits_split, load_imagefolder
-
     if c.data is None:
         train_set, val_set = load_digits_split("train", spec), load_digits_split("val", spec)
     else:

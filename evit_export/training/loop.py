@@ -28,6 +28,7 @@ from evit_export.training.evaluate import chance_warning, evaluate
 from evit_export.training.model import build_training_model, fetch_pretrained_first
 from evit_export.training.optim import lr_lambda, param_groups
 from evit_export.training.rundir import RunDir, resumed_config
+from evit_export.core.errors import UserError
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -357,8 +358,6 @@ class Trainer:
     # ------------------------------------------------------------ the end
 
     def _result(self) -> RunResult:
-        from evit_export.core.errors import UserError
-
         run, epochs = self.run_dir, self.log["epochs"]
         total = sum(e["seconds"] for e in epochs) if epochs else self.train_time
         # over every epoch of the run, so a resumed (or already finished) run reports its own

@@ -5,21 +5,20 @@ from __future__ import annotations
 from torch import nn
 
 from evit_export.core.errors import UserError
-from evit_export.training.config import TrainConfig, is_imagenet
+from evit_export.models import build_model, canonical_variant, EfficientViT
+from evit_export.models.checkpoint import fetch_pretrained
+from evit_export.models.deploy import DeployEfficientViT
+from evit_export.models.efficientvit import Residual
+from evit_export.training.config import is_imagenet, TrainConfig
 
 
 def _set_drop_path(model: nn.Module, rate: float) -> None:
-    from evit_export.models.efficientvit import Residual
-
     for m in model.modules():
         if isinstance(m, Residual):
             m.drop = rate
 
 
 def _load_pretrained(c: TrainConfig, num_classes: int, notes: list[str]) -> nn.Module:
-    from evit_export.models import build_model
-    from evit_export.models.deploy import DeployEfficientViT
-
     if is_imagenet(c.pretrained):
         model = build_model(c.variant, None, num_classes, c.img_size, reset_head=True, pretrained=True)
         source = f"the official ImageNet weights of EfficientViT-{model.spec.variant.upper()}"
@@ -42,8 +41,6 @@ def _load_pretrained(c: TrainConfig, num_classes: int, notes: list[str]) -> nn.M
 def fetch_pretrained_first(c: TrainConfig, dist) -> None:
     """``--pretrained imagenet``: download the weights before reading the data (a network
     problem shows at once), on rank 0 only; the other processes read the cache."""
-    from evit_export.models import canonical_variant
-    from evit_export.models.checkpoint import fetch_pretrained
 
     if not is_imagenet(c.pretrained):
         return
@@ -54,7 +51,6 @@ def fetch_pretrained_first(c: TrainConfig, dist) -> None:
 
 def build_training_model(c: TrainConfig, num_classes: int, notes: list[str]) -> tuple[nn.Module, str]:
     """(model in train mode, its canonical variant name); adds what was adapted to ``notes``."""
-    from evit_export.models import EfficientViT, canonical_variant
 
     if c.pretrained:
         model = _load_pretrained(c, num_classes, notes)

@@ -28,6 +28,7 @@ from evit_export.core.errors import UserError
 from evit_export.core.interrupt import protected
 from evit_export.core.jsonio import write_json_atomic
 from evit_export.training.config import TrainConfig
+from evit_export.models.checkpoint import save_project_checkpoint
 
 CHECKPOINT_NAME = "model.safetensors"  # best epoch
 LAST_NAME = "last.safetensors"  # last completed epoch
@@ -67,7 +68,6 @@ class RunDir:
         """Last-epoch weights, the best weights when this epoch is the best so far, the
         resume state and the log (and the split, first time), written together: Ctrl-C
         waits until all are done."""
-        from evit_export.models.checkpoint import save_project_checkpoint
 
         with protected():
             self.path.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,16 @@ from pathlib import Path
 from typing import ClassVar
 
 from evit_export.core.spec import ModelSpec
-
+from evit_export.targets.apps import template_text
 from evit_export.targets.base import Artifact, GraphReport, Runner, RunnerOptions, Target, TensorInfo
+from evit_export.targets.onnx.app import APPS
+from evit_export.targets.onnx.debug import layer_errors
+from evit_export.targets.onnx.exporter import export_onnx
+from evit_export.targets.onnx.inspector import (describe_proto, load_proto, op_histogram, parameter_count,
+                                                profile_op_time, spec_text_from_proto)
 from evit_export.targets.onnx.options import OnnxOptions, OnnxPrecision, QuantFormat
+from evit_export.targets.onnx.runner import OnnxRunner
+
 
 
 class OnnxTarget(Target):
@@ -32,50 +39,32 @@ class OnnxTarget(Target):
         "constantofshape", "softmax", "quantizelinear", "dequantizelinear"})
 
     def export(self, model, spec: ModelSpec, out: Path, options: OnnxOptions | None = None) -> Artifact:
-        from evit_export.targets.onnx.exporter import export_onnx
-
         return export_onnx(model, spec, Path(out), self.check_options(options))
 
     def open(self, path: Path, spec: ModelSpec | None = None, options: RunnerOptions | None = None) -> Runner:
-        from evit_export.targets.onnx.runner import OnnxRunner
-
         options = options or RunnerOptions()
         return OnnxRunner(Path(path), self.require_spec(path, spec), threads=options.threads)
 
     def embedded_spec_text(self, path: Path) -> str | None:
-        from evit_export.targets.onnx.inspector import load_proto, spec_text_from_proto
-
         return spec_text_from_proto(load_proto(path))
 
     def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
-        from evit_export.targets.onnx.inspector import describe_proto, load_proto
-
         return describe_proto(load_proto(path))
 
     def inspect(self, path: Path) -> GraphReport:
-        from evit_export.targets.onnx.inspector import load_proto, op_histogram, parameter_count
-
         proto = load_proto(path)
         return self.graph_report(op_histogram(proto), parameter_count(proto), Path(path).stat().st_size)
 
     def op_time_profile(self, path: Path, threads: int = 1) -> dict[str, float]:
-        from evit_export.targets.onnx.inspector import profile_op_time
-
         return profile_op_time(Path(path), threads=threads)
 
     def int8_layer_errors(self, path: Path, spec: ModelSpec, pixels, deployed) -> list[dict]:
-        from evit_export.targets.onnx.debug import layer_errors
-
         return layer_errors(Path(path), spec, pixels, deployed)
 
     def app_writers(self) -> dict:
-        from evit_export.targets.onnx.app import APPS
-
         return dict(APPS)
 
     def remote_bench_source(self) -> str:
-        from evit_export.targets.apps import template_text
-
         return template_text("evit_export.targets.onnx", "templates/remote_bench.py")
 
     def default_out_name(self, spec: ModelSpec, options: OnnxOptions) -> str:

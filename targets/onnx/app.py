@@ -5,14 +5,14 @@ from __future__ import annotations
 from html import escape
 
 from evit_export.targets.apps import AppContext, write_python_app, write_template
+from evit_export.targets.onnx.vendor import ORT_WEB_VERSION, vendor_ort_web
+from evit_export.targets import get_target
 
 TEMPLATES = "evit_export.targets.onnx"
 WEB_FILES = ("index.html", "app.js", "preprocess.js", "package.json")
 
 
 def write_web_app(ctx: AppContext) -> str:
-    from evit_export.targets.onnx.vendor import ORT_WEB_VERSION, vendor_ort_web
-
     web = ctx.root / "web"
     if ctx.vendor_runtime:
         ctx.log(f"vendoring onnxruntime-web {ORT_WEB_VERSION}")
@@ -39,8 +39,6 @@ def write_web_app(ctx: AppContext) -> str:
 
 
 def write_python(ctx: AppContext) -> str:
-    from evit_export.targets import get_target
-
     return write_python_app(ctx, TEMPLATES, get_target("onnx").python_requirement)
 
 

@@ -19,6 +19,9 @@ from evit_export.core.spec import ModelSpec
 
 from evit_export.targets.calibration import tensor_error
 from evit_export.targets.onnx.quantize import INPUT_NAME, block_of, op_kind
+from evit_export.core.preprocess import normalize
+from evit_export.targets.onnx.exporter import export_onnx
+from evit_export.targets.onnx.options import OnnxOptions
 
 _QUANT_SUFFIXES = ("_quantized", "quantized")
 _DEQUANT_SUFFIX = "_DequantizeLinear_Output"
@@ -111,9 +114,6 @@ def layer_errors(path: Path, spec: ModelSpec, pixels: np.ndarray, deployed) -> l
     from onnx import numpy_helper
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from evit_export.core.preprocess import normalize
-    from evit_export.targets.onnx.exporter import export_onnx
-    from evit_export.targets.onnx.options import OnnxOptions
 
     proto = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}

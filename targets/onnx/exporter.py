@@ -16,10 +16,11 @@ from pathlib import Path
 from evit_export.core.atomic import atomic_path, check_writable
 from evit_export.core.errors import UserError
 from evit_export.core.spec import ModelSpec
-
-from evit_export.targets.base import SPEC_KEY, Artifact, write_sidecar
-from evit_export.targets.calibration import calibration_record
+from evit_export.targets.base import Artifact, SPEC_KEY, write_sidecar
+from evit_export.targets.calibration import calibration_record, heldout_pixels
 from evit_export.targets.onnx.options import OnnxOptions, OnnxPrecision
+from evit_export.targets.onnx.quantize import quantize_int8
+
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
@@ -87,8 +88,6 @@ def _to_int8(proto, spec: ModelSpec, options: OnnxOptions, info: dict):
     QuantizeLinear/DequantizeLinear pairs around float ops, the form NNAPI, QNN and
     TensorRT providers expect.
     """
-    from evit_export.targets.calibration import heldout_pixels
-    from evit_export.targets.onnx.quantize import quantize_int8
 
     pixels, info["calibration"] = calibration_record(spec, options.calibration_data, options.calibration_size)
     held = heldout_pixels(spec, options.calibration_data)

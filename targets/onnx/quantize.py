@@ -17,6 +17,9 @@ from evit_export.core.spec import ModelSpec
 
 from evit_export.targets.calibration import (ATTENTION, KEEP_FLOAT_AUTO, cpu_int8_weight_bits, int8_quality,
                                              parse_keep_float, resolve_keep_float, search_keep_float)
+from evit_export.targets.onnx.options import QuantFormat
+from evit_export.targets.base import run_in_batches
+from evit_export.core.preprocess import normalize
 
 INPUT_NAME = "image"
 _BLOCK = re.compile(r"^/(?:patch_embed/)?(patch_embed\.\d+)|^/stages/stages\.\d+/(stages\.\d+\.\d+)|^/(head)/")
@@ -69,7 +72,6 @@ def _quantize(pre: Path, dst: Path, x: np.ndarray, options, exclude: list[str], 
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat as OrtFormat, QuantType, quantize_static
 
-    from evit_export.targets.onnx.options import QuantFormat
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -89,7 +91,6 @@ def _quantize(pre: Path, dst: Path, x: np.ndarray, options, exclude: list[str], 
 def _logits(model_bytes: bytes, x: np.ndarray, batch: int) -> np.ndarray:
     import onnxruntime as ort
 
-    from evit_export.targets.base import run_in_batches
 
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     return run_in_batches(lambda part: session.run(None, {INPUT_NAME: part})[0], x, batch)
@@ -103,7 +104,6 @@ def quantize_int8(model, spec: ModelSpec, pixels: np.ndarray, heldout: np.ndarra
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from evit_export.core.preprocess import normalize
 
     x = normalize(pixels, spec).astype(np.float32)
     held = normalize(heldout, spec).astype(np.float32) if heldout is not None else None

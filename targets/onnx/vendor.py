@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from evit_export.core.errors import UserError
+from evit_export.core.paths import cache_dir
 
 ORT_WEB_VERSION = "1.30.0"
 # The WebAssembly-only build: the script, its module loader and the SIMD binary
@@ -16,8 +17,6 @@ ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd
 
 
 def npm_cache() -> Path:
-    from evit_export.core.paths import cache_dir
-
     return Path(os.environ.get("EVIT_EXPORT_NPM_CACHE") or cache_dir() / "npm")
 
 

@@ -9,9 +9,16 @@ from typing import ClassVar
 import numpy as np
 
 from evit_export.core.spec import ModelSpec
-
-from evit_export.targets.base import Artifact, GraphReport, Runner, RunnerOptions, Target, TensorInfo
+from evit_export.targets.apps import template_text
+from evit_export.targets.base import Artifact, GraphReport, read_sidecar, Runner, RunnerOptions, Target, TensorInfo
+from evit_export.targets.tflite.app import APPS, input_quantization
+from evit_export.targets.tflite.debug import layer_errors
+from evit_export.targets.tflite.exporter import check_out, export_tflite
+from evit_export.targets.tflite.inspector import (describe_interpreter, op_histogram, parameter_count,
+                                                  read_artifact_bytes, read_model, spec_text_from_tflite)
 from evit_export.targets.tflite.options import InputType, Layout, Quantize, TFLiteOptions
+from evit_export.targets.tflite.runner import delegate_partitions, interpreter, LiteRTRunner
+
 
 
 class TFLiteTarget(Target):
@@ -36,19 +43,13 @@ class TFLiteTarget(Target):
         "softmax", "quantize", "dequantize"})
 
     def export(self, model, spec: ModelSpec, out: Path, options: TFLiteOptions | None = None) -> Artifact:
-        from evit_export.targets.tflite.exporter import export_tflite
-
         return export_tflite(model, spec, Path(out), self.check_options(options))
 
     def open(self, path: Path, spec: ModelSpec | None = None, options: RunnerOptions | None = None) -> Runner:
-        from evit_export.targets.tflite.runner import LiteRTRunner
-
         options = options or RunnerOptions()
         return LiteRTRunner(Path(path), self.require_spec(path, spec), threads=options.threads)
 
     def embedded_spec_text(self, path: Path) -> bytes | None:
-        from evit_export.targets.tflite.inspector import spec_text_from_tflite
-
         return spec_text_from_tflite(Path(path))
 
     def precision_family(self, spec: ModelSpec) -> str:
@@ -56,17 +57,10 @@ class TFLiteTarget(Target):
         return "int8" if spec.precision == "dynamic" else super().precision_family(spec)
 
     def describe(self, path: Path) -> dict[str, list[TensorInfo]]:
-        from evit_export.targets.tflite.inspector import describe_interpreter, spec_text_from_tflite
-        from evit_export.targets.tflite.runner import interpreter
-
         spec_text = spec_text_from_tflite(Path(path))
         return describe_interpreter(interpreter(Path(path), 1, delegate=False), spec_text)
 
     def inspect(self, path: Path) -> GraphReport:
-        from evit_export.targets.base import read_sidecar
-        from evit_export.targets.tflite.inspector import op_histogram, parameter_count, read_artifact_bytes, read_model
-        from evit_export.targets.tflite.runner import delegate_partitions, interpreter
-
         data = read_artifact_bytes(path)
         model = read_model(data)
         report = self.graph_report(op_histogram(model), parameter_count(model), len(data))
@@ -80,28 +74,18 @@ class TFLiteTarget(Target):
         return report
 
     def int8_layer_errors(self, path: Path, spec: ModelSpec, pixels, deployed) -> list[dict]:
-        from evit_export.targets.tflite.debug import layer_errors
-
         return layer_errors(Path(path), spec, pixels, deployed)
 
     def app_writers(self) -> dict:
-        from evit_export.targets.tflite.app import APPS
-
         return dict(APPS)
 
     def input_quantization(self, path: Path) -> tuple[float, int] | None:
-        from evit_export.targets.tflite.app import input_quantization
-
         return input_quantization(path)
 
     def remote_bench_source(self) -> str:
-        from evit_export.targets.apps import template_text
-
         return template_text("evit_export.targets.tflite", "templates/remote_bench.py")
 
     def check_output(self, out: Path, options: TFLiteOptions) -> Path:
-        from evit_export.targets.tflite.exporter import check_out
-
         return check_out(out)
 
     def default_out_name(self, spec: ModelSpec, options: TFLiteOptions) -> str:

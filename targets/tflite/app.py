@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evit_export.targets.apps import AppContext, write_python_app, write_template
+from evit_export.targets import get_target
 
 TEMPLATES = "evit_export.targets.tflite"
 # com.google.ai.edge.litert is LiteRT's Maven group (the former org.tensorflow:tensorflow-lite).
@@ -69,8 +70,6 @@ def write_android_app(ctx: AppContext) -> str:
 
 
 def write_python(ctx: AppContext) -> str:
-    from evit_export.targets import get_target
-
     return write_python_app(ctx, TEMPLATES, get_target("tflite").python_requirement)
 
 

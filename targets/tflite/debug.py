@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from evit_export.core.spec import ModelSpec
-
 from evit_export.targets.calibration import tensor_error
+from evit_export.targets.tflite.exporter import export_tflite
+from evit_export.targets.tflite.options import TFLiteOptions
+from evit_export.targets.tflite.runner import dequantize, interpreter, LiteRTRunner
+
 
 _BLOCK = re.compile(r"^(patch_embed\.\d+|stages\.\d+\.\d+|head)/")
 _KINDS = {"conv2d": "conv", "depthwiseconv2d": "conv", "fullyconnected": "matmul", "batchmatmul": "matmul",
@@ -38,7 +41,6 @@ def op_kind(op_name: str) -> str:
 def _tensors(path: Path, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, str], set[str]]:
     """(dequantized op outputs by name, producing op by name, names stored as integers)
     for images ``x`` (already the model's input tensor), one image per run."""
-    from evit_export.targets.tflite.runner import dequantize, interpreter
 
     it = interpreter(path, 1, preserve=True)
     inp = it.get_input_details()[0]
@@ -65,9 +67,6 @@ def _tensors(path: Path, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str
 
 def layer_errors(path: Path, spec: ModelSpec, pixels: np.ndarray, deployed) -> list[dict]:
     """One row per int8 op output of the artifact: tensor, block, op, sqnr_db, cosine."""
-    from evit_export.targets.tflite.exporter import export_tflite
-    from evit_export.targets.tflite.options import TFLiteOptions
-    from evit_export.targets.tflite.runner import LiteRTRunner
 
     with LiteRTRunner(Path(path), spec, threads=1) as runner:
         x = runner.feed(pixels)

@@ -17,17 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from evit_export.core.atomic import atomic_path, check_writable, write_text_atomic
+from evit_export.core.atomic import atomic_path, check_writable, scratch_dir, write_text_atomic
 from evit_export.core.errors import UserError
 from evit_export.core.optional import require
 from evit_export.core.spec import ModelSpec
-
-from evit_export.targets.base import SPEC_KEY, Artifact, write_sidecar
-from evit_export.targets.calibration import calibration_record
+from evit_export.targets.base import Artifact, SPEC_KEY, write_sidecar
+from evit_export.targets.calibration import calibration_record, heldout_pixels
+from evit_export.targets.tflite.graph import make_plan
 from evit_export.targets.tflite.inspector import add_flatbuffer_metadata
 from evit_export.targets.tflite.metadata import LABELS_FILE, METADATA_NAME, model_metadata, pack_associated_files
 from evit_export.targets.tflite.options import InputType, Quantize, TFLiteOptions
 from evit_export.targets.tflite.runner import graph_input, interpreter
+
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -79,7 +80,6 @@ def _export_spec(spec: ModelSpec, options: TFLiteOptions) -> ModelSpec:
 
 def _calibration(spec: ModelSpec, options: TFLiteOptions, info: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Graph-ready float (calibration, held-out) inputs for int8 (None otherwise); notes in ``spec``."""
-    from evit_export.targets.calibration import heldout_pixels
 
     if options.precision != Quantize.INT8:
         return None, None
@@ -100,7 +100,6 @@ def _calibration(spec: ModelSpec, options: TFLiteOptions, info: dict) -> tuple[n
 def _convert(model, spec: ModelSpec, options: TFLiteOptions, calib: np.ndarray | None,
              held: np.ndarray | None = None) -> tuple[bytes, dict]:
     """(flatbuffer bytes, worker report): the plan and weights go to the worker process."""
-    from evit_export.targets.tflite.graph import make_plan
 
     plan, weights = make_plan(model)
     worker_options = {"batch": options.batch, "layout": spec.input_layout, "input_range": spec.input_range,
@@ -109,7 +108,6 @@ def _convert(model, spec: ModelSpec, options: TFLiteOptions, calib: np.ndarray |
                       "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "analyze": options.analyze,
                       "keep_float": [] if options.full_integer else options.keep_float.split(","),
                       "min_cosine": options.min_cosine}
-    from evit_export.core.atomic import scratch_dir
 
     with scratch_dir("evit-tflite-") as job:
         (job / "plan.json").write_text(json.dumps(plan))

@@ -11,13 +11,12 @@ import numpy as np
 from evit_export.core.errors import UserError
 
 from evit_export.targets.base import SPEC_KEY, TensorInfo, parse_spec
+from evit_export.core.optional import require
 
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier at bytes 4..8
 
 
 def _fbu():
-    from evit_export.core.optional import require
-
     require("ai_edge_litert")
     from ai_edge_litert.tools import flatbuffer_utils
 

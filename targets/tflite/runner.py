@@ -6,16 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
+from evit_export.core.import_order import native_logs_filtered, tf_safe
+from evit_export.core.optional import require
 from evit_export.core.preprocess import normalize
 from evit_export.core.spec import ModelSpec
+from evit_export.targets.base import pad_batch, run_in_batches, Runner
+from evit_export.targets.tflite.inspector import read_model
 
-from evit_export.targets.base import Runner, pad_batch, run_in_batches
 
 
 def import_runtime() -> None:
     """LiteRT's import (behind the import-order guard), before bench's memory baseline."""
-    from evit_export.core.import_order import tf_safe
-    from evit_export.core.optional import require
 
     require("ai_edge_litert")
     tf_safe()
@@ -29,7 +30,6 @@ def arena_extent(path: Path) -> int:
     buffer is a numpy view at its planned address. Kernel temporaries (im2col) share the
     arena but cannot be read from Python (indices past the model's tensors crash it), so
     this is the arena up to the last model tensor: a lower bound of the whole."""
-    from evit_export.targets.tflite.inspector import read_model
 
     model = read_model(Path(path).read_bytes())
     subgraph = model.subgraphs[0]
@@ -54,8 +54,6 @@ def interpreter(path: Path | None = None, threads: int | None = None, delegate: 
                 preserve: bool = False, content: bytes | None = None):
     """An allocated LiteRT Interpreter; ``delegate=False`` runs the builtin kernels only,
     ``preserve`` keeps every intermediate tensor readable (localisation)."""
-    from evit_export.core.import_order import native_logs_filtered, tf_safe
-    from evit_export.core.optional import require
 
     require("ai_edge_litert")
     tf_safe()
@@ -162,7 +160,6 @@ class LiteRTRunner(Runner):
         builtin kernels (delegates off) with all tensors preserved. Without delegates
         LiteRT runs the main subgraph's operators in their flatbuffer order, and its
         tensor indices are the flatbuffer's, so the order comes from the file."""
-        from evit_export.targets.tflite.inspector import read_model
 
         it = interpreter(self.path, self.threads, preserve=True)
         x = pad_batch(self.feed(pixels[: self.batch]), self.batch)

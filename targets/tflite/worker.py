@@ -21,6 +21,9 @@ import os
 import sys
 import time
 from pathlib import Path
+from evit_export.targets.calibration import (ATTENTION, KEEP_FLOAT_AUTO, int8_quality, resolve_keep_float, search_keep_float)
+from evit_export.targets.tflite.graph import build_function
+from evit_export.core.isolation import die_with_parent
 
 
 def _gpu_compatibility(tf, data: bytes) -> dict:
@@ -67,8 +70,6 @@ def _quantize_keeping_float(tf, np, converter, representative, opts: dict, job: 
     QuantizationDebugger's denylists, calibrated once): the attention core
     (``FLOAT_ATTENTION_OPS``) and/or whole blocks, by the name scopes graph.py gives
     them; ``auto`` searches the trailing blocks on held-out inputs. Float I/O."""
-    from evit_export.targets.calibration import (ATTENTION, KEEP_FLOAT_AUTO, int8_quality, resolve_keep_float,
-                                                 search_keep_float)
 
     names = tuple(opts["keep_float"])
     blocks = _block_names(json.loads((job / "plan.json").read_text()))
@@ -119,7 +120,6 @@ def convert(job: Path) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from evit_export.targets.tflite.graph import build_function
 
     started = time.perf_counter()
     plan = json.loads((job / "plan.json").read_text())
@@ -175,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m evit_export.targets.tflite.worker JOB_DIR", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from evit_export.core.isolation import die_with_parent
 
     die_with_parent()  # a killed export must not leave TensorFlow converting on
     try:

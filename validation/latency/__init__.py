@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 
 from evit_export.core.errors import UserError
+from evit_export.validation.latency.profiles import all_profiles, builtin_profiles, resolve_profile
 
 
 def fitting_profile_names(target_name: str, precision: str) -> list[str]:
     """Every built-in and user profile that prices ``target_name`` artifacts at ``precision``."""
-    from evit_export.validation.latency.profiles import all_profiles
 
     return sorted(name for name, (p, _) in all_profiles().items() if p.fits(target_name, precision))
 
@@ -87,7 +87,6 @@ def estimates_for(spec, target_name: str, precision: str | None = None, devices:
     Each row is labelled ``kind: "estimate"``, rounded to what its profile's validation
     supports, and carries the profile's provenance and validation error; an empty list
     when no profile fits (e.g. int8, or an Android profile for an .mlpackage)."""
-    from evit_export.validation.latency.profiles import builtin_profiles, resolve_profile
     from evit_export.validation.latency.simulate import estimate, model_features
     from evit_export.validation.latency.workloads import efficientvit_model
 
