@@ -242,8 +242,8 @@ def test_weight_bin_byte_flip_fails_check(capsys, m0, tmp_path):
     pixels = seeded_pixels(2, 224, seed=0)
     with TARGET.open(arts["fp16_image"].path) as intact, \
             TARGET.open(bad, options=CoreMLRunnerOptions(verify_integrity=False)) as damaged:
-        assert not intact.integrity_failures
-        assert not damaged.integrity_failures
+        assert not intact.integrity_failures()
+        assert not damaged.integrity_failures()
         assert np.abs(damaged.run(pixels) - intact.run(pixels)).max() > 0
     # ... and in fp32, where the tolerance is tight, the numbers alone fail it. (In fp16
     # this flip only silences one hidden FFN channel: within fp16 noise, so only the
