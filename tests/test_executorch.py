@@ -128,6 +128,7 @@ def test_check_and_bench_through_shared_code(fp32):
     assert latency.median_ms > 0 and latency.images_per_s > 0
 
 
+@pytest.mark.slow  # the int8 export (PT2E + XNNPACK lowering) takes 6-10 min on two busy cores
 def test_int8_keeps_logits_close_to_fp32(target, fp32, int8):
     """Realistic random weights (random BN statistics and gammas): the int8 program's
     logits stay at cosine >= 0.98 to the fp32 program's, image by image."""
@@ -149,6 +150,7 @@ def test_int8_keeps_logits_close_to_fp32(target, fp32, int8):
     assert info["file_size"] < 0.5 * fp32.info["file_size"]
 
 
+@pytest.mark.slow  # the int8 export (PT2E + XNNPACK lowering) takes 6-10 min on two busy cores
 def test_cli_check_bench_inspect_simulate(int8):
     """The commands a user runs next on the .pte: check, bench with threads, inspect,
     and simulate, which refuses: no device profile is fitted for ExecuTorch, and no
