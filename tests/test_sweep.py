@@ -302,3 +302,25 @@ def test_ctrl_c_says_what_the_sweep_keeps(tmp_path):
     assert last.startswith(f"interrupted: sweep stopped; {out / 'results.json'} holds "), err
     assert last.endswith("of 2; the same command resumes"), err
     assert "Traceback" not in err
+
+
+def test_progress_bar_fits_80_columns():
+    """Issue 19.16: the sweep's progress line is whole at 80 columns (piped output)."""
+    import io
+
+    from rich.console import Console
+
+    from evit_export.sweep.run import progress_line, progress_text
+
+    console = Console(width=80, file=io.StringIO(), force_terminal=False)
+    progress = progress_line(console)
+    task = progress.add_task(progress_text("measure", 20, 2, 1), total=48, completed=20)
+    progress.update(task, description=progress_text("measure", 20, 2, 1))
+    console.print(progress.make_tasks_table(progress.tasks))
+    lines = [line for line in console.file.getvalue().splitlines() if line.strip()]
+    assert lines, "nothing rendered"
+    for line in lines:
+        assert len(line) <= 80, line
+        assert "…" not in line, line
+    assert "measure: 20 done, 2 running, 1 failed" in lines[0]
+    assert "20/48" in lines[0]

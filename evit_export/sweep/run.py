@@ -375,13 +375,19 @@ class SweepRun:
                 proc.kill()
 
 
-def _progress(console):
+def progress_line(console):
+    """The sweep's progress bar. It fits 80 columns (the width of piped or captured
+    output): no "elapsed" label, a compact ETA, the bar takes what is left."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=console)
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=None),
+                    MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(compact=True), console=console, expand=False)
+
+
+def progress_text(phase: str, done: int, running: int, failed: int) -> str:
+    return f"{phase}: {done} done, {running} running, {failed} failed"
 
 
 def _clean_stale_temporaries(out: Path) -> None:
@@ -436,7 +442,7 @@ def run_sweep(config: SweepConfig, console=None, executor=None, fleet=None) -> d
     run.save()
     executor = executor or LocalExecutor(config.jobs)
     try:
-        with _progress(console) as progress:
+        with progress_line(console) as progress:
             _run_phases(run, todo, progress, executor)
             if fleet is not None:
                 fleet.measure(run, progress.console)
@@ -482,7 +488,7 @@ def _run_phases(run: SweepRun, todo: dict, progress, executor) -> None:
 
     def describe() -> None:
         done, running, failed = run.counts()
-        progress.update(task, description=f"{phase[0]} · done {done} · running {running} · failed {failed}")
+        progress.update(task, description=progress_text(phase[0], done, running, failed))
 
     def on_result(updated: dict, fps: dict) -> None:
         rec = run.record(updated, fps)
