@@ -15,7 +15,7 @@ import pytest
 from cli_helpers import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL = ("tensorflow", "coremltools", "ai_edge_litert", "sklearn", "timm", "scipy", "paramiko")
+OPTIONAL = ("tensorflow", "coremltools", "ai_edge_litert", "executorch", "sklearn", "timm", "scipy", "paramiko")
 
 # Installed into a child interpreter through PYTHONPATH: the path finder stops seeing
 # the optional runtimes, so `import x` and `importlib.util.find_spec(x)` behave exactly
@@ -93,13 +93,14 @@ def _uv() -> str | None:
     ("coreml", "aarch64-apple-darwin", {"coremltools", "onnxruntime", "torch"}),
     ("tflite", "aarch64-manylinux_2_28", {"ai-edge-litert", "tensorflow", "onnxruntime", "torch"}),
     ("all", "aarch64-apple-darwin", {"ai-edge-litert", "tensorflow", "coremltools", "scikit-learn", "timm", "scipy",
-                                     "paramiko"}),
+                                     "paramiko", "executorch", "ray"}),
 ])
 def test_extras_resolve_for_user_platforms(extra, platform, expect):
     uv = _uv()
     if uv is None:
         pytest.skip("uv is not installed (pip install uv): it resolves for other platforms")
-    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, UV_NO_CONFIG="1")
+    # executorch 1.5.1 publishes macOS wheels for macOS 14 and later only
+    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, UV_NO_CONFIG="1", MACOSX_DEPLOYMENT_TARGET="14.0")
     r = subprocess.run([uv, "pip", "compile", str(ROOT / "pyproject.toml"), "--extra", extra,
                         "--python-platform", platform, "--python-version", "3.11", "--only-binary", ":all:",
                         "--no-header", "-q"], capture_output=True, text=True, env=env, timeout=300)
@@ -113,6 +114,9 @@ def test_extras_resolve_for_user_platforms(extra, platform, expect):
 
 def test_extras_cover_every_optional_module():
     from evit_export.core.optional import EXTRAS
+    from evit_export.targets import target_names
+
+    target_names()  # defining the targets declares their runtimes' extras
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for module, (extra, _) in EXTRAS.items():
