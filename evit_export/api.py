@@ -168,6 +168,8 @@ def check(artifact: PathLike, *, checkpoint: PathLike | None = None, variant: st
     ``top1_agreement`` … and ``to_dict()``.
     """
 
+    if not Path(artifact).exists():
+        raise UserError(f"artifact {artifact} does not exist: check the path")
     options = runner_options or runner_options_for(target_for(artifact), threads=threads)
     if runner_options is not None and threads is not None:
         options = dataclasses.replace(options, threads=threads)

@@ -85,13 +85,14 @@ def test_check_bench_package_through_shared_code(pt2_target, deploy_m0, tmp_path
     assert 0 < graph.memory_bound_ops < graph.total_ops
 
     # package: no app templates for this target, so a generic integration note
-    pkg = build_package(art.path, tmp_path / "pkg", threads=1)
+    # latency is measured in a fresh process, which sees installed plug-ins only (the
+    # end-to-end test below installs one); here it was registered in this process
+    pkg = build_package(art.path, tmp_path / "pkg", threads=1, measure=False)
     manifest = json.loads((pkg / "manifest.json").read_text())
     assert manifest["target"] == "pt2"
     assert manifest["model"] == "m0.pt2"
     assert manifest["equivalence"]["passed"]
     assert manifest["apps"] == []
-    assert any(row["kind"] == "measured" and row["runtime"] == "torch.export" for row in manifest["latency"])
     assert manifest["io"]["inputs"][0]["shape"] == [4, 3, 64, 64]
     assert "No app template exists for pt2" in (pkg / "INTEGRATION.md").read_text()
     assert (pkg / "m0.pt2").read_bytes() == art.path.read_bytes()
