@@ -2,51 +2,25 @@
 temporary config (host key, authorized key, pid file all in a temp folder)."""
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 from cli_helpers import assert_one_line_error, run_cli, run_cli_process
-from ssh_helpers import NEEDS_SSHD, SSHD, free_port, keygen
+from ssh_helpers import NEEDS_SSHD, free_port, keygen, start_sshd
 
 pytestmark = NEEDS_SSHD
-
-
-def _wait_for_port(port: int, proc, log: Path, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"sshd exited: {log.read_text() if log.exists() else ''}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    pytest.fail("sshd did not start listening")
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     d = tmp_path_factory.mktemp("sshd")
-    host_key, client_key, other_key = keygen(d / "host_key"), keygen(d / "client_key"), keygen(d / "other_key")
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    port = free_port()
-    config = d / "sshd_config"
-    config.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
-                      f"AuthorizedKeysFile {d / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
-                      f"PidFile {d / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-                      "PermitRootLogin prohibit-password\n")
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    log = d / "sshd.log"
-    proc = subprocess.Popen([SSHD, "-D", "-f", str(config), "-E", str(log)])
+    client_key, other_key = keygen(d / "client_key"), keygen(d / "other_key")
+    server = start_sshd(d, [d / "client_key.pub"])
     try:
-        _wait_for_port(port, proc, log)
-        yield {"port": port, "key": client_key, "other_key": other_key, "host_pub": d / "host_key.pub", "dir": d}
+        yield {"port": server.port, "key": client_key, "other_key": other_key, "host_pub": server.host_pub, "dir": d}
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
