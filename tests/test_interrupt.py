@@ -61,9 +61,14 @@ def test_protected_section_finishes_then_raises(tmp_path):
             with protected():
                 _sigint_self()
                 for name in ("weights", "state", "log"):
+                    # published through core.atomic, whose rename checks for Ctrl-C:
+                    # inside protected() it must wait, or the run is left half-written
+                    with atomic_path(tmp_path / name) as tmp:
+                        tmp.write_text(name)
                     written.append(name)
             written.append("never")
     assert written == ["weights", "state", "log"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log", "state", "weights"]
 
 
 def test_no_interrupt_no_effect_and_handler_restored(tmp_path):

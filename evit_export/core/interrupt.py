@@ -54,8 +54,9 @@ def _in_main_thread() -> bool:
 def raise_if_cancelled() -> None:
     """Raise ``KeyboardInterrupt`` again when Ctrl-C arrived inside the current
     ``cancellable`` block, even if the first one was swallowed; the block turns it
-    into ``Cancelled`` with its own description."""
-    if _state.depth and _state.requested:
+    into ``Cancelled`` with its own description. Inside ``protected()`` it waits: files
+    that belong together are all published, and the end of that section raises."""
+    if _state.depth and _state.requested and not _state.held:
         raise KeyboardInterrupt
 
 
