@@ -239,10 +239,15 @@ def simulate(model: PathLike, device: PathLike | Sequence[PathLike], *, img_size
     ``bench`` and ``sweep`` follow): another is a UserError naming those that fit. One
     forward pass is recorded op by op and each op class is priced by the profile; the
     estimate carries a per-class breakdown, the profile's provenance and its validation
-    error, and is rounded to the significant figures that error supports.
+    error, and is rounded to the significant figures that error supports. ``memory``:
+    the activation arena and weight bytes planned from the graph at the precision the
+    device computes in (the narrowest its profile lists; an artifact: its own), so memory is known for a device not yet bought.
     """
     from evit_export.validation.latency.simulate import estimate
-    from evit_export.validation.latency.workloads import features, is_artifact_ref
+    from dataclasses import replace
+
+    from evit_export.validation.latency.workloads import features, is_artifact_ref, planned_memory
+    from evit_export.validation.memory import ELEMENT_BYTES
 
     many = not isinstance(device, (str, os.PathLike))
     profiles = [resolve_profile(str(d)) for d in (device if many else [device])]
@@ -250,14 +255,23 @@ def simulate(model: PathLike, device: PathLike | Sequence[PathLike], *, img_size
         raise UserError("device=[] names no profile: pass a profile name (evit-export devices list) or a "
                         "PROFILE.json")
     ref = str(model)
+    artifact_precision = None
     if is_artifact_ref(ref) and Path(ref).exists():
         from evit_export.targets import open_artifact
 
         path, target, spec = open_artifact(ref)
+        artifact_precision = target.precision_family(spec)
         for profile in profiles:  # before the forward pass: a mismatch fails at once
-            require_fit(profile, target.name, target.precision_family(spec), path.name)
+            require_fit(profile, target.name, artifact_precision, path.name)
     label, size, model_batch, feats = features(ref, img_size, batch, checkpoint)
-    estimates = [reported(estimate(feats, p, label, size, model_batch), p) for p in profiles]
+    memory: dict[str, dict] = {}  # one plan per precision: an artifact's own, else what the device computes in
+    estimates = []
+    for p in profiles:
+        precision = artifact_precision or min(p.precisions, key=ELEMENT_BYTES.__getitem__)
+        if precision not in memory:
+            memory[precision] = planned_memory(ref, precision, img_size, batch, checkpoint)
+        estimates.append(replace(reported(estimate(feats, p, label, size, model_batch), p),
+                                 memory=memory[precision]))
     return estimates if many else estimates[0]
 
 

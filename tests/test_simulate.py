@@ -98,6 +98,17 @@ def test_simulate_cli_json(capsys):
         assert r["breakdown_ms"]
     pixel = {r["model"]: r for r in rows if r["device"] == "pixel4-cpu1-fp32"}
     assert pixel["m0"]["estimate_ms"] < pixel["m5"]["estimate_ms"]
+    # memory is known before the device is bought (issue 22.2): planned at the profile's precision
+    ane = {r["model"]: r for r in rows if r["device"] == "a13-ane-fp16"}
+    for model in ("m0", "m5"):
+        fp32, fp16 = pixel[model]["memory"], ane[model]["memory"]
+        assert (fp32["precision"], fp16["precision"]) == ("fp32", "fp16")
+        assert fp32["activation_bytes"] == 2 * fp16["activation_bytes"] > 0
+        assert fp32["weight_bytes"] == 2 * fp16["weight_bytes"] > 0
+    # M0 has 2.3 M parameters, M5 12.4 M (the paper's table): 4 bytes each at fp32
+    assert pixel["m0"]["memory"]["weight_bytes"] / 4 == pytest.approx(2.3e6, rel=0.05)
+    assert pixel["m5"]["memory"]["weight_bytes"] / 4 == pytest.approx(12.4e6, rel=0.05)
+    assert pixel["m0"]["memory"]["activation_bytes"] < pixel["m5"]["memory"]["activation_bytes"]
     # rounded to 2 figures (the profile's ~11 % error on held-out transformers): the parts add up within that
     assert sum(pixel["m5"]["breakdown_ms"].values()) == pytest.approx(pixel["m5"]["estimate_ms"], rel=0.1)
     assert pixel["m0"]["validation"]["loo_median_error"] < pixel["m0"]["validation"]["flops_proportional"][
@@ -224,6 +235,8 @@ def test_estimates_rounded_to_what_their_validation_supports(capsys):
     code, out, err = run_cli(capsys, "simulate", "m0", "--device", "a13-ane-fp16")
     assert code == 0, out
     assert "0.3061" not in out, out
+    assert "activ. MB" in out and "weights MB" in out, out
+    assert f"{ane['memory']['weight_bytes'] / 1e6:.2f}" in out, out
     assert f"{ane['estimate_ms']:g}" in out, out
     _, spec = deploy_for_export("m0", img_size=64, num_classes=10, seed=0)
     for row in estimates_for(spec, "coreml", "fp16"):

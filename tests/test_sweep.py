@@ -104,7 +104,14 @@ def test_failing_cell_is_recorded_and_a_rerun_keeps_everything(tmp_path, capsys)
     res = results_of(out)
     cells = {c["id"]: c for c in res["cells"]}
     assert cells["m0-onnx-fp32"]["verdict"] == "pass"
-    assert cells["m0-onnx-fp32"]["latency"]["median_ms"] > 0
+    lat = cells["m0-onnx-fp32"]["latency"]
+    assert lat["median_ms"] > 0
+    # what the device pays, measured in a fresh process: load, first call, tail, memory
+    assert lat["load_ms"] > 0 and lat["first_ms"] > 0 and lat["p99_ms"] >= lat["p50_ms"] > 0
+    assert lat["peak_rss_bytes"] > 0
+    # planned from the graph: an M0 at 32 px with 10 classes holds ~2.2M fp32 weights
+    assert 8.0e6 < cells["m0-onnx-fp32"]["weight_bytes"] < 10.0e6
+    assert 0 < cells["m0-onnx-fp32"]["activation_bytes"] < 1e6
     failed = cells["m1-onnx-fp32"]
     assert failed["status"] == "failed"
     assert failed["verdict"] == "error"
@@ -115,6 +122,7 @@ def test_failing_cell_is_recorded_and_a_rerun_keeps_everything(tmp_path, capsys)
     assert [r["id"] for r in rows] == ["m0-onnx-fp32", "m1-onnx-fp32"]
     assert rows[0]["verdict"] == "pass"
     assert float(rows[0]["latency_median_ms"]) > 0
+    assert float(rows[0]["peak_rss_bytes"]) > 0 and float(rows[0]["activation_bytes"]) > 0
     assert (out / "report.html").is_file()
     assert (out / "artifacts" / "m0-onnx-fp32.onnx").is_file()
 

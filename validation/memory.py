@@ -281,6 +281,14 @@ def memory_of_program(exported, element_bytes: int = 4, weight_element_bytes: in
             "peak_live_bytes": peak_live_bytes(lives), "weight_bytes": weights, "tensors": len(lives)}
 
 
+def memory_of_model(model, img_size: int, batch: int = 1, precision: str = "fp32") -> dict:
+    """Planned memory of ``model`` on a ``batch`` x 3 x ``img_size``² input at ``precision``."""
+    import torch
+
+    example = torch.zeros(batch, 3, img_size, img_size)
+    return memory_of_program(export_graph(model, example), ELEMENT_BYTES[precision])
+
+
 def static_memory(ref: str, *, img_size: int | None = None, batch: int | None = None, checkpoint=None,
                   precision: str | None = None) -> dict:
     """Planned activation arena, live peak and weight bytes of a model reference (``m0``,
@@ -298,8 +306,7 @@ def static_memory(ref: str, *, img_size: int | None = None, batch: int | None = 
     if precision not in ELEMENT_BYTES:
         raise UserError(f"precision={precision} is not one of {', '.join(ELEMENT_BYTES)}")
     label, model, size, batch = resolve(ref, checkpoint, img_size, batch)
-    example = torch.zeros(batch, 3, size, size)
-    result = memory_of_program(export_graph(model, example), ELEMENT_BYTES[precision])
+    result = memory_of_model(model, size, batch, precision)
     return {"model": label, "img_size": size, "batch": batch, "precision": precision, **result,
             "method": "tensor lifetimes of the core-ATen graph in execution order; activation_bytes: "
                       "ExecuTorch's greedy shared-object placement, packed_activation_bytes: best-fit offsets "

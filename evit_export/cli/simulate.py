@@ -38,7 +38,8 @@ def simulate_cmd(models: List[str] = typer.Argument(..., metavar="MODEL...",
     """Estimate latency on device profiles (never a measurement).
 
     Each estimate has a per-op-class breakdown, the profile's provenance and its validation error, and is rounded
-    to the significant figures that error supports.
+    to the significant figures that error supports. Memory (activation arena, weights) is planned from the graph at
+    the precision the profile runs.
     """
 
     names = device_names(device)
@@ -52,13 +53,18 @@ def simulate_cmd(models: List[str] = typer.Argument(..., metavar="MODEL...",
         sys.stdout.write(dumps_strict(rows, indent=2) + "\n")
         return
     table = Table(title="simulated latency (estimates from device profiles, not measurements)")
-    for col in ("model", "px", "batch", "device", "estimate ms", "largest classes (ms)"):
-        table.add_column(col, justify="right" if col in ("px", "batch", "estimate ms") else "left")
+    numeric = ("px", "batch", "estimate ms", "activ. MB", "weights MB")
+    for col in ("model", "px", "batch", "device", "estimate ms", "activ. MB", "weights MB", "largest classes (ms)"):
+        table.add_column(col, justify="right" if col in numeric else "left")
     for r in rows:
         figures = r["significant_figures"]
         top = sorted(r["breakdown_ms"].items(), key=lambda kv: -kv[1])[:3]
+        memory = r["memory"]
         table.add_row(r["model"], str(r["img_size"]), str(r["batch"]), r["device"],
-                      format_figures(r["estimate_ms"], figures), ", ".join(f"{k} {v:g}" for k, v in top))
+                      format_figures(r["estimate_ms"], figures), f"{memory['activation_bytes'] / 1e6:.2f}",
+                      f"{memory['weight_bytes'] / 1e6:.2f}", ", ".join(f"{k} {v:g}" for k, v in top))
     console.print(table)
+    console.print("memory: planned from the graph at the profile's precision (activation arena, weights); "
+                  "kernel scratch and the runtime itself come on top", highlight=False)
     for profile in profiles:
         console.print(f"{profile.name}: {profile.provenance()}; error: {profile.error_summary()}", highlight=False)

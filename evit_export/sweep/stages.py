@@ -21,7 +21,7 @@ from evit_export.sweep.results import artifact_size, sha256_artifact, utc_now
 from evit_export.targets import get_target, RunnerOptions
 from evit_export.validation.check import check_artifact
 from evit_export.validation.latency import fit_refusal, reported
-from evit_export.validation.latency.measure import measure_latency
+from evit_export.validation.latency.measure import bench_in_fresh_process
 from evit_export.validation.latency.profiles import all_profiles, resolve_profile
 from evit_export.validation.latency.simulate import estimate, model_features
 from evit_export.validation.parity import check_parity
@@ -188,9 +188,28 @@ def _int8_check_images(ctx: CellContext):
     return None
 
 
+# Planned memory depends on the architecture, size and precision, never on weight values:
+# cells that share them (a sweep's formats of one variant) plan once per process.
+_PLANNED: dict[tuple, dict] = {}
+
+
+def planned_cell_memory(deployed, spec, precision: str) -> dict:
+    """Activation arena and weight bytes the deploy graph plans at ``precision`` (the
+    figures `inspect` and `simulate` print), for phones the sweep cannot run on."""
+    from evit_export.validation.memory import memory_of_model
+
+    key = (spec.variant, spec.img_size, spec.batch or 1, spec.num_classes, precision)
+    if key not in _PLANNED:
+        _PLANNED[key] = memory_of_model(deployed, spec.img_size, spec.batch or 1, precision)
+    return _PLANNED[key]
+
+
 def stage_estimate(ctx: CellContext) -> None:
     deployed, spec = ctx.deployed()
     rec = ctx.record
+    target = get_target(rec["target"])
+    planned = planned_cell_memory(deployed, spec, target.precision_family(target.read_spec(ctx.artifact_path())))
+    rec["activation_bytes"], rec["weight_bytes"] = planned["activation_bytes"], planned["weight_bytes"]
     rec["estimates"] = {}
     for device in ctx.config.get("simulate") or []:
         if device_applies(device, rec["target"], rec["precision"]):
@@ -205,11 +224,14 @@ def stage_measure(ctx: CellContext) -> None:
     threads = ctx.config.get("threads") or 1
     spec = target.read_spec(path)
     with target.open(path, spec=spec, options=RunnerOptions(threads=threads)) as runner:
-        if not runner.deployment_runtime:
-            rec["latency"] = {"skipped": CHECKER_NOT_DEVICE.format(runtime=runner.name), "runtime": runner.name}
-        else:
-            lat = measure_latency(runner, batch=spec.batch or 1, threads=threads, iterations=30, min_seconds=0.5)
-            rec["latency"] = lat.to_dict()
+        deployment, runtime = runner.deployment_runtime, runner.name
+    if not deployment:
+        rec["latency"] = {"skipped": CHECKER_NOT_DEVICE.format(runtime=runtime), "runtime": runtime}
+    else:
+        # A fresh process per artifact: load time, first call and the resident high-water
+        # mark are only what the model costs in a process that has loaded nothing else.
+        lat = bench_in_fresh_process(path, threads=threads, iterations=30, min_seconds=0.5)
+        rec["latency"] = lat.to_dict()
     shares = target.op_time_profile(path, threads=threads)
     if shares:  # None where the runtime has no op profiler
         rec["memory_bound_time_share"] = round(sum(v for op, v in shares.items() if target.is_memory_bound(op)), 4)

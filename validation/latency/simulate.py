@@ -162,6 +162,9 @@ class Estimate:
     kind: str = "estimate"
     # digits the figures deserve (latency.significant_figures); None: unrounded, as priced
     significant_figures: int | None = None
+    # planned from the graph at the profile's precision (workloads.planned_memory):
+    # activation_bytes, packed_activation_bytes, peak_live_bytes, weight_bytes, precision
+    memory: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -109,3 +109,25 @@ def features(ref: str, img_size: int | None = None, batch: int | None = None,
         cached.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(cached, {"label": label, "img_size": size, "features": feats.to_dict()})
     return label, size, batch, feats
+
+
+def planned_memory(ref: str, precision: str, img_size: int | None = None, batch: int | None = None,
+                   checkpoint=None) -> dict:
+    """Activation arena, live peak and weight bytes planned from the graph
+    (``validation.memory.static_memory``) at ``precision``: what a device pays in memory
+    before one is bought. Cached like the features for named architectures."""
+    from evit_export.validation.memory import static_memory
+
+    keys = ("activation_bytes", "packed_activation_bytes", "peak_live_bytes", "weight_bytes", "precision")
+    cacheable = checkpoint is None and not is_artifact_ref(ref)
+    cached = _cache_file(f"memory|{ref}|{img_size}|{batch or 1}|{precision}") if cacheable else None
+    if cached is not None and cached.is_file():
+        return json.loads(cached.read_text())
+    plan = static_memory(ref, img_size=img_size, batch=batch, checkpoint=checkpoint, precision=precision)
+    memory = {k: plan[k] for k in keys}
+    if cached is not None:
+        from evit_export.core.jsonio import write_json_atomic
+
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cached, memory)
+    return memory
