@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    console = Console()
+    console = Console(width=max(Console().width, 150))  # the table's nine columns, unsqueezed in a log
     console.print(f"machine: {machine_description()}; CPU flags: {' '.join(cpu_flags()) or 'not reported'}")
     peak = gemm_peak_gflops()
     console.print(f"one core's fp32 GEMM peak (torch.mm 1024², 1 thread, best of 5): {peak:.1f} GFLOP/s")
