@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from evit_export.core.interrupt import raise_if_cancelled
 from evit_export.core.metrics import softmax
 
 from evit_export.targets.calibration import INT8_MIN_COSINE_MEAN, INT8_MIN_SQNR_DB, INT8_MIN_TOP1, INT8_MIN_TOP5
@@ -170,7 +171,9 @@ def check_equivalence(reference, runner, pixels: np.ndarray, precision: str | No
     """Run both Runners on ``pixels`` and compare (probabilities against softmax(reference))."""
     precision = precision or runner.spec.precision
     ref = reference.run(pixels)
+    raise_if_cancelled()  # a runtime's native code may have swallowed a Ctrl-C: stop before the next run
     got = runner.run(pixels)
+    raise_if_cancelled()
     if getattr(runner, "output_kind", "logits") == "probabilities":
         ref = softmax(ref)
     return compare_outputs(ref, got, precision, tolerance, artifact=artifact, runtime=runner.name,

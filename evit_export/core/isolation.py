@@ -118,11 +118,13 @@ def _quiet_resource_tracker() -> None:
         sys.warnoptions.append(_TRACKER_FILTER)
 
 
-def run_isolated(fn, *args, step: str, fmt: str, timeout: float | None = None, **kwargs):
+def run_isolated(fn, *args, step: str, fmt: str, timeout: float | None = None, while_waiting=None, **kwargs):
     """``fn(*args, **kwargs)`` in a spawned child; see the module docstring.
 
     ``fn``, the arguments and the result must pickle (module-level functions, tensors,
     nn.Modules, paths). ``timeout`` (seconds) kills the child and raises WorkerCrashed.
+    ``while_waiting``: called here once the child has started (work this process needs
+    next, such as an import, done while the child works instead of after it).
     """
     _quiet_resource_tracker()
     ctx = multiprocessing.get_context("spawn")
@@ -137,6 +139,8 @@ def run_isolated(fn, *args, step: str, fmt: str, timeout: float | None = None, *
         sender.close()
         message, ready = None, []
         try:
+            if while_waiting is not None:
+                while_waiting()
             # Read before join: a large result would block the child on a full pipe.
             ready = wait([receiver, proc.sentinel], timeout)
             if receiver in ready:

@@ -13,7 +13,7 @@ from evit_export.targets.apps import template_text
 from evit_export.targets.base import Artifact, GraphReport, Runner, RunnerOptions, SPEC_KEY, Target, TensorInfo
 from evit_export.targets.coreml.app import APPS
 from evit_export.targets.coreml.exporter import check_out, export_coreml
-from evit_export.targets.coreml.files import read_model_spec
+from evit_export.targets.coreml.files import coremltools_reader, read_model_spec
 from evit_export.targets.coreml.inspector import describe_proto, graph_summary
 from evit_export.targets.coreml.runner import native_available, open_runner
 
@@ -48,9 +48,11 @@ class CoreMLTarget(Target):
         # coremltools (and the TensorFlow it imports) is native code that can segfault or
         # abort on a graph it does not expect: convert in a worker, so a crash is one line.
         # Ctrl-C here stops the worker (run_isolated kills it) and says what stopped.
+        # Meanwhile this process imports the reader the check needs: done after the
+        # conversion, its seconds would be the check's, and Ctrl-C would wait for them.
         with cancellable(f"CoreML export of {Path(out).name}"):
             return run_isolated(export_coreml, model, spec, Path(out), options, step="CoreML conversion",
-                                fmt=f"CoreML {options.format}")
+                                fmt=f"CoreML {options.format}", while_waiting=coremltools_reader)
 
     def open(self, path: Path, spec: ModelSpec | None = None, options: RunnerOptions | None = None) -> Runner:
         """``options`` may be CoreMLRunnerOptions (compute units, classifier output,

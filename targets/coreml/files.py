@@ -9,7 +9,7 @@ from pathlib import Path
 
 from evit_export.core.errors import UserError
 from evit_export.core.import_order import native_logs_filtered, tf_safe
-from evit_export.core.interrupt import protected
+from evit_export.core.interrupt import protected, raise_if_cancelled
 from evit_export.core.optional import require
 
 # Metadata key of the digests of the program and its weight files.
@@ -46,6 +46,9 @@ def coremltools_reader():
     finally:
         if sys.modules.get("tensorflow", 0) is None:
             del sys.modules["tensorflow"]
+    # coremltools' import guards its optional parts with broad excepts, which swallow a
+    # Ctrl-C that lands inside them: deliver it now, not at the next check.
+    raise_if_cancelled()
     return ct
 
 
