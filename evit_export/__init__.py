@@ -22,7 +22,7 @@ _EXPORTS = {
                                             "package")},
     "ModelSpec": "evit_export.core.spec",
     "UserError": "evit_export.core.errors",
-    "Tolerances": "evit_export.validation.check",
+    "ToleranceOverrides": "evit_export.validation.check",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs (``x as x`` marks a re-export); 
     from evit_export.api import simulate as simulate
     from evit_export.core.errors import UserError as UserError
     from evit_export.core.spec import ModelSpec as ModelSpec
-    from evit_export.validation.check import Tolerances as Tolerances
+    from evit_export.validation.check import ToleranceOverrides as ToleranceOverrides
 
 
 def __getattr__(name: str):

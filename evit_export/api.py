@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # names for annotations only; importing them here would load 
     import torch
 
     from evit_export.targets import Artifact, RunnerOptions, Target, TargetOptions
-    from evit_export.validation.check import Tolerances
+    from evit_export.validation.check import ToleranceOverrides
     from evit_export.validation.compare import Comparison
     from evit_export.validation.equivalence import EquivalenceReport
     from evit_export.validation.latency.measure import Latency
@@ -151,7 +151,7 @@ def unchanged(dest: Path, existed: bool) -> str:
 
 
 def check(artifact: PathLike, *, checkpoint: PathLike | None = None, variant: str | None = None,
-          images: PathLike | None = None, n: int = 32, seed: int = 0, tolerances: Tolerances | None = None,
+          images: PathLike | None = None, n: int = 32, seed: int = 0, tolerances: ToleranceOverrides | None = None,
           localize: bool = False, threads: int | None = None,
           runner_options: RunnerOptions | None = None) -> EquivalenceReport:
     """Numerical equivalence of ``artifact`` against the PyTorch model it came from.
@@ -159,7 +159,7 @@ def check(artifact: PathLike, *, checkpoint: PathLike | None = None, variant: st
     The artifact's embedded spec says what to rebuild; ``checkpoint`` (and ``variant``,
     for a file without a spec) compare against other weights. Inputs: ``n`` seeded
     random images (``seed``) plus the folder ``images``; int8 artifacts are judged on
-    real images only. ``tolerances``: a ``Tolerances`` overriding the per-precision
+    real images only. ``tolerances``: a ``ToleranceOverrides`` overriding the per-precision
     defaults. ``localize``: on failure, name the first diverging layer. ``threads``:
     runtime threads; ``runner_options``: the format's own runner options where it has more
     (its ``Target.runner_options_type``, e.g. ``CoreMLRunnerOptions(native=False)`` for the

@@ -135,6 +135,17 @@ def known_suffixes(runnable: bool = False) -> tuple[str, ...]:
     return tuple(s for c in _registry().values() for s in c.suffixes + (c.extra_suffixes if runnable else ()))
 
 
+def suffixes_in_words() -> str:
+    """".onnx, .tflite, .mlpackage, .mlmodel or .pte": the registered formats, for help texts."""
+    names = list(known_suffixes())
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def auto_apps_in_words() -> str:
+    """What ``package --app auto`` writes for each registered format, for help texts."""
+    return ", ".join(f"{c.suffixes[0]} {' + '.join(c.auto_apps)}" for c in _registry().values() if c.auto_apps)
+
+
 def target_for(path: str | Path, runnable: bool = False) -> Target:
     """The target whose suffixes ``path`` ends in (``runnable``: its extra suffixes too)."""
     p = str(path).rstrip("/").lower()

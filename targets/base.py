@@ -289,8 +289,12 @@ class Target(ABC):
     def int8_layer_errors(self, path: Path, spec: ModelSpec, pixels: np.ndarray, deployed) -> list[dict]:
         """Every quantized tensor's error against this format's float export of ``deployed``
         on ``pixels``: dicts with tensor, block, op, sqnr_db, cosine (``check --per-layer``)."""
+        from evit_export.targets import all_targets  # the registry imports this module
+
+        explained = [t.title or t.name for t in all_targets()
+                     if type(t).int8_layer_errors is not Target.int8_layer_errors]
         raise UserError(f"{self.title or self.name} artifacts have no per-layer int8 report yet: "
-                        "check --per-layer explains ONNX and TFLite int8 artifacts")
+                        f"check --per-layer explains {' and '.join(explained) or 'no format'} int8 artifacts")
 
     def op_time_profile(self, path: Path, threads: int = 1) -> dict[str, float] | None:
         """Share of the runtime's kernel time per op type (same names as ``inspect``'s

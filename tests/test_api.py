@@ -85,7 +85,7 @@ def test_end_to_end_onnx(seeded_m0, tmp_path):
 
 def test_tolerances_are_overridable(seeded_m0, tmp_path):
     artifact = evit_export.export(seeded_m0, "onnx", out=tmp_path / "m0.onnx")
-    strict = evit_export.check(artifact.path, n=4, tolerances=evit_export.Tolerances(max_abs_scale=1e-12))
+    strict = evit_export.check(artifact.path, n=4, tolerances=evit_export.ToleranceOverrides(max_abs_scale=1e-12))
     assert not strict.passed
     assert "max abs error" in strict.failures[0]
     assert "1e-12" in strict.tolerance
@@ -96,7 +96,7 @@ def test_api_errors_name_python_parameters(seeded_m0, tmp_path):
     cases = [
         (lambda: evit_export.check(artifact.path, variant="m1"), "variant="),
         (lambda: evit_export.check(artifact.path, n=0), "n=0"),
-        (lambda: evit_export.Tolerances(min_top1=95), "min_top1=95"),
+        (lambda: evit_export.ToleranceOverrides(min_top1=95), "min_top1=95"),
         (lambda: evit_export.check(tmp_path / "missing.onnx"), "does not exist"),
     ]
     for call, expected in cases:

@@ -323,13 +323,6 @@ def test_measurements_csv_reader(tmp_path, scale):
     _run("read_measurements", 300 * scale, st.one_of(rows, mutations(seed)), prop)
 
 
-@pytest.mark.parametrize("scale", SCALE)
-def test_zz_report_counts(capsys, scale):
-    """Prints how many cases each reader saw (pytest runs a module's tests in file order: this one is last)."""
-    with capsys.disabled():
-        print("\nfuzz cases:", json.dumps(COUNTS), "total", sum(COUNTS.values()))
-
-
 # ----------------------------------------------------------------------------- security: paths stay inside
 
 def _manifest_with(package, work, edit):
@@ -412,3 +405,10 @@ def test_atomic_folder_write_never_follows_a_symlink(tmp_path):
     assert (elsewhere / "keep.txt").read_text() == "keep me\n"
     assert (out / "model.onnx").read_bytes() == b"new"
     assert not (out / "model.onnx").is_symlink()
+
+
+@pytest.mark.parametrize("scale", SCALE)
+def test_zz_report_counts(capsys, scale):
+    """Prints how many cases each reader saw (pytest runs a module's tests in file order: this one is last)."""
+    with capsys.disabled():
+        print("\nfuzz cases:", json.dumps(COUNTS), "total", sum(COUNTS.values()))

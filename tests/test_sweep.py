@@ -237,6 +237,7 @@ def test_impossible_cells_are_listed_as_skipped(tmp_path):
     (["--variants", "m0", "--data", "no/such/folder"], "--data"),
     (["--variants", "m0", "--jobs", "0"], "--jobs"),
     (["--variants", "m0", "--img-size", "16"], "--img-size"),
+    (["--variants", "m0", "--max-retries", "5"], "--max-retries is for --executor ray"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, needle):
     out = tmp_path / "sweep"

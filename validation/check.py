@@ -24,7 +24,7 @@ HELDOUT_COUNT = 200  # held-out digits an int8 digits model is judged on by defa
 
 
 @dataclass(frozen=True)
-class Tolerances:
+class ToleranceOverrides:
     """Overrides of the per-precision default tolerances; None keeps the default
     (fp32: max abs ≤ 1e-4·max(1, max|reference logit|); fp16: cosine ≥ 0.999 and top-1
     agreement ≥ 99 %; int8: mean cosine ≥ 0.99, SQNR ≥ 20 dB, top-1 agreement ≥ 98 % and
@@ -52,7 +52,7 @@ class Tolerances:
 
 def check_artifact(artifact: str | Path, *, checkpoint: str | Path | None = None, variant: str | None = None,
                    images: str | Path | None = None, n: int = 32, seed: int = 0,
-                   tolerances: Tolerances | None = None, localize: bool = False,
+                   tolerances: ToleranceOverrides | None = None, localize: bool = False,
                    runner_options=None, calibration: dict | None = None) -> EquivalenceReport:
     """Numerical equivalence of ``artifact`` against the PyTorch model it was exported from.
 
@@ -77,7 +77,7 @@ def check_artifact(artifact: str | Path, *, checkpoint: str | Path | None = None
     pixels, described = comparison_inputs(spec, family, images=images, n=n, seed=seed,
                                           calibration=(calibration if calibration is not None else calibration_of(path))
                                           if family == "int8" else None)
-    tol = tolerance_for(family, **asdict(tolerances or Tolerances()))
+    tol = tolerance_for(family, **asdict(tolerances or ToleranceOverrides()))
     with target.open(path, spec=spec, options=runner_options) as runner:
         report = check_equivalence(reference, runner, pixels, spec.precision, tol, artifact=str(path),
                                    inputs=described)

@@ -21,7 +21,7 @@ import numpy as np
 from evit_export.core.errors import UserError
 from evit_export.core.metrics import topk_correct
 from evit_export.data import DIGITS_LABELS, load_digits_split, load_eval_folder
-from evit_export.targets import open_artifact
+from evit_export.targets import open_artifact, suffixes_in_words
 
 TOLERANCE_POINTS = {"fp32": 0.2, "fp16": 0.2, "int8": 1.5}
 
@@ -118,7 +118,7 @@ def _open_artifacts(artifacts) -> list[tuple]:
     """(path, target, spec) of each artifact; all must be of one model."""
 
     if not artifacts:
-        raise UserError("no artifact given: pass one or more .onnx / .mlpackage / .tflite files")
+        raise UserError(f"no artifact given: pass one or more artifact files ({suffixes_in_words()})")
     opened = [open_artifact(a) for a in artifacts]
     first_path, _, first = opened[0]
     for path, _, spec in opened[1:]:

@@ -98,7 +98,7 @@ class _App(typer.Typer):
 
 app = _App(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
            context_settings={"help_option_names": ["-h", "--help"]},
-           help="EfficientViT M0–M5: checkpoints → folded deploy graph → verified ONNX / CoreML / TFLite artifacts.")
+           help="EfficientViT M0–M5: checkpoints → folded deploy graph → verified ONNX / CoreML / TFLite / ExecuTorch artifacts.")
 # Wide enough for report tables when output is piped or captured.
 _WIDTH = None if sys.stdout.isatty() else 160
 console = Console(soft_wrap=True, width=_WIDTH)

@@ -12,14 +12,13 @@ from evit_export import api
 from evit_export.cli import app, CheckpointOpt, console, Flag, JsonFlag, ThreadsOpt, VariantOpt
 from evit_export.core.errors import UserError
 from evit_export.core.jsonio import dumps_strict
-from evit_export.targets import runner_options_for, target_for
-from evit_export.validation.check import Tolerances
+from evit_export.targets import runner_options_for, suffixes_in_words, target_for
+from evit_export.validation.check import ToleranceOverrides
 from evit_export.validation.per_layer import per_layer
 
 
 @app.command("check")
-def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An .onnx, .mlpackage, .mlmodel or "
-                                              ".tflite file."),
+def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help=f"An artifact: {suffixes_in_words()}."),
               checkpoint: Optional[str] = CheckpointOpt, variant: Optional[str] = VariantOpt,
               images: Optional[Path] = typer.Option(None, "--images", metavar="DIR",
                                                     help="Also compare on the images in this folder."),
@@ -58,7 +57,7 @@ def check_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="An 
         _per_layer(artifact, images=images, checkpoint=checkpoint, variant=variant, as_json=as_json)
         return
     report = api.check(artifact, checkpoint=checkpoint, variant=variant, images=images, n=n, seed=seed,
-                       tolerances=Tolerances(max_abs_scale=max_abs_scale, min_cosine=min_cosine,
+                       tolerances=ToleranceOverrides(max_abs_scale=max_abs_scale, min_cosine=min_cosine,
                                              min_top1=min_top1, min_cosine_mean=min_cosine_mean, min_top5=min_top5,
                                              min_sqnr_db=min_sqnr),
                        localize=localize, threads=threads,

@@ -11,6 +11,7 @@ import typer
 from evit_export.cli import CheckpointOpt, Flag, app, console, err_console
 from evit_export.packaging.package import build_package
 from evit_export.validation.latency import format_figures
+from evit_export.targets import auto_apps_in_words
 
 
 class AppKind(str, enum.Enum):
@@ -28,8 +29,7 @@ def package_cmd(artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="A
                                          "(replaced atomically)."),
                 app_kind: AppKind = typer.Option(AppKind.auto, "--app", metavar="APP",
                                                  help="App project to write: auto, ios, android, web or python. "
-                                                 "auto: .onnx gets web + python, .tflite android + python, "
-                                                 ".mlpackage ios."),
+                                                 f"auto: {auto_apps_in_words()}."),
                 vendor_runtime: bool = Flag(False, "--vendor-runtime",
                                             help="Web: copy onnxruntime-web's WebAssembly files into the package "
                                             "(npm at package time) so the page works offline."),

@@ -11,11 +11,12 @@ from rich.table import Table
 from evit_export.cli import CheckpointOpt, Flag, JsonFlag, ThreadsOpt, app, console
 from evit_export.core.jsonio import dumps_strict
 from evit_export import api
+from evit_export.targets import suffixes_in_words
 
 
 @app.command("parity")
 def parity_cmd(artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...",
-                                                       help="The .onnx, .mlpackage or .tflite files of one model."),
+                                                       help=f"Artifacts of one model ({suffixes_in_words()})."),
                data: Optional[Path] = typer.Option(None, "--data", metavar="DIR",
                                                    help="Labelled images, DIR/val/<class>/* or DIR/<class>/*; "
                                                    "default for digits models: the embedded digits' "

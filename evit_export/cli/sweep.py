@@ -70,6 +70,9 @@ def sweep_cmd(variants: str = typer.Option(..., "--variants", metavar="LIST",
                                                         "here for the sweep."),
               cell_threads: int = typer.Option(1, "--cell-threads", metavar="N",
                                                help="Ray: CPUs each cell's task asks for (and its threads)."),
+              max_retries: int = typer.Option(2, "--max-retries", metavar="N",
+                                              help="Ray: times a cell's task is retried when its node or "
+                                              "worker dies, before the cell is marked failed."),
               measure_on: str = typer.Option("driver", "--measure-on", metavar="driver|RESOURCE",
                                              help="Ray: measure latency here, or on the nodes holding this "
                                              "custom Ray resource (one cell at a time per unit)."),
@@ -85,7 +88,7 @@ def sweep_cmd(variants: str = typer.Option(..., "--variants", metavar="LIST",
                          calibration_data=calibration_data, calibration_size=calibration_size,
                          simulate=_csv(simulate), jobs=jobs, img_size=img_size, num_classes=num_classes, seed=seed,
                          threads=threads, retry_failed=retry_failed, fresh=fresh)
-    cells_on = _executor(executor, jobs, ray_address, cell_threads, measure_on)
+    cells_on = _executor(executor, jobs, ray_address, cell_threads, measure_on, max_retries)
     devices = _fleet(fleet)
     with cancellable("sweep", detail=lambda: _left_after_interrupt(out)):
         results = run_sweep(config, console=err_console, executor=cells_on, fleet=devices)
@@ -93,14 +96,14 @@ def sweep_cmd(variants: str = typer.Option(..., "--variants", metavar="LIST",
     console.print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'report.html'}")
 
 
-def _executor(kind: str, jobs: int, ray_address, cell_threads: int, measure_on: str):
+def _executor(kind: str, jobs: int, ray_address, cell_threads: int, measure_on: str, max_retries: int = 2):
     """The cell executor the options name; one-line errors for options of the other one."""
     from evit_export.sweep.executors import LocalExecutor
 
     kind = kind.strip().lower()
     if kind == "local":
         for flag, given in (("--ray-address", ray_address is not None), ("--cell-threads", cell_threads != 1),
-                            ("--measure-on", measure_on != "driver")):
+                            ("--measure-on", measure_on != "driver"), ("--max-retries", max_retries != 2)):
             if given:
                 raise UserError(f"{flag} is for --executor ray: add --executor ray or drop {flag}")
         return LocalExecutor(jobs)
@@ -111,7 +114,7 @@ def _executor(kind: str, jobs: int, ray_address, cell_threads: int, measure_on: 
                         "--cell-threads sets what each asks for")
     from evit_export.sweep.ray_executor import RayExecutor
 
-    return RayExecutor(ray_address, cell_threads=cell_threads, measure_on=measure_on)
+    return RayExecutor(ray_address, cell_threads=cell_threads, measure_on=measure_on, max_retries=max_retries)
 
 
 def _fleet(path):

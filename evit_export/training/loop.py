@@ -282,7 +282,7 @@ class Trainer:
                           drop_last=self.batching.drop_last, num_workers=self.c.workers, persistent_workers=False,
                           pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(seed))
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             logits = self.model(x)
             loss = self.criterion(logits.float(), y)
