@@ -328,6 +328,7 @@ def test_fp16_overflow_is_localized(capsys, tmp_path):
 
 # ---------------------------------------------------------------- formats and compression
 
+@pytest.mark.slow  # 15 s; the legacy format: ML Programs are the default and tested by default
 def test_neuralnetwork_format(capsys, tmp_path):
     deployed, spec = deploy_for_export("m0", seed=1)
     art = export_coreml(deployed, spec, tmp_path / "m0.mlmodel", format="neuralnetwork")

@@ -13,7 +13,7 @@ Full disk: the command runs in a child with RLIMIT_FSIZE and SIGXFSZ ignored, so
 write past the limit fails with EFBIG: exit 2, one line, old artifact intact, no
 temporary file left.
 
-Default: 6 kill points in all (ONNX 2, TFLite 1, package 1, training 2); ``-m slow``:
+Default: 5 kill points in all (ONNX 1, TFLite 1, package 1, training 2); ``-m slow``:
 20 per workload.
 """
 from __future__ import annotations
@@ -208,7 +208,7 @@ def _points(default: int):
     return [pytest.param(default, id=f"{default}-points"), pytest.param(20, id="20-points", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("points", _points(2))
+@pytest.mark.parametrize("points", _points(1))
 def test_kill_onnx_export(models, tmp_path, points):
     d, seconds = models
     out = tmp_path / "out" / "m0.onnx"

@@ -126,6 +126,7 @@ def test_int8_qoperator_default_calibration(tmp_path):
     assert report.passed and report.top1_agreement >= 0.95, report
 
 
+@pytest.mark.slow  # 10 s; QDQ is the non-default format: the default suite tests QOperator int8
 def test_int8_qdq_calibration_folder(tmp_path):
     from conftest import write_digits_folder
     from evit_export.data import heldout_images

@@ -38,7 +38,9 @@ def artifacts(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args", [("inspect", "m0.mlpackage"), ("inspect", "m0.tflite"),
-                                  ("bench", "m0.mlpackage", "m0.tflite", "--iterations", "3"),
+                                  # opt-in (18 s): inspect and parity start the same runtimes
+                                  pytest.param(("bench", "m0.mlpackage", "m0.tflite", "--iterations", "3"),
+                                               marks=pytest.mark.slow),
                                   ("parity", "m0.tflite", "--limit", "20")])
 def test_no_native_log_lines(artifacts, args):
     r = run_cli_process(*args, cwd=artifacts)

@@ -144,6 +144,9 @@ def test_failing_cell_is_recorded_and_a_rerun_keeps_everything(tmp_path, capsys)
     assert redone["m0-onnx-fp32"]["verdict"] == "pass"
 
 
+# Opt-in (55 s): by default, resume is shown by test_failing_cell_is_recorded_and_a_rerun_keeps_everything
+# and SIGKILL safety by tests/test_kills.py.
+@pytest.mark.slow
 def test_sigkill_then_rerun_finishes_only_the_missing_cells(tmp_path):
     args = ["--variants", "m0", "--targets", "onnx", "--precisions", "fp32,fp16", "--img-size", "32"]
     killed = tmp_path / "killed"

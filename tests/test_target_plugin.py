@@ -118,6 +118,10 @@ def _cli(env, *args, cwd, timeout=600) -> subprocess.CompletedProcess:
                           env=env, cwd=cwd, timeout=timeout)
 
 
+# Opt-in (70 s of CLI processes): the default suite finds the installed plug-in in the CLI
+# (test_broken_plugin_is_a_warning_not_a_broken_tool) and runs check, bench and package on
+# a registered target in-process (test_check_bench_package_through_shared_code).
+@pytest.mark.slow
 def test_entry_point_target_works_end_to_end(installed_plugin, tmp_path):
     """Installed from its own distribution, the target has an export command built from
     its options, and check, bench, inspect, package, verify-package and sweep take it."""

@@ -22,6 +22,8 @@ arena, which is why its arena is larger than the plan; the measured peak covers 
 """
 from __future__ import annotations
 
+import functools
+
 import os
 import resource
 import sys
@@ -289,13 +291,37 @@ def memory_of_model(model, img_size: int, batch: int = 1, precision: str = "fp32
     return memory_of_program(export_graph(model, example), ELEMENT_BYTES[precision])
 
 
+def _exported(ref: str, checkpoint, img_size: int | None, batch: int | None):
+    """(label, core-ATen program, size, batch) of a model reference: exported once per
+    process, whatever the precisions it is then priced at (the export is the slow part);
+    again when a file it was read from has changed."""
+    stamps = tuple(_file_stamp(p) for p in (ref, checkpoint) if p is not None)
+    return _exported_cached(ref, checkpoint, img_size, batch, stamps)
+
+
+def _file_stamp(path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None  # a model name, not a file
+    return (st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _exported_cached(ref: str, checkpoint, img_size: int | None, batch: int | None, stamps: tuple):
+    import torch
+    from evit_export.validation.latency.workloads import resolve
+
+    label, model, size, batch = resolve(ref, checkpoint, img_size, batch)
+    return label, export_graph(model, torch.zeros(batch, 3, size, size)), size, batch
+
+
 def static_memory(ref: str, *, img_size: int | None = None, batch: int | None = None, checkpoint=None,
                   precision: str | None = None) -> dict:
     """Planned activation arena, live peak and weight bytes of a model reference (``m0``,
     ``timm:<name>``, or an exported artifact: its size, batch and precision), with what
     the figures rest on."""
-    import torch
-    from evit_export.validation.latency.workloads import is_artifact_ref, resolve
+    from evit_export.validation.latency.workloads import is_artifact_ref
 
     if precision is None and is_artifact_ref(ref):
         from evit_export.targets import open_artifact
@@ -305,8 +331,8 @@ def static_memory(ref: str, *, img_size: int | None = None, batch: int | None = 
     precision = precision or "fp32"
     if precision not in ELEMENT_BYTES:
         raise UserError(f"precision={precision} is not one of {', '.join(ELEMENT_BYTES)}")
-    label, model, size, batch = resolve(ref, checkpoint, img_size, batch)
-    result = memory_of_model(model, size, batch, precision)
+    label, exported, size, batch = _exported(ref, checkpoint, img_size, batch)
+    result = memory_of_program(exported, ELEMENT_BYTES[precision])
     return {"model": label, "img_size": size, "batch": batch, "precision": precision, **result,
             "method": "tensor lifetimes of the core-ATen graph in execution order; activation_bytes: "
                       "ExecuTorch's greedy shared-object placement, packed_activation_bytes: best-fit offsets "
