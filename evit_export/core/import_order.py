@@ -25,6 +25,9 @@ def quiet_runtime_logs() -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("coremltools").setLevel(logging.ERROR)
+    # torchao (which coremltools and executorch import) registers its enums with torch's
+    # pytree, and torch logs a deprecation line addressed to torchao's developers
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def tf_safe() -> None:

@@ -49,6 +49,8 @@ def runtime_logs_filtered() -> Iterator[None]:
             stream.flush()
             captured.close()
 
+BACKEND_NAMES = {"XnnpackBackend": "XNNPACK", "CoreMLBackend": "CoreML"}
+
 
 def runtime():
     import warnings
@@ -100,7 +102,10 @@ class ExecuTorchRunner(Runner):
             self.method = self.program.load_method(FORWARD)
         meta = self.method.metadata.input_tensor_meta(0)
         self.batch = int(meta.sizes()[0])
-        self.name = f"executorch (XNNPACK, {self.threads} thread{'s' if self.threads != 1 else ''})"
+        # the delegates the program names, as their projects spell them (a CoreML .pte is not XNNPACK's)
+        backends = ", ".join(sorted(BACKEND_NAMES.get(d, d.removesuffix("Backend")) for d in delegates))
+        backends = backends or "portable kernels"
+        self.name = f"executorch ({backends}, {self.threads} thread{'s' if self.threads != 1 else ''})"
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         import torch
