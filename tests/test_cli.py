@@ -222,3 +222,10 @@ def test_one_precision_vocabulary_on_every_export(capsys):
     code, _, err = run_cli(capsys, "tflite", "--precison", "int8")
     assert code == 2
     assert "--precision" in err, err  # "did you mean"
+    # a value outside the choices names them and suggests the closest, without typer's "Value error,"
+    for name in target_names():
+        code, _, err = run_cli(capsys, name, "--variant", "m0", "--precision", "int4")
+        flat = " ".join(err.replace("│", " ").split())
+        assert code == 2, err
+        assert "'int4' is not one of" in flat and "did you mean 'int8'?" in flat, err
+        assert "Value error" not in flat, err

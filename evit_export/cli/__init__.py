@@ -65,6 +65,22 @@ class _Group(_PlainHelpFlag, TyperGroup):
             raise
 
 
+_NOT_A_CHOICE = re.compile(r"^(?:Value error, )?'([^']*)' is not one of (.+?)\.?$")
+
+
+def choice_hint(message: str) -> str:
+    """typer's "Value error, 'int4' is not one of 'fp32', 'fp16', 'int8'." reads as
+    "'int4' is not one of 'fp32', 'fp16', 'int8': did you mean 'int8'?" (typer names the
+    choices but suggests none, as click does for option names)."""
+    m = _NOT_A_CHOICE.match(message.strip())
+    if not m:
+        return message
+    value, listed = m.groups()
+    choices = re.findall(r"'([^']*)'", listed)
+    close = get_close_matches(value.lower(), choices, n=1, cutoff=0.5)
+    return f"'{value}' is not one of {listed}" + (f": did you mean '{close[0]}'?" if close else ".")
+
+
 class _Command(_PlainHelpFlag, TyperCommand):
     """typer 0.29 prints a type column beside arguments (``<path>``) and the help flag
     (``<bool>``) and writes required arguments as ``{ARTIFACT}``; ours read as words:
@@ -77,6 +93,13 @@ class _Command(_PlainHelpFlag, TyperCommand):
         for param in self.params:
             if type(param) is TyperArgument and param.metavar:
                 param.__class__ = _Argument  # same fields; only the help rendering differs
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as e:
+            e.message = choice_hint(e.message)
+            raise
 
     def collect_usage_pieces(self, ctx) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
