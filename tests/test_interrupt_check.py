@@ -130,3 +130,28 @@ def test_a_failing_check_still_publishes_the_artifact(tmp_path):
     assert artifact.path.is_file()
     assert report["artifact"] == str(tmp_path / "m0.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m0.onnx", "m0.onnx.evit.json"]
+
+
+def test_a_failing_check_from_the_cli_keeps_the_artifact_and_exits_1(tmp_path):
+    """Issue 19.7, the command-line half: an fp16 export whose activations overflow fp16
+    fails its check (non-finite outputs); the artifact and its sidecar are written, to
+    be diagnosed, and the command exits 1 with the failing verdict."""
+    import torch
+    from safetensors.torch import save_file
+
+    import evit_export
+
+    model = evit_export.load_model("m0", img_size=64, num_classes=10, seed=0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.startswith("patch_embed") and param.ndim == 4:
+                param.mul_(40.0)  # activations past fp16's largest value (65504) inside the network
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "big.safetensors"))
+    out = tmp_path / "out" / "m0.onnx"
+    done = subprocess.run([sys.executable, "-m", "evit_export", "onnx", "-c", str(tmp_path / "big.safetensors"),
+                           "--precision", "fp16", "--img-size", "64", "--num-classes", "10", "-o", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL" in done.stdout and "non-finite" in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m0.onnx", "m0.onnx.evit.json"]
