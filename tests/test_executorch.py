@@ -128,6 +128,19 @@ def test_check_and_bench_through_shared_code(fp32):
     assert latency.median_ms > 0 and latency.images_per_s > 0
 
 
+def test_parity_on_the_embedded_digits(fp32):
+    """Accuracy parity, written once against the protocol, takes a .pte: a digits-labelled
+    model is compared with PyTorch on the embedded validation digits."""
+    from evit_export.validation.parity import check_parity
+
+    report = check_parity([fp32.path], limit=40)
+    assert report.images == 40, report
+    row = report.artifacts[0]
+    assert row.runtime.startswith("executorch"), row
+    assert row.agreement == 100.0, row  # fp32: PyTorch's top-1 on every image
+    assert report.passed, row
+
+
 @pytest.mark.slow  # the int8 export (PT2E + XNNPACK lowering) takes 6-10 min on two busy cores
 def test_int8_keeps_logits_close_to_fp32(target, fp32, int8):
     """Realistic random weights (random BN statistics and gammas): the int8 program's
