@@ -116,6 +116,29 @@ def test_verdicts_equal_a_local_run(cluster, ray_sweep, tmp_path):
         assert c["equivalence"]["max_abs"] == pytest.approx(local[c["id"]]["equivalence"]["max_abs"], rel=0.5)
 
 
+@pytest.mark.slow
+def test_measure_on_a_resource_times_every_cell_on_its_node(cluster, tmp_path):
+    """--measure-on second: latency is measured on the node holding that custom resource
+    (one cell at a time there), not on the driver, and each record says where."""
+    out = tmp_path / "measured"
+    proc = sweep(cluster["env"], *SMALL, "--precisions", "fp32,fp16", "--executor", "ray",
+                 "--ray-address", cluster["address"], "--measure-on", "second", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = results_of(out)
+    assert res["executor"]["measure_on"] == "second"
+    cells = res["cells"]
+    assert len({c["measure_node_id"] for c in cells}) == 1, cells  # the one node with the resource
+    for c in cells:
+        assert c["latency"]["median_ms"] > 0 and c["latency"]["peak_rss_bytes"] > 0, c["latency"]
+        assert c["measure_host"], c
+        log = (out / "logs" / f"{c['id']}.log").read_text()
+        assert f"stages measure on Ray node {c['measure_node_id']}" in log, log
+    code = sweep(cluster["env"], *SMALL, "--executor", "ray", "--ray-address", cluster["address"],
+                 "--measure-on", "no-such-resource", "--out", tmp_path / "nowhere")
+    assert code.returncode == 2 and "no node of the cluster has that resource" in code.stderr, code.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_cluster_options_are_checked(capsys, tmp_path):
     code, _, err = run_cli(capsys, "sweep", *SMALL, "--executor", "spark", "--out", tmp_path / "o")
     assert "local or ray" in assert_one_line_error(code, err)

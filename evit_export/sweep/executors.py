@@ -31,6 +31,10 @@ class CellExecutor(Protocol):
     def describe(self) -> dict:
         """What results.json records about where the cells ran."""
 
+    def prepare(self) -> None:
+        """Connect and check what the options name, before the sweep touches --out (a
+        cluster option that cannot work is a one-line error that writes nothing)."""
+
     def run_builds(self, run, cells: dict[str, tuple[list[str], dict]], on_result: OnResult, tick: Tick) -> None:
         ...
 
@@ -68,6 +72,9 @@ class LocalExecutor:
 
     def describe(self) -> dict:
         return {"kind": self.name, "jobs": self.jobs}
+
+    def prepare(self) -> None:
+        """Nothing to connect to: the processes start per cell."""
 
     def run_builds(self, run, cells, on_result, tick) -> None:
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:

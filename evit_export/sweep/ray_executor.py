@@ -169,13 +169,13 @@ class RayExecutor:
         self.address, self.cell_threads, self.measure_on = address, cell_threads, measure_on or DRIVER
         self.max_retries = max_retries
         _check_reachable(address)  # before any work of the sweep, not at the first cell
-        self._remote = None
+        self._remote, self._connected = None, False
         self._inputs = None
         self.nodes: dict[str, str] = {}
 
-    def start(self, run) -> None:
-        """Connect (or start a local Ray), check the measure resource exists, ship inputs."""
-        if self._remote is not None:
+    def prepare(self) -> None:
+        """Connect (or start a local Ray) and check the measure resource exists."""
+        if self._connected:
             return
         ray = _ray()
         try:
@@ -193,6 +193,14 @@ class RayExecutor:
                             f"custom resources now: {', '.join(have) or 'none'})")
         self.nodes = {n["NodeID"]: n.get("NodeManagerHostname") or n.get("NodeManagerAddress", "?")
                       for n in ray.nodes() if n.get("Alive")}
+        self._connected = True
+
+    def start(self, run) -> None:
+        """Connect (``prepare``), then ship the sweep's inputs to the cluster once."""
+        if self._remote is not None:
+            return
+        self.prepare()
+        ray = _ray()
         self._remote = ray.remote(run_cell_on_node)
         blob, digest, names = _input_bundle(run.config)
         self._inputs = (ray.put(blob) if blob else None, digest, names)
@@ -203,9 +211,9 @@ class RayExecutor:
 
     def close(self) -> None:
         """Disconnect (a Ray started here for this sweep stops with it)."""
-        if self._remote is not None:
+        if self._connected:
             _ray().shutdown()
-            self._remote = None
+            self._remote, self._connected = None, False
 
     def _submit(self, run, cell: str, stages: list[str], fps: dict, threads: int, resources: dict | None,
                 artifact_ref=None):

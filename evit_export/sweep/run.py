@@ -410,6 +410,12 @@ def run_sweep(config: SweepConfig, console=None, executor=None, fleet=None) -> d
     console = console or Console(stderr=True)
     config = config.validated()
     out = config.out
+    executor = executor or LocalExecutor(config.jobs)
+    try:
+        executor.prepare()  # before --out is touched: a cluster that cannot serve writes nothing
+    except BaseException:
+        executor.close()
+        raise
     if config.fresh:
         start_fresh(out)
     for sub in ("artifacts", "logs", ".sweep"):
@@ -440,7 +446,6 @@ def run_sweep(config: SweepConfig, console=None, executor=None, fleet=None) -> d
     run = SweepRun(config, cells)
     run.results["devices"] = {**earlier.get("devices", {}), **run.results["devices"]}
     run.save()
-    executor = executor or LocalExecutor(config.jobs)
     try:
         with progress_line(console) as progress:
             _run_phases(run, todo, progress, executor)
