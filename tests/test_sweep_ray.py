@@ -139,6 +139,50 @@ def test_measure_on_a_resource_times_every_cell_on_its_node(cluster, tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+def _cell_tasks_running() -> list[int]:
+    """pids of Ray workers executing a cell task now (titled ``ray::evit-sweep CELL STAGES``)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if cmd.startswith("ray::evit-sweep "):
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_driver_cancels_the_clusters_tasks_and_keeps_what_finished(cluster, tmp_path):
+    """SIGINT to the driver once a cell has finished: exit 130 with what the sweep keeps,
+    the finished cells in results.json, and no cell task left running on the cluster."""
+    out = tmp_path / "stopped"
+    args = ["--variants", "m0,m1,m2", "--targets", "onnx", "--precisions", "fp32,fp16", "--img-size", "64",
+            "--executor", "ray", "--ray-address", cluster["address"], "--out", out]
+    proc = subprocess.Popen([sys.executable, "-m", "evit_export", "sweep", *map(str, args)], env=cluster["env"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 900
+    while not ((out / "results.json").exists()
+               and any("build" in c["stages"] for c in results_of(out)["cells"])):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "no cell finished its build"
+        time.sleep(0.2)
+    assert _cell_tasks_running(), "the other cells' tasks should still be running"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted: sweep stopped; {out / 'results.json'} holds "), err
+    assert "Traceback" not in err
+    finished = [c for c in results_of(out)["cells"] if "build" in c["stages"]]
+    assert finished and all((out / c["artifact"]).is_file() for c in finished)
+    deadline = time.time() + 30
+    while _cell_tasks_running():  # ray.cancel(force=True) kills the workers
+        assert time.time() < deadline, f"cell tasks still running: {_cell_tasks_running()}"
+        time.sleep(0.5)
+
+
 def test_cluster_options_are_checked(capsys, tmp_path):
     code, _, err = run_cli(capsys, "sweep", *SMALL, "--executor", "spark", "--out", tmp_path / "o")
     assert "local or ray" in assert_one_line_error(code, err)
