@@ -336,3 +336,17 @@ def test_progress_bar_fits_80_columns():
         assert "…" not in line, line
     assert "measure: 20 done, 2 running, 1 failed" in lines[0]
     assert "20/48" in lines[0]
+
+
+def test_a_cells_reason_speaks_the_commands_flags(tmp_path, capsys):
+    """Issue 19.10: a cell that fails for a missing input names the sweep's flag
+    (--calibration-data DIR), not the API's parameter (calibration_data=DIR)."""
+    out = tmp_path / "sweep"
+    code, printed, err = run_cli(capsys, "sweep", "--variants", "m0", "--targets", "onnx", "--precisions", "int8",
+                                 "--img-size", "32", "--num-classes", "10", "--out", out)
+    assert code == 0, err
+    cell = results_of(out)["cells"][0]
+    assert cell["status"] == "failed" and "calibration_data=DIR" in cell["reason"], cell
+    table = " ".join(printed.replace("│", " ").split())
+    assert "--calibration-data DIR" in table, printed
+    assert "calibration_data=" not in table, printed

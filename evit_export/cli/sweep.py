@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from evit_export.cli import CalibrationSizeOpt, ImgSizeOpt, NumClassesOpt, app, console, err_console
+from evit_export.cli import CalibrationSizeOpt, ImgSizeOpt, NumClassesOpt, app, cli_message, console, err_console
 from evit_export.core.errors import UserError
 from evit_export.core.interrupt import cancellable
 from evit_export.validation.latency import format_figures
@@ -162,5 +162,6 @@ def _print_summary(results: dict) -> None:
                       f"{eq['max_abs']:.2e}" if eq.get("max_abs") is not None else "",
                       f"{lat['median_ms']:.3f}" if lat.get("median_ms") is not None else "",
                       *ests,
-                      "; ".join(r for r in (c.get("stale"), c.get("reason")) if r))
+                      # a cell's reason is the API's error (calibration_data=DIR): read as this command's flags
+                      cli_message("; ".join(r for r in (c.get("stale"), c.get("reason")) if r), ["sweep"]))
     console.print(table)
