@@ -46,11 +46,14 @@ def test_fp16_export_and_check(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # ExecuTorch lowering: many minutes per program on two cores
 def test_sweep_executorch(tmp_path):
-    # an M0 of 10 unnamed classes is not the digits model: int8 needs images of its domain or,
-    # said so in the record, random calibration
+    from conftest import write_digits_folder
+
+    # an M0 of 10 unnamed classes is not the digits model: int8 is calibrated and judged on
+    # images of its domain (a folder of real digits, 10 classes)
+    images = write_digits_folder(tmp_path / "digits", 24, size=64)
     done = run_cli_process("sweep", "--variants", "m0", "--targets", "executorch", "--precisions", "fp32,int8",
-                           "--img-size", "64", "--num-classes", "10", "--calibration-data", "random", "--out", "sw",
-                           cwd=tmp_path, timeout=3600)
+                           "--img-size", "64", "--num-classes", "10", "--calibration-data", images, "--data", images,
+                           "--out", "sw", cwd=tmp_path, timeout=3600)
     assert done.returncode == 0, done.stdout + done.stderr
     cells = {c["precision"]: c for c in json.loads((tmp_path / "sw" / "results.json").read_text())["cells"]}
     assert cells["fp32"]["status"] == "done" and cells["fp32"]["verdict"] == "pass", cells["fp32"]
