@@ -295,6 +295,7 @@ def test_swapped_conv_weights_fail_check(capsys, m0, tmp_path):
 
 # ---------------------------------------------------------------- fp16 overflow
 
+@pytest.mark.slow  # 16 s; check --localize is tested by default on ONNX, TFLite and ExecuTorch artifacts
 def test_fp16_overflow_is_localized(capsys, tmp_path):
     """An FFN whose hidden activations are scaled by 1e5 (and its output conv by 1e-5):
     the same function in fp32, but the hidden conv overflows fp16 (max 65504)."""
