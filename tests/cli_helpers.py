@@ -34,3 +34,20 @@ def assert_usage_error(code, err, option, value):
     assert "Traceback" not in err
     assert f"Invalid value for '{option}'" in err, err
     assert f"'{value}'" in err, err
+
+
+def pids_where(matches) -> list[int]:
+    """pids of this machine's processes whose command line (arguments joined by NUL)
+    ``matches(cmdline)`` accepts; processes that end while being read are skipped."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if matches(cmd):
+                found.append(int(proc.name))
+    return found

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, pids_where, run_cli
 from evit_export.core.jsonio import loads_strict
 
 
@@ -33,16 +33,7 @@ def sweep_process(*args) -> subprocess.Popen:
 
 def cell_workers(out: Path) -> list[int]:
     """pids of sweep worker processes working for the sweep in ``out``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "evit_export.sweep.worker" in cmd and str(out) in cmd:
-                pids.append(int(proc.name))
-    return pids
+    return pids_where(lambda cmd: "evit_export.sweep.worker" in cmd and str(out) in cmd)
 
 
 def kill_after_first_cell(args: list, out: Path, timeout: float = 900) -> dict:

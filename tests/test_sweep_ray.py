@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, pids_where, run_cli
 from ssh_helpers import free_port
 
 from evit_export.core.jsonio import loads_strict
@@ -58,16 +58,11 @@ def results_of(out: Path) -> dict:
 
 def second_raylet() -> int:
     """pid of the raylet of the node holding the "second" resource."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            # --static_resource_list=second,1,CPU,1,...
-            if cmd.split("\0")[0].endswith("/raylet") and "second,1" in cmd:
-                return int(proc.name)
-    pytest.fail("the second node's raylet is not running")
+    # --static_resource_list=second,1,CPU,1,...
+    found = pids_where(lambda cmd: cmd.split("\0")[0].endswith("/raylet") and "second,1" in cmd)
+    if not found:
+        pytest.fail("the second node's raylet is not running")
+    return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -141,16 +136,7 @@ def test_measure_on_a_resource_times_every_cell_on_its_node(cluster, tmp_path):
 
 def _cell_tasks_running() -> list[int]:
     """pids of Ray workers executing a cell task now (titled ``ray::evit-sweep CELL STAGES``)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if cmd.startswith("ray::evit-sweep "):
-                found.append(int(proc.name))
-    return found
+    return pids_where(lambda cmd: cmd.startswith("ray::evit-sweep "))
 
 
 @pytest.mark.slow
