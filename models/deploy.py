@@ -9,9 +9,16 @@ What changes relative to the training form, and why:
   and each head's relative-position bias is gathered once into a constant.
 - Every reshape uses sizes fixed from the config at build time; only the batch
   dimension is left free (-1), so tracers and converters see static shapes.
+- The attention core has two layouts (``attention_layout``), equal in value:
+  ``channels`` keeps q, k, v channel-major and lets the runtime fold qᵀ and attnᵀ into
+  its matmul (onnxruntime's FusedMatMul does, in float); ``tokens`` makes q and v
+  token-major with a channels-last permute, the one transpose a channels-last runtime
+  cancels against its own layout change (onnxruntime runs int8 convolutions NHWC, and
+  QLinearMatMul cannot fold a transpose: 166 transposes in M0's int8 graph become 37).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -44,11 +51,16 @@ class DeployFFN(nn.Module):
         return x + self.pw2(F.relu(self.pw1(x)))
 
 
+CHANNELS, TOKENS = "channels", "tokens"
+ATTENTION_LAYOUTS = (CHANNELS, TOKENS)
+
+
 class DeployAttention(nn.Module):
     """Cascaded group attention over fixed-size (res x res) token grids."""
 
     def __init__(self, cga: CascadedGroupAttention):
         super().__init__()
+        self.layout = CHANNELS
         self.num_heads = cga.num_heads
         self.key_dim = cga.key_dim
         self.val_dim = cga.val_dim
@@ -70,6 +82,8 @@ class DeployAttention(nn.Module):
             self.register_buffer(f"bias{i}", table[i].contiguous())
 
     def forward(self, x):
+        if self.layout == TOKENS:
+            return self._forward_tokens(x)
         n, kd, vd = self.tokens, self.key_dim, self.val_dim
         chunks = torch.split(x, self.head_in, dim=1)
         outs = []
@@ -87,6 +101,28 @@ class DeployAttention(nn.Module):
             feat = torch.matmul(v, attn.transpose(1, 2)).reshape(-1, vd, self.res, self.res)
             outs.append(feat)
         return self.proj(F.relu(torch.cat(outs, dim=1)))
+
+    def _forward_tokens(self, x):
+        """Same values, q and v token-major (n, d): attn = q·k and out = attn·v need no
+        transpose; the channels-last permutes cancel in an NHWC runtime. The heads'
+        outputs are joined and ReLU'd token-major, so the ReLU follows the Concat
+        directly: onnxruntime's quantizer folds a ReLU into its producer's output range,
+        and behind a Transpose (which keeps its input's range) the ReLU would be lost."""
+        n, kd, vd, r = self.tokens, self.key_dim, self.val_dim, self.res
+        chunks = torch.split(x, self.head_in, dim=1)
+        outs = []
+        feat = chunks[0]
+        for i in range(self.num_heads):
+            if i > 0:
+                feat = feat + chunks[i]
+            q, k, v = torch.split(self.qkvs[i](feat), [kd, kd, vd], dim=1)
+            q = self.dws[i](q).permute(0, 2, 3, 1).reshape(-1, n, kd)
+            attn = torch.softmax(torch.matmul(q, k.reshape(-1, kd, n)) + getattr(self, f"bias{i}"), dim=-1)
+            out = torch.matmul(attn, v.permute(0, 2, 3, 1).reshape(-1, n, vd))
+            outs.append(out)
+            feat = out.reshape(-1, r, r, vd).permute(0, 3, 1, 2)
+        y = F.relu(torch.cat(outs, dim=2)).reshape(-1, r, r, vd * self.num_heads)
+        return self.proj(y.permute(0, 3, 1, 2))
 
 
 class DeployWindowAttention(nn.Module):
@@ -203,3 +239,20 @@ def fold(model: EfficientViT) -> DeployEfficientViT:
     if spec is not None:
         deployed.spec = spec
     return deployed
+
+
+@contextlib.contextmanager
+def attention_layout(model: DeployEfficientViT, layout: str):
+    """Trace ``model`` with its attention in ``layout`` (``channels`` or ``tokens``);
+    the model is put back as it was on leaving."""
+    if layout not in ATTENTION_LAYOUTS:
+        raise ValueError(f"attention layout {layout!r}: choose from {', '.join(ATTENTION_LAYOUTS)}")
+    modules = [m for m in model.modules() if isinstance(m, DeployAttention)]
+    before = [m.layout for m in modules]
+    for m in modules:
+        m.layout = layout
+    try:
+        yield model
+    finally:
+        for m, old in zip(modules, before):
+            m.layout = old

@@ -193,6 +193,35 @@ def parse_keep_float(value) -> tuple[str, ...]:
     return () if names == (KEEP_FLOAT_NONE,) else names
 
 
+# keep_float=auto starts from these blocks for speed, not quality: the first conv reads
+# the 3-channel image, a 27-long reduction too short for int8 dot-product kernels to pay
+# for quantizing the image. Measured on a VNNI Xeon, M0 at 224 px, 1 thread: the conv is
+# 2.4x slower in int8 than float in onnxruntime, and the whole model runs 10% faster in
+# onnxruntime and 30% faster in LiteRT with it float (benchmarks/bench_int8.py --speed).
+SLOW_IN_INT8 = ("patch_embed.0",)
+
+
+def keep_float_for_speed(names: tuple[str, ...], blocks: list[str], base: list[str]) -> list[str]:
+    """The blocks ``keep_float=auto`` keeps in float because they run faster so."""
+    if KEEP_FLOAT_AUTO not in names:
+        return []
+    return [b for b in SLOW_IN_INT8 if b in blocks and b not in base]
+
+
+def kept_float_notes(record: dict, keep_float: str, runtime: str) -> list[str]:
+    """The spec notes that say which blocks an int8 artifact keeps in float, and why."""
+    fast = record.get("kept_float_for_speed") or []
+    for_quality = [k for k in record.get("kept_float", []) if k not in fast and k != ATTENTION]
+    notes = []
+    if fast:
+        notes.append(f"int8 with {', '.join(fast)} kept in float because {runtime} runs it faster in float "
+                     "(a 3-channel input is too short a reduction for int8 kernels)")
+    if for_quality:
+        notes.append(f"int8 with {', '.join(for_quality)} kept in float (keep_float={keep_float}), so that "
+                     "held-out images stay within the int8 tolerance")
+    return notes
+
+
 def resolve_keep_float(names: tuple[str, ...], blocks: list[str]) -> list[str]:
     """The blocks ``names`` select (a block, or a prefix such as ``stages.2``); ATTENTION
     and ``auto`` are left to the caller. Unknown names are a UserError listing the blocks."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from apps_common import load_module, sklearn_photos
-from cli_helpers import run_cli_process
+from cli_helpers import run_cli, run_cli_process
 from evit_export.core.errors import UserError
 from evit_export.models.reference import deploy_for_export
 from evit_export.targets.calibration import (MIN_TRUSTED_CALIBRATION, calibration_record, int8_quality,
@@ -82,23 +82,6 @@ def test_int8_tolerance_fails_the_issue_figures_and_says_what_to_try():
     assert good.passed and good.sqnr_db > 30
 
 
-def test_onnx_int8_judged_on_images_held_out_of_its_own_folder(photo_folder, photo_model, tmp_path):
-    from evit_export.targets.onnx import OnnxOptions
-    from evit_export.targets.onnx.exporter import export_onnx
-    from evit_export.validation.check import check_artifact
-
-    deployed, spec = photo_model
-    art = export_onnx(deployed, spec, tmp_path / "m.onnx",
-                      OnnxOptions(precision="int8", calibration_data=photo_folder, keep_float="none"))
-    record = art.info["int8"]
-    assert record["kept_float"] == [] and record["weight_bits"] in (7, 8) and record["weight_bits_why"]
-    assert record["heldout_quality"]["n"] == 8  # the export judged itself on the held-out split
-    report = check_artifact(art.path, images=photo_folder, checkpoint=None)
-    assert report.n == 8 and "held out from calibration" in report.inputs and "40 that calibrated" in report.inputs
-    assert report.sqnr_db is not None and report.sqnr_db > 0
-    assert any(str(MIN_TRUSTED_CALIBRATION) in note for note in report.notes)  # 40 images: warned
-
-
 def test_onnx_keep_float_names_leave_those_blocks_float(photo_folder, photo_model, tmp_path):
     import onnx
 
@@ -119,6 +102,72 @@ def test_onnx_keep_float_names_leave_those_blocks_float(photo_folder, photo_mode
     elsewhere = [n.op_type for n in nodes if block_of(n.name).startswith("stages.1") and "Conv" in n.op_type]
     assert in_kept and set(in_kept) == {"Conv"} and set(elsewhere) == {"QLinearConv"}
     assert any("kept in float" in note for note in art.spec.notes)
+
+
+def _ort_optimized_ops(path: Path, tmp_path: Path) -> list[str]:
+    """Op types of the graph onnxruntime actually runs (CPU provider, all optimizations)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / (path.stem + ".optimized.onnx"))
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+def test_onnx_int8_attention_is_token_major_so_layout_transposes_cancel(photo_folder, photo_model, tmp_path):
+    """onnxruntime runs int8 convs channels-last and QLinearMatMul cannot fold a
+    transpose: int8 traces the attention token-major, whose permutes cancel against the
+    layout change; same values (the ReLU after the heads' Concat is not lost). int8 is
+    judged on the images held out of its own calibration folder."""
+    from evit_export.targets.onnx import OnnxOptions
+    from evit_export.targets.onnx.exporter import export_onnx
+    from evit_export.validation.check import check_artifact
+
+    deployed, spec = photo_model
+    arts, transposes = {}, {}
+    for layout in ("channels", "auto"):
+        arts[layout] = export_onnx(deployed, spec, tmp_path / f"{layout}.onnx", OnnxOptions(
+            precision="int8", calibration_data=photo_folder, keep_float="none", attention_layout=layout))
+        transposes[layout] = _ort_optimized_ops(arts[layout].path, tmp_path).count("Transpose")
+    assert arts["auto"].info["attention_layout"] == "tokens" and arts["channels"].info["attention_layout"] == "channels"
+    assert 2 * transposes["auto"] < transposes["channels"], transposes
+    record = arts["auto"].info["int8"]
+    assert record["kept_float"] == [] and record["weight_bits"] in (7, 8) and record["weight_bits_why"]
+    assert record["heldout_quality"]["n"] == 8  # the export judged itself on the held-out split
+    report = check_artifact(arts["auto"].path, images=photo_folder, checkpoint=None)
+    assert report.n == 8 and "held out from calibration" in report.inputs and "40 that calibrated" in report.inputs
+    assert report.sqnr_db is not None and report.sqnr_db > 0
+    assert any(str(MIN_TRUSTED_CALIBRATION) in note for note in report.notes)  # 40 images: warned
+    q_tokens, q_channels = (arts[k].info["int8"]["heldout_quality"] for k in ("auto", "channels"))
+    assert q_tokens["cosine_mean"] > 0.99 and abs(q_tokens["sqnr_db"] - q_channels["sqnr_db"]) < 3
+    fp32 = export_onnx(deployed, spec, tmp_path / "fp32.onnx", OnnxOptions())
+    assert fp32.info["attention_layout"] == "channels"  # float folds its transposes into FusedMatMul
+    assert "FusedMatMul" in _ort_optimized_ops(fp32.path, tmp_path)
+
+
+def test_onnx_int8_default_keeps_the_first_conv_float_for_speed_and_says_so(photo_folder, photo_model, tmp_path,
+                                                                              capsys):
+    from evit_export.models.checkpoint import save_project_checkpoint
+    from evit_export import api
+
+    deployed, spec = photo_model
+    model = api.load_model("m0", img_size=64, num_classes=4, seed=3, labels=spec.labels)
+    ckpt = save_project_checkpoint(model, model.spec, tmp_path / "m.safetensors")
+    out = tmp_path / "m_int8.onnx"
+    code, said, err = run_cli(capsys, "onnx", "--checkpoint", ckpt, "--precision", "int8",
+                              "--calibration-data", photo_folder, "--no-check", "--out", out)
+    assert code == 0, err
+    assert "patch_embed.0 (faster in float here)" in " ".join(said.split())
+    record = json.loads(Path(str(out) + ".evit.json").read_text())
+    assert record["info"]["int8"]["kept_float"][0] == "patch_embed.0"
+    assert record["info"]["int8"]["kept_float_for_speed"] == ["patch_embed.0"]
+    assert any("faster in float" in note for note in record["spec"]["notes"])
+    import onnx
+
+    convs = {n.name.split("/")[2]: n.op_type for n in onnx.load(str(out)).graph.node if "patch_embed" in n.name
+             and "Conv" in n.op_type}
+    assert convs["patch_embed.0"] == "Conv" and convs["patch_embed.2"] == "QLinearConv"
 
 
 def test_tflite_options_say_what_the_converter_cannot():

@@ -7,6 +7,7 @@ import torch
 from conftest import make_timm_model, timm_to_official
 from evit_export import fold, load_model
 from evit_export.models import VARIANTS, canonical_variant
+from evit_export.models.deploy import attention_layout
 from evit_export.models.profile import variant_table
 
 EXACT_PARAMS = {"m0": 2_349_436, "m1": 2_980_560, "m2": 4_187_554, "m3": 6_900_722,
@@ -44,8 +45,12 @@ def test_matches_timm_and_fold(variant, img_size, layout, tmp_path):
         got = model(x)
         deployed = fold(model)
         folded = deployed(x)
+        with attention_layout(deployed, "tokens"):  # the layout int8 ONNX traces: same values
+            tokens = deployed(x)
     assert (got - want).abs().max().item() <= 1e-4
     assert (folded - want).abs().max().item() <= 1e-4
+    assert (tokens - want).abs().max().item() <= 1e-4
+    assert {m.layout for m in deployed.modules() if hasattr(m, "layout")} == {"channels"}  # put back
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in deployed.modules())
 
 
@@ -57,7 +62,10 @@ def test_other_sizes_with_window_padding():
         model.load_state_dict(ref.state_dict())
         x = torch.randn(1, 3, size, size)
         with torch.no_grad():
-            assert (fold(model)(x) - ref(x)).abs().max().item() <= 1e-4
+            deployed = fold(model)
+            assert (deployed(x) - ref(x)).abs().max().item() <= 1e-4
+            with attention_layout(deployed, "tokens"):
+                assert (deployed(x) - ref(x)).abs().max().item() <= 1e-4
 
 
 def test_official_2d_pointwise_weights_and_variant_inference(tmp_path):

@@ -193,6 +193,9 @@ def test_int8_float_attention_stays_in_xnnpack(m0_deploy, tmp_path, digits_calib
                   calibration_data=digits_calibration, calibration_size=48)
     assert art.info["float_attention"] is True and art.spec.precision == "int8"
     assert any("attention core" in note for note in art.spec.notes)
+    # the default keep_float (auto) keeps the 3-channel first conv float: XNNPACK runs it faster so
+    assert art.info["int8"]["kept_float_for_speed"] == ["patch_embed.0"]
+    assert any("patch_embed.0 kept in float because LiteRT" in note for note in art.spec.notes)
     report = get_target("tflite").inspect(art.path)
     assert report.op_histogram["DEQUANTIZE"] >= 48 and report.op_histogram["CONV_2D"] > 0
     assert report.extra["xnnpack_partitions"] < 10, report.extra

@@ -30,7 +30,9 @@ def report_calibration(info: dict) -> None:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     int8 = info.get("int8") or {}
     if int8.get("kept_float"):
-        console.print(f"int8: kept in float: {', '.join(int8['kept_float'])}", highlight=False)
+        fast = set(int8.get("kept_float_for_speed") or [])
+        kept = [f"{name} (faster in float here)" if name in fast else name for name in int8["kept_float"]]
+        console.print(f"int8: kept in float: {', '.join(kept)}", highlight=False)
 
 
 def export_and_check(target, deployed, options, runner_options, *, out: Path, check: bool = True, n: int = 32) -> None:

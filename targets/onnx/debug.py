@@ -20,7 +20,7 @@ from evit_export.core.spec import ModelSpec
 from evit_export.targets.calibration import tensor_error
 from evit_export.targets.onnx.quantize import INPUT_NAME, block_of, op_kind
 from evit_export.core.preprocess import normalize
-from evit_export.targets.onnx.exporter import export_onnx
+from evit_export.targets.onnx.exporter import LAYOUT_KEY, export_onnx
 from evit_export.targets.onnx.options import OnnxOptions
 
 _QUANT_SUFFIXES = ("_quantized", "quantized")
@@ -123,7 +123,10 @@ def layer_errors(path: Path, spec: ModelSpec, pixels: np.ndarray, deployed) -> l
     x = normalize(pixels, spec).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="evit-per-layer-") as d:
         float_path, pre = Path(d) / "fp32.onnx", Path(d) / "fp32.pre.onnx"
-        export_onnx(deployed, spec.replace(notes=[]), float_path, OnnxOptions(batch=batch))
+        # the float twin is traced in the artifact's attention layout, so tensor names agree
+        # (artifacts from before the layout was recorded were all "channels")
+        layout = next((e.value for e in proto.metadata_props if e.key == LAYOUT_KEY), "channels")
+        export_onnx(deployed, spec.replace(notes=[]), float_path, OnnxOptions(batch=batch, attention_layout=layout))
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
         float_proto = onnx.load(str(pre))
     float_ops = _producer_ops(float_proto)

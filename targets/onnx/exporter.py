@@ -17,7 +17,7 @@ from evit_export.core.atomic import atomic_path, check_writable
 from evit_export.core.errors import UserError
 from evit_export.core.spec import ModelSpec
 from evit_export.targets.base import Artifact, SPEC_KEY, write_sidecar
-from evit_export.targets.calibration import calibration_record, heldout_pixels
+from evit_export.targets.calibration import calibration_record, heldout_pixels, kept_float_notes
 from evit_export.targets.onnx.options import OnnxOptions, OnnxPrecision
 from evit_export.targets.onnx.quantize import quantize_int8
 
@@ -62,7 +62,9 @@ def _trace(model, spec: ModelSpec, options: OnnxOptions):
     x = torch.zeros(options.batch or 1, 3, spec.img_size, spec.img_size)
     buf = io.BytesIO()
     dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if options.batch is None else None
-    with warnings.catch_warnings():
+    from evit_export.models.deploy import attention_layout
+
+    with warnings.catch_warnings(), attention_layout(model, options.attention_layout.resolve(options.precision)):
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), (x,), buf, dynamo=False, opset_version=options.opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic,
@@ -98,19 +100,20 @@ def _to_int8(proto, spec: ModelSpec, options: OnnxOptions, info: dict):
     info["quantization"] = (f"static; weights int8 per channel ({record['weight_bits']}-bit range: "
                             f"{record['weight_bits_why']}), activations uint8, {record['calibration_method']} "
                             f"calibration; kept in float: {', '.join(kept) if kept else 'nothing'}")
-    if kept:
-        spec.notes.append(f"int8 with {', '.join(kept)} kept in float (keep_float={options.keep_float}), so that "
-                          "held-out images stay within the int8 tolerance")
+    spec.notes.extend(kept_float_notes(record, options.keep_float, "onnxruntime"))
     return int8
 
 
-def _embed_spec(proto, spec: ModelSpec) -> None:
+LAYOUT_KEY = "attention_layout"  # which deploy layout was traced: a float twin for per-layer checks must match
+
+
+def _embed_spec(proto, spec: ModelSpec, layout: str) -> None:
     proto.doc_string = f"EfficientViT-{spec.variant.upper()} exported by evit-export"
     proto.producer_name = "evit-export"
     del proto.metadata_props[:]
     for key, value in ((SPEC_KEY, spec.to_json()), ("variant", spec.variant),
                        ("labels", json.dumps(spec.labels)), ("mean", json.dumps(list(spec.mean))),
-                       ("std", json.dumps(list(spec.std)))):
+                       ("std", json.dumps(list(spec.std))), (LAYOUT_KEY, layout)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
 
@@ -131,9 +134,10 @@ def export_onnx(model, spec: ModelSpec, out: Path, options: OnnxOptions | None =
         proto, simplifier = _simplify(proto)
     info: dict = {}
     proto = _apply_precision(proto, spec, options, info)
-    _embed_spec(proto, spec)
+    layout = options.attention_layout.resolve(options.precision)
+    _embed_spec(proto, spec, layout)
     onnx.checker.check_model(proto, full_check=True)
-    info.update({"opset": options.opset, "simplifier": simplifier, "batch": options.batch,
+    info.update({"opset": options.opset, "simplifier": simplifier, "batch": options.batch, LAYOUT_KEY: layout,
                  "precision": str(options.precision), "export_seconds": round(time.perf_counter() - started, 2)})
     with atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))

@@ -33,6 +33,17 @@ class WeightBits(StrEnum):
     EIGHT = "8"  # finer; on x86 without VNNI onnxruntime's kernels saturate
 
 
+class AttentionLayout(StrEnum):
+    AUTO = "auto"  # tokens for int8, channels otherwise (measured best for each on onnxruntime's CPU provider)
+    CHANNELS = "channels"  # channel-major q/k/v: float matmuls fold the transposes (FusedMatMul)
+    TOKENS = "tokens"  # token-major q/v: the transposes cancel against int8's NHWC convolutions
+
+    def resolve(self, precision: "OnnxPrecision") -> str:
+        if self != AttentionLayout.AUTO:
+            return str(self)
+        return str(AttentionLayout.TOKENS if precision == OnnxPrecision.INT8 else AttentionLayout.CHANNELS)
+
+
 class QuantFormat(StrEnum):
     QOPERATOR = "qoperator"  # QLinearConv/QLinearMatMul: fastest on onnxruntime's CPU provider
     QDQ = "qdq"  # QuantizeLinear/DequantizeLinear pairs: what NNAPI, QNN and TensorRT expect
@@ -77,11 +88,16 @@ class OnnxOptions(TargetOptions):
         CalibrationMethod.MINMAX, "int8: how activation ranges are set from the calibration images: minmax, "
         "percentile or entropy.", metavar="minmax|percentile|entropy")
     keep_float: str = cli_option(
-        KEEP_FLOAT_AUTO, "int8: blocks kept in float. auto: the fewest, counted from the output, that bring "
-        "held-out images to --min-cosine (and the check's SQNR and top-1); none: every op int8; or NAMES, comma-"
+        KEEP_FLOAT_AUTO, "int8: blocks kept in float. auto: the first conv (faster in float in onnxruntime) "
+        "and the fewest blocks, counted from the output, that bring held-out images to --min-cosine (and the "
+        "check's SQNR and top-1); none: every op int8; or NAMES, comma-"
         "separated (patch_embed.0, stages.2, stages.2.3, head, attention).", metavar="auto|none|NAMES")
     min_cosine: float = cli_option(INT8_MIN_COSINE_MEAN, "int8, keep-float auto: the mean logits cosine on "
                                    "held-out images to reach.", metavar="COSINE")
+    attention_layout: AttentionLayout = cli_option(
+        AttentionLayout.AUTO, "Attention core layout (same values): channels (float matmuls fold the "
+        "transposes), tokens (they cancel against int8's channels-last convolutions), auto: tokens for int8.",
+        metavar="auto|channels|tokens")
     weight_bits: WeightBits = cli_option(
         WeightBits.AUTO, "int8: weight bits. auto: 8 where this CPU has VNNI/AMX or is not x86, 7 otherwise "
         "(onnxruntime's u8·s8 kernels saturate with 8-bit weights on x86 without VNNI).", metavar="auto|7|8")
@@ -93,6 +109,8 @@ class OnnxOptions(TargetOptions):
         object.__setattr__(self, "calibration_method",
                            enum_choice(CalibrationMethod, self.calibration_method, "calibration_method"))
         object.__setattr__(self, "weight_bits", enum_choice(WeightBits, self.weight_bits, "weight_bits"))
+        object.__setattr__(self, "attention_layout",
+                           enum_choice(AttentionLayout, self.attention_layout, "attention_layout"))
         object.__setattr__(self, "keep_float", ",".join(parse_keep_float(self.keep_float)) or KEEP_FLOAT_NONE)
         if not -1 <= self.min_cosine <= 1:
             raise UserError(f"min_cosine={self.min_cosine} is a cosine: give a value in -1..1, e.g. 0.99")

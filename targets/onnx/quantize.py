@@ -16,7 +16,8 @@ import numpy as np
 from evit_export.core.spec import ModelSpec
 
 from evit_export.targets.calibration import (ATTENTION, KEEP_FLOAT_AUTO, cpu_int8_weight_bits, int8_quality,
-                                             parse_keep_float, resolve_keep_float, search_keep_float)
+                                             keep_float_for_speed, parse_keep_float, resolve_keep_float,
+                                             search_keep_float)
 from evit_export.targets.onnx.options import QuantFormat
 from evit_export.targets.base import run_in_batches
 from evit_export.core.preprocess import normalize
@@ -118,6 +119,8 @@ def quantize_int8(model, spec: ModelSpec, pixels: np.ndarray, heldout: np.ndarra
         graph = onnx.load(str(pre))
         blocks = blocks_in_order(graph)
         base = resolve_keep_float(names, blocks)
+        record["kept_float_for_speed"] = keep_float_for_speed(names, blocks, base)
+        base = record["kept_float_for_speed"] + base
         attention = ATTENTION in names
         reference = _logits(src.read_bytes(), held, batch) if held is not None else None
 

@@ -22,7 +22,7 @@ from evit_export.core.errors import UserError
 from evit_export.core.optional import require
 from evit_export.core.spec import ModelSpec
 from evit_export.targets.base import Artifact, SPEC_KEY, write_sidecar
-from evit_export.targets.calibration import calibration_record, heldout_pixels
+from evit_export.targets.calibration import calibration_record, heldout_pixels, kept_float_notes
 from evit_export.targets.tflite.graph import make_plan
 from evit_export.targets.tflite.inspector import add_flatbuffer_metadata
 from evit_export.targets.tflite.metadata import LABELS_FILE, METADATA_NAME, model_metadata, pack_associated_files
@@ -137,10 +137,7 @@ def export_tflite(model, spec: ModelSpec, out: Path, options: TFLiteOptions | No
     data, report = _convert(model, spec, options, *_calibration(spec, options, info))
     if report.get("int8"):
         info["int8"] = report["int8"]
-        kept = [k for k in report["int8"].get("kept_float", []) if k != "attention"]
-        if kept:
-            spec.notes.append(f"int8 with {', '.join(kept)} kept in float (keep_float={options.keep_float}), so "
-                              "that held-out images stay within the int8 tolerance")
+        spec.notes.extend(kept_float_notes(report["int8"], options.keep_float, "LiteRT (XNNPACK)"))
     spec.toolchain["tensorflow"] = report.get("tensorflow", "?")
     labels_text = "\n".join(spec.labels) + "\n"
     data = add_flatbuffer_metadata(data, {SPEC_KEY: spec.to_json().encode("utf-8"),

@@ -56,8 +56,8 @@ class TFLiteOptions(TargetOptions):
     # the whole graph) and then the fewest trailing blocks held-out images need; "none"
     # is strict full-integer (what input_type=uint8 gets, for NNAPI / Edge TPU / Hexagon).
     keep_float: str = cli_option(
-        DEFAULT_KEEP_FLOAT, "int8: what stays float. Default attention,auto: the attention core, then the "
-        "fewest blocks counted from the output that bring held-out images to --min-cosine; none: full-integer "
+        DEFAULT_KEEP_FLOAT, "int8: what stays float. Default attention,auto: the attention core, the first "
+        "conv (faster in float), then the fewest blocks counted from the output that bring held-out images to --min-cosine; none: full-integer "
         "(every op int8); or NAMES, comma-separated (patch_embed.0, stages.2, stages.2.3, head, attention).",
         metavar="auto|none|NAMES")
     min_cosine: float = cli_option(INT8_MIN_COSINE_MEAN, "int8, keep-float auto: the mean logits cosine on "

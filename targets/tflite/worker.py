@@ -21,7 +21,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from evit_export.targets.calibration import (ATTENTION, KEEP_FLOAT_AUTO, int8_quality, resolve_keep_float, search_keep_float)
+from evit_export.targets.calibration import (ATTENTION, KEEP_FLOAT_AUTO, int8_quality, keep_float_for_speed,
+                                             resolve_keep_float, search_keep_float)
 from evit_export.targets.tflite.graph import build_function
 from evit_export.core.isolation import die_with_parent
 
@@ -74,6 +75,8 @@ def _quantize_keeping_float(tf, np, converter, representative, opts: dict, job: 
     names = tuple(opts["keep_float"])
     blocks = _block_names(json.loads((job / "plan.json").read_text()))
     base = resolve_keep_float(names, blocks)
+    fast = keep_float_for_speed(names, blocks, base)
+    base = fast + base
     ops = FLOAT_ATTENTION_OPS if ATTENTION in names else []
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.inference_input_type = tf.float32
@@ -95,7 +98,7 @@ def _quantize_keeping_float(tf, np, converter, representative, opts: dict, job: 
 
     held_path = job / "heldout.npy"
     held = np.load(held_path) if held_path.exists() else None
-    record: dict = {"calibration_method": "minmax", "weight_bits": 8}
+    record: dict = {"calibration_method": "minmax", "weight_bits": 8, "kept_float_for_speed": fast}
     reference = None
     if held is not None:
         reference = np.concatenate([fn(tf.constant(np.repeat(held[i:i + 1], opts["batch"], axis=0)))
