@@ -2,7 +2,7 @@
 runtime x mode, with the CPU flags that decide whether int8 pays.
 
     .venv/bin/python benchmarks/bench_int8.py [--modes default,full-integer,percentile,entropy]
-                                              [--speed m0,m5] [--steps 60] [--json OUT]
+                                              [--speed m0,m5] [--ceiling m0] [--steps 60] [--json OUT]
 
 Models judged (64 px, as users fine-tune them):
 - demo: EfficientViT-M0 trained on the embedded digits (the demo model; trained on first use),
@@ -15,6 +15,8 @@ calibration method (percentile, entropy). Every figure comes from ``check`` on i
 quantizer never saw; speed-up is fp32 median / int8 median, 1 thread, at the model's size.
 ``--speed`` also times the default int8 of M0/M5 at 224 px (realistic random weights,
 real-photo calibration, exported without the check) against fp32, in onnxruntime and LiteRT.
+``--ceiling`` times fp32 and full-integer int8 op kind by op kind in onnxruntime and prints
+the best any mix of float and int8 layers could reach on this CPU (an upper bound).
 """
 from __future__ import annotations
 
@@ -140,6 +142,75 @@ def speed_224(variant: str, fmt: str, calibration: Path, work: Path, iters: int)
             "speedup": ms32 / ms8, "kept_float": (int8.info.get("int8") or {}).get("kept_float", [])}
 
 
+def onnx_time_by_kind(path: Path, runs: int = 50) -> dict[str, float]:
+    """ms per op kind in onnxruntime (1 thread, the optimized graph it runs), with float and
+    int8 ops of the same job under one name (QLinearConv and Conv are both "conv ..."),
+    so the two precisions can be compared kind by kind. Written here because onnxruntime's
+    profiler names nodes but not what they compute (depthwise or dense)."""
+    import onnx
+    import onnxruntime as ort
+    from collections import Counter
+
+    with tempfile.TemporaryDirectory() as d:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(d) / "prof")
+        opts.optimized_model_filepath = str(Path(d) / "optimized.onnx")
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(opts.optimized_model_filepath).graph
+        weights = {i.name: list(i.dims) for i in graph.initializer}
+        kinds = {}
+        for node in graph.node:
+            op = node.op_type.replace("QLinear", "").replace("Fused", "").replace("QGemm", "Gemm").lower()
+            if op == "conv":
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                w = weights.get(node.input[3 if node.op_type == "QLinearConv" else 1], [0, 0, 1, 1])
+                op = "conv depthwise" if attrs.get("group", 1) > 1 else f"conv {'1x1' if w[-1] == 1 else 'kxk'}"
+            elif op in ("transpose", "reshape", "split", "concat", "flatten", "reorderinput", "reorderoutput"):
+                op = "data movement"
+            elif op in ("quantizelinear", "dequantizelinear"):
+                op = "float<->int8"
+            kinds[node.name] = op
+        x = np.random.default_rng(0).standard_normal([1, *[d.dim_value for d in graph.input[0].type.tensor_type
+                                                           .shape.dim][1:]]).astype(np.float32)
+        for _ in range(runs):
+            session.run(None, {session.get_inputs()[0].name: x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    totals: Counter = Counter()
+    for ev in events:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            totals[kinds.get(ev["name"][:-len("_kernel_time")], "other")] += ev["dur"] / runs / 1e3
+    return dict(totals)
+
+
+def onnx_int8_ceiling(variant: str, calibration: Path, work: Path) -> dict:
+    """How fast can int8 be in onnxruntime on this CPU, at best? fp32 and full-integer int8
+    timed kind by kind: keeping each kind in whichever precision runs it faster, with
+    conversions free, is an upper bound on any mix of float and int8 layers."""
+    from evit_export import api
+
+    model = api.load_model(variant, img_size=224, seed=0)
+    fp32 = api.export(model, "onnx", _fp32_options("onnx"), out=work / f"{variant}_ceiling_fp32.onnx").path
+    int8 = api.export(model, "onnx", _options("onnx", "full-integer", calibration),
+                      out=work / f"{variant}_ceiling_int8.onnx").path
+    t32, t8 = onnx_time_by_kind(fp32), onnx_time_by_kind(int8)
+    best = sum(min(t32.get(k, 0.0), t8[k]) if k in t32 else t8[k] for k in t8 if k != "float<->int8")
+    best += sum(v for k, v in t32.items() if k not in t8)
+    return {"variant": variant, "fp32_ms": t32, "int8_ms": t8, "full_integer_speedup": sum(t32.values()) /
+            sum(t8.values()), "ceiling_speedup": sum(t32.values()) / best}
+
+
+def print_ceiling(c: dict) -> None:
+    print(f"\n{c['variant']} 224px in onnxruntime, time per op kind (profiled, 1 thread): fp32 vs full-integer int8")
+    for kind in sorted(set(c["fp32_ms"]) | set(c["int8_ms"]), key=lambda k: -c["fp32_ms"].get(k, 0)):
+        a, b = c["fp32_ms"].get(kind), c["int8_ms"].get(kind)
+        ratio = f"{a / b:5.2f}x" if a and b else "    -"
+        print(f"  {kind:16s} fp32 {a or 0:6.3f} ms  int8 {b or 0:6.3f} ms  {ratio}")
+    print(f"  full-integer {c['full_integer_speedup']:.2f}x; ceiling (each kind in its faster precision, "
+          f"conversions free): {c['ceiling_speedup']:.2f}x")
+
+
 def _fmt(v, pct=False):
     if v is None:
         return "exact"
@@ -165,6 +236,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="demo,photos")
     ap.add_argument("--runtimes", default="onnx,tflite")
     ap.add_argument("--speed", default="", help="variants timed at 224 px, e.g. m0,m5")
+    ap.add_argument("--ceiling", default="", help="variants whose onnxruntime int8 ceiling is measured kind by "
+                    "kind at 224 px, e.g. m0")
     ap.add_argument("--steps", type=int, default=60, help="fine-tuning steps of the photo model")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/default"), help="the demo model's run folder")
@@ -197,6 +270,7 @@ def main(argv=None) -> int:
         for variant in filter(None, args.speed.split(",")):
             for fmt in args.runtimes.split(","):
                 speed.append(speed_224(variant, fmt, folders["calib"], work, args.iters))
+        ceilings = [onnx_int8_ceiling(v, folders["calib"], work) for v in filter(None, args.ceiling.split(","))]
     print("\nquality on held-out images (int8 vs PyTorch) and speed-up over fp32 (1 thread, 64 px):")
     print_table(rows)
     if speed:
@@ -204,10 +278,14 @@ def main(argv=None) -> int:
         for s in speed:
             print(f"{s['model']:18s} {s['runtime']:7s} fp32 {s['fp32_ms']:7.2f} ms  int8 {s['int8_ms']:7.2f} ms  "
                   f"{s['speedup']:.2f}x  kept in float: {', '.join(s['kept_float']) or '-'}")
+    for c in ceilings:
+        print_ceiling(c)
+    if speed or ceilings:
         if not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_flags()):
             print("this CPU has no VNNI: int8 is not expected to beat fp32 here (no int32 dot product)")
     if args.json:
-        args.json.write_text(json.dumps({"cpu_flags": cpu_flags(), "rows": rows, "speed": speed}, indent=2))
+        args.json.write_text(json.dumps({"cpu_flags": cpu_flags(), "rows": rows, "speed": speed,
+                                         "ceilings": ceilings}, indent=2))
     return 0
 
 
