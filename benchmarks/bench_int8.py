@@ -172,8 +172,8 @@ def onnx_time_by_kind(path: Path, runs: int = 50) -> dict[str, float]:
             elif op in ("quantizelinear", "dequantizelinear"):
                 op = "float<->int8"
             kinds[node.name] = op
-        x = np.random.default_rng(0).standard_normal([1, *[d.dim_value for d in graph.input[0].type.tensor_type
-                                                           .shape.dim][1:]]).astype(np.float32)
+        dims = [d.dim_value or 1 for d in graph.input[0].type.tensor_type.shape.dim]  # a free batch: 1
+        x = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
         for _ in range(runs):
             session.run(None, {session.get_inputs()[0].name: x})
         events = json.loads(Path(session.end_profiling()).read_text())

@@ -4,7 +4,8 @@ Same weights, onnxruntime CPU, 1 thread, batch 16 and batch 1, measured side by
 side (interleaved rounds, median) in one run. Prints latencies, the throughput
 ratio ours/hand (goal >= 1.10 for M0-M2, where per-op overhead dominates), each
 variant's efficiency against this core's measured fp32 GEMM peak (goal >= 85% for
-M3-M5, where the arithmetic dominates), the memory-bound op counts of both graphs
+M3-M5, where the arithmetic dominates) beside the bound its depthwise convs set (the
+best efficiency if every other op ran at the peak), the memory-bound op counts of both graphs
 and the CPU flags; then the wall time of export + check for M0 (goal <= 15 s).
 
     .venv/bin/python benchmarks/bench_onnx.py [--variants m0 m5] [--rounds 7]
@@ -31,6 +32,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import make_timm_model  # noqa: E402
 
+from bench_int8 import onnx_time_by_kind  # noqa: E402
 from evit_export.core.machine import cpu_flags, machine_description  # noqa: E402
 from evit_export.models.profile import count_macs  # noqa: E402
 from evit_export.models.reference import deploy_for_export  # noqa: E402
@@ -80,6 +82,16 @@ def gemm_peak_gflops(size: int = 1024, reps: int = 20, rounds: int = 5) -> float
     return 2 * size ** 3 / best / 1e9
 
 
+def depthwise_bound(path: Path, efficiency: float) -> tuple[float, float]:
+    """(share of time in depthwise convs, the best efficiency the model could reach if
+    every other op ran at the GEMM peak): depthwise convs are 0.7-1.5% of EfficientViT's
+    FLOPs but memory-bound, and no export changes onnxruntime's depthwise kernel, so
+    efficiency <= 1 / (1 + share / measured efficiency)."""
+    times = onnx_time_by_kind(path, runs=3)
+    share = times.get("conv depthwise", 0.0) / sum(times.values())
+    return share, 1 / (1 + share / efficiency)
+
+
 def memory_bound(path: Path) -> int:
     return sum(1 for n in onnx.load(str(path)).graph.node if OnnxTarget().is_memory_bound(n.op_type))
 
@@ -90,13 +102,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    console = Console(width=max(Console().width, 150))  # the table's nine columns, unsqueezed in a log
+    console = Console(width=max(Console().width, 170))  # the table's eleven columns, unsqueezed in a log
     console.print(f"machine: {machine_description()}; CPU flags: {' '.join(cpu_flags()) or 'not reported'}")
     peak = gemm_peak_gflops()
     console.print(f"one core's fp32 GEMM peak (torch.mm 1024², 1 thread, best of 5): {peak:.1f} GFLOP/s")
     table = Table(title="onnxruntime, 1 thread: evit-export vs hand export (timm → torch.onnx → onnxsim)")
     for col in ("variant", "batch", "hand ms", "ours ms", "ratio (goal ≥1.10 M0–M2)", "ours GFLOP/s",
-                "of peak (goal ≥85% M3–M5)", "mem-bound hand", "mem-bound ours"):
+                "of peak (goal ≥85% M3–M5)", "depthwise share", "bound", "mem-bound hand", "mem-bound ours"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -119,8 +131,10 @@ def main() -> None:
                     to.append(time_once(s_ours, x, reps))
                 mh, mo = statistics.median(th) * 1e3, statistics.median(to) * 1e3
                 rate = flops * batch / (mo / 1e3) / 1e9
+                share, bound = depthwise_bound(ours, rate / peak)
                 table.add_row(variant, str(batch), f"{mh:.2f}", f"{mo:.2f}", f"{mh / mo:.3f}", f"{rate:.1f}",
-                              f"{rate / peak:.0%}", str(memory_bound(hand)), str(memory_bound(ours)))
+                              f"{rate / peak:.0%}", f"{share:.0%}", f"{bound:.0%}", str(memory_bound(hand)),
+                              str(memory_bound(ours)))
                 console.print(f"{variant} batch {batch}: hand {mh:.2f} ms ({batch / mh * 1e3:.0f} img/s), "
                               f"ours {mo:.2f} ms ({batch / mo * 1e3:.0f} img/s), ratio {mh / mo:.3f}")
         console.print(table)
