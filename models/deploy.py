@@ -82,47 +82,44 @@ class DeployAttention(nn.Module):
             self.register_buffer(f"bias{i}", table[i].contiguous())
 
     def forward(self, x):
-        if self.layout == TOKENS:
-            return self._forward_tokens(x)
-        n, kd, vd = self.tokens, self.key_dim, self.val_dim
+        # the cascade: each head reads its own channel chunk plus the previous head's output
+        head = self._head_tokens if self.layout == TOKENS else self._head_channels
         chunks = torch.split(x, self.head_in, dim=1)
         outs = []
         feat = chunks[0]
         for i in range(self.num_heads):
             if i > 0:
                 feat = feat + chunks[i]
-            qkv = self.qkvs[i](feat)
-            q, k, v = torch.split(qkv, [kd, kd, vd], dim=1)
-            q = self.dws[i](q).reshape(-1, kd, n)
-            k = k.reshape(-1, kd, n)
-            v = v.reshape(-1, vd, n)
-            attn = torch.matmul(q.transpose(1, 2), k) + getattr(self, f"bias{i}")
-            attn = torch.softmax(attn, dim=-1)
-            feat = torch.matmul(v, attn.transpose(1, 2)).reshape(-1, vd, self.res, self.res)
-            outs.append(feat)
+            out, feat = head(i, feat)
+            outs.append(out)
+        if self.layout == TOKENS:
+            # joined and ReLU'd token-major, so the ReLU follows the Concat directly:
+            # onnxruntime's quantizer folds a ReLU into its producer's output range, and
+            # behind a Transpose (which keeps its input's range) the ReLU would be lost
+            r = self.res
+            y = F.relu(torch.cat(outs, dim=2)).reshape(-1, r, r, self.val_dim * self.num_heads)
+            return self.proj(y.permute(0, 3, 1, 2))
         return self.proj(F.relu(torch.cat(outs, dim=1)))
 
-    def _forward_tokens(self, x):
+    def _head_channels(self, i: int, feat):
+        """One head, q/k/v channel-major (d, n): (output to join, next head's input)."""
+        n, kd, vd = self.tokens, self.key_dim, self.val_dim
+        q, k, v = torch.split(self.qkvs[i](feat), [kd, kd, vd], dim=1)
+        q = self.dws[i](q).reshape(-1, kd, n)
+        attn = torch.softmax(torch.matmul(q.transpose(1, 2), k.reshape(-1, kd, n)) + getattr(self, f"bias{i}"),
+                             dim=-1)
+        out = torch.matmul(v.reshape(-1, vd, n), attn.transpose(1, 2)).reshape(-1, vd, self.res, self.res)
+        return out, out
+
+    def _head_tokens(self, i: int, feat):
         """Same values, q and v token-major (n, d): attn = q·k and out = attn·v need no
-        transpose; the channels-last permutes cancel in an NHWC runtime. The heads'
-        outputs are joined and ReLU'd token-major, so the ReLU follows the Concat
-        directly: onnxruntime's quantizer folds a ReLU into its producer's output range,
-        and behind a Transpose (which keeps its input's range) the ReLU would be lost."""
+        transpose; the channels-last permutes cancel in an NHWC runtime."""
         n, kd, vd, r = self.tokens, self.key_dim, self.val_dim, self.res
-        chunks = torch.split(x, self.head_in, dim=1)
-        outs = []
-        feat = chunks[0]
-        for i in range(self.num_heads):
-            if i > 0:
-                feat = feat + chunks[i]
-            q, k, v = torch.split(self.qkvs[i](feat), [kd, kd, vd], dim=1)
-            q = self.dws[i](q).permute(0, 2, 3, 1).reshape(-1, n, kd)
-            attn = torch.softmax(torch.matmul(q, k.reshape(-1, kd, n)) + getattr(self, f"bias{i}"), dim=-1)
-            out = torch.matmul(attn, v.permute(0, 2, 3, 1).reshape(-1, n, vd))
-            outs.append(out)
-            feat = out.reshape(-1, r, r, vd).permute(0, 3, 1, 2)
-        y = F.relu(torch.cat(outs, dim=2)).reshape(-1, r, r, vd * self.num_heads)
-        return self.proj(y.permute(0, 3, 1, 2))
+        q, k, v = torch.split(self.qkvs[i](feat), [kd, kd, vd], dim=1)
+        q = self.dws[i](q).permute(0, 2, 3, 1).reshape(-1, n, kd)
+        attn = torch.softmax(torch.matmul(q, k.reshape(-1, kd, n)) + getattr(self, f"bias{i}"), dim=-1)
+        out = torch.matmul(attn, v.permute(0, 2, 3, 1).reshape(-1, n, vd))
+        return out, out.reshape(-1, r, r, vd).permute(0, 3, 1, 2)
 
 
 class DeployWindowAttention(nn.Module):
