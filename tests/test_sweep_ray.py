@@ -139,21 +139,30 @@ def _cell_tasks_running() -> list[int]:
     return pids_where(lambda cmd: cmd.startswith("ray::evit-sweep "))
 
 
+def _ray_sweep_until_a_cell_is_built(cluster, out, variants: str):
+    """Start a Ray sweep as a real process; return it, and the cells (id -> record) that
+    had finished their build when the first did."""
+    args = ["--variants", variants, "--targets", "onnx", "--precisions", "fp32,fp16", "--img-size", "64",
+            "--executor", "ray", "--ray-address", cluster["address"], "--out", out]
+    proc = subprocess.Popen([sys.executable, "-m", "evit_export", "sweep", *map(str, args)], env=cluster["env"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 900
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "no cell finished its build"
+        if (out / "results.json").exists():
+            finished = {c["id"]: c for c in results_of(out)["cells"] if "build" in c["stages"]}
+            if finished:
+                return proc, finished
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_ctrl_c_on_the_driver_cancels_the_clusters_tasks_and_keeps_what_finished(cluster, tmp_path):
     """SIGINT to the driver once a cell has finished: exit 130 with what the sweep keeps,
     the finished cells in results.json, and no cell task left running on the cluster."""
     out = tmp_path / "stopped"
-    args = ["--variants", "m0,m1,m2", "--targets", "onnx", "--precisions", "fp32,fp16", "--img-size", "64",
-            "--executor", "ray", "--ray-address", cluster["address"], "--out", out]
-    proc = subprocess.Popen([sys.executable, "-m", "evit_export", "sweep", *map(str, args)], env=cluster["env"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 900
-    while not ((out / "results.json").exists()
-               and any("build" in c["stages"] for c in results_of(out)["cells"])):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "no cell finished its build"
-        time.sleep(0.2)
+    proc, _ = _ray_sweep_until_a_cell_is_built(cluster, out, "m0,m1,m2")
     assert _cell_tasks_running(), "the other cells' tasks should still be running"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
@@ -184,20 +193,7 @@ def test_cluster_options_are_checked(capsys, tmp_path):
 @pytest.mark.slow
 def test_a_node_dying_mid_sweep_loses_no_finished_cell(cluster, tmp_path):
     out = tmp_path / "out"
-    args = ["--variants", "m0,m1", "--targets", "onnx", "--precisions", "fp32,fp16", "--img-size", "64",
-            "--executor", "ray", "--ray-address", cluster["address"], "--out", out]
-    proc = subprocess.Popen([sys.executable, "-m", "evit_export", "sweep", *map(str, args)], env=cluster["env"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if (out / "results.json").exists():
-            finished = {c["id"]: c for c in results_of(out)["cells"] if "build" in c["stages"]}
-            if finished:
-                break
-        time.sleep(0.2)
-    else:
-        pytest.fail("no cell finished in time")
+    proc, finished = _ray_sweep_until_a_cell_is_built(cluster, out, "m0,m1")
     os.kill(second_raylet(), signal.SIGKILL)
     _, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr[-3000:]
