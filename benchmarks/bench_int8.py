@@ -145,42 +145,29 @@ def speed_224(variant: str, fmt: str, calibration: Path, work: Path, iters: int)
 def onnx_time_by_kind(path: Path, runs: int = 50) -> dict[str, float]:
     """ms per op kind in onnxruntime (1 thread, the optimized graph it runs), with float and
     int8 ops of the same job under one name (QLinearConv and Conv are both "conv ..."),
-    so the two precisions can be compared kind by kind. Written here because onnxruntime's
-    profiler names nodes but not what they compute (depthwise or dense)."""
+    so the two precisions can be compared kind by kind; convs are told apart by what they
+    compute (depthwise, 1x1, kxk), which the profiler does not say."""
     import onnx
-    import onnxruntime as ort
     from collections import Counter
 
-    with tempfile.TemporaryDirectory() as d:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(d) / "prof")
-        opts.optimized_model_filepath = str(Path(d) / "optimized.onnx")
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        graph = onnx.load(opts.optimized_model_filepath).graph
-        weights = {i.name: list(i.dims) for i in graph.initializer}
-        kinds = {}
-        for node in graph.node:
-            op = node.op_type.replace("QLinear", "").replace("Fused", "").replace("QGemm", "Gemm").lower()
-            if op == "conv":
-                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-                w = weights.get(node.input[3 if node.op_type == "QLinearConv" else 1], [0, 0, 1, 1])
-                op = "conv depthwise" if attrs.get("group", 1) > 1 else f"conv {'1x1' if w[-1] == 1 else 'kxk'}"
-            elif op in ("transpose", "reshape", "split", "concat", "flatten", "reorderinput", "reorderoutput"):
-                op = "data movement"
-            elif op in ("quantizelinear", "dequantizelinear"):
-                op = "float<->int8"
-            kinds[node.name] = op
-        dims = [d.dim_value or 1 for d in graph.input[0].type.tensor_type.shape.dim]  # a free batch: 1
-        x = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
-        for _ in range(runs):
-            session.run(None, {session.get_inputs()[0].name: x})
-        events = json.loads(Path(session.end_profiling()).read_text())
+    from evit_export.targets.onnx.inspector import profile_node_time
+
+    nodes, graph = profile_node_time(path, runs=runs)
+    weights = {i.name: list(i.dims) for i in graph.initializer}
     totals: Counter = Counter()
-    for ev in events:
-        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
-            totals[kinds.get(ev["name"][:-len("_kernel_time")], "other")] += ev["dur"] / runs / 1e3
+    for node in graph.node:
+        if node.name not in nodes:
+            continue
+        op = node.op_type.replace("QLinear", "").replace("Fused", "").replace("QGemm", "Gemm").lower()
+        if op == "conv":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            w = weights.get(node.input[3 if node.op_type == "QLinearConv" else 1], [0, 0, 1, 1])
+            op = "conv depthwise" if attrs.get("group", 1) > 1 else f"conv {'1x1' if w[-1] == 1 else 'kxk'}"
+        elif op in ("transpose", "reshape", "split", "concat", "flatten", "reorderinput", "reorderoutput"):
+            op = "data movement"
+        elif op in ("quantizelinear", "dequantizelinear"):
+            op = "float<->int8"
+        totals[op] += nodes[node.name][1]
     return dict(totals)
 
 
