@@ -180,6 +180,18 @@ def test_inspect_reports_memory_bound_ops(capsys, m0_artifacts):
     assert rep["params"] > 2_300_000
 
 
+def test_inspect_profile_shares_what_onnxruntime_ran(capsys, m0_artifacts):
+    """--profile times the graph onnxruntime optimized (NCHWc reorders included), each
+    node's median over the calls, as shares that add up to the whole run."""
+    d, _ = m0_artifacts
+    code, out, err = run_cli(capsys, "inspect", d / "m0_b1.onnx", "--profile", "--json")
+    assert code == 0, err
+    shares = json.loads(out)["extra"]["time_share"]
+    assert abs(sum(shares.values()) - 1) < 0.01
+    assert max(shares, key=shares.get) == "Conv" and shares["Conv"] > 0.3
+    assert shares["Softmax"] > 0 and shares["FusedMatMul"] > 0  # the attention ran, fused as onnxruntime does
+
+
 def test_bad_input(capsys, m0_artifacts, tmp_path):
     d, _ = m0_artifacts
     cases = [

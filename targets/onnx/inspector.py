@@ -60,8 +60,10 @@ def parameter_count(proto) -> int:
 
 
 def profile_node_time(path: Path, runs: int = 10, threads: int = 1) -> tuple[dict[str, tuple[str, float]], object]:
-    """(node name -> (op type, mean kernel ms per run), the optimized graph onnxruntime ran):
-    onnxruntime's profiler over ``runs`` calls on random input (a free batch dimension: 1)."""
+    """(node name -> (op type, median kernel ms per run), the optimized graph onnxruntime ran):
+    onnxruntime's profiler over ``runs`` calls on random input (a free batch dimension: 1).
+    The median, not the mean: the profiler cannot skip the first call, which pays for
+    first-touch allocations, and a shared machine's stalls hit single calls."""
     import onnx
     import onnxruntime as ort
 
@@ -80,13 +82,12 @@ def profile_node_time(path: Path, runs: int = 10, threads: int = 1) -> tuple[dic
             sess.run(None, {inp.name: x})
         events = json.loads(Path(sess.end_profiling()).read_text())
         optimized = onnx.load(opts.optimized_model_filepath).graph
-    nodes: dict[str, tuple[str, float]] = {}
+    calls: dict[str, tuple[str, list[float]]] = {}
     for ev in events:
         if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
             name = ev["name"][:-len("_kernel_time")]
-            op, ms = nodes.get(name, (ev.get("args", {}).get("op_name", "?"), 0.0))
-            nodes[name] = (op, ms + ev.get("dur", 0) / runs / 1e3)
-    return nodes, optimized
+            calls.setdefault(name, (ev.get("args", {}).get("op_name", "?"), []))[1].append(ev.get("dur", 0) / 1e3)
+    return {name: (op, float(np.median(ms))) for name, (op, ms) in calls.items()}, optimized
 
 
 def profile_op_time(path: Path, runs: int = 10, threads: int = 1) -> dict[str, float]:
