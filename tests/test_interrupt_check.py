@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# a one-second bound: measured with no other test loading the machine (see `make test`)
+pytestmark = pytest.mark.timing
+
 API_EXPORT = textwrap.dedent("""
     import sys
     import evit_export

@@ -12,6 +12,9 @@ import time
 
 import pytest
 
+# a one-second bound: measured with no other test loading the machine (see `make test`)
+pytestmark = pytest.mark.timing
+
 # find_spec, not importorskip: importing coremltools here (it imports TensorFlow) before
 # torch's triton would crash this test process (see evit_export.core.import_order).
 if importlib.util.find_spec("coremltools") is None:
