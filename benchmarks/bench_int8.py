@@ -147,6 +147,11 @@ def onnx_time_by_kind(path: Path, runs: int = 50) -> dict[str, float]:
     int8 ops of the same job under one name (QLinearConv and Conv are both "conv ..."),
     so the two precisions can be compared kind by kind; convs are told apart by what they
     compute (depthwise, 1x1, kxk), which the profiler does not say."""
+    return {kind: ms for kind, (ms, _) in onnx_nodes_by_kind(path, runs).items()}
+
+
+def onnx_nodes_by_kind(path: Path, runs: int = 50) -> dict[str, tuple[float, int]]:
+    """Op kind -> (profiled ms, how many nodes), the kinds of ``onnx_time_by_kind``."""
     import onnx
     from collections import Counter
 
@@ -155,6 +160,7 @@ def onnx_time_by_kind(path: Path, runs: int = 50) -> dict[str, float]:
     nodes, graph = profile_node_time(path, runs=runs)
     weights = {i.name: list(i.dims) for i in graph.initializer}
     totals: Counter = Counter()
+    counts: Counter = Counter()
     for node in graph.node:
         if node.name not in nodes:
             continue
@@ -168,7 +174,8 @@ def onnx_time_by_kind(path: Path, runs: int = 50) -> dict[str, float]:
         elif op in ("quantizelinear", "dequantizelinear"):
             op = "float<->int8"
         totals[op] += nodes[node.name][1]
-    return dict(totals)
+        counts[op] += 1
+    return {op: (totals[op], counts[op]) for op in totals}
 
 
 def onnx_int8_ceiling(variant: str, calibration: Path, work: Path) -> dict:
