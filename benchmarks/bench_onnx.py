@@ -53,30 +53,30 @@ def hand_export(model, batch: int, path: Path) -> None:
     onnx.save(simplified, str(path))
 
 
-def session(path: Path):
+def session(model: Path | bytes):
+    """A 1-thread CPU session on a model file or a serialized model."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def seconds_per_call(call, reps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(reps):
+        call()
+    return (time.perf_counter() - start) / reps
 
 
 def time_once(sess, x, reps: int) -> float:
     name = sess.get_inputs()[0].name
-    start = time.perf_counter()
-    for _ in range(reps):
-        sess.run(None, {name: x})
-    return (time.perf_counter() - start) / reps
+    return seconds_per_call(lambda: sess.run(None, {name: x}), reps)
 
 
 def _best_seconds(call, reps: int, rounds: int) -> float:
     call()  # warm-up: packing and page faults
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(reps):
-            call()
-        best = min(best, (time.perf_counter() - start) / reps)
-    return best
+    return min(seconds_per_call(call, reps) for _ in range(rounds))
 
 
 def _torch_mm(size: int):
@@ -93,9 +93,7 @@ def _onnxruntime_matmul(size: int):
         [onnx.helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [size, size])],
         [onnx.numpy_helper.from_array(rng.standard_normal((size, size)).astype(np.float32), "b")])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = session(model.SerializeToString())
     feed = {"a": rng.standard_normal((size, size)).astype(np.float32)}
     return lambda: sess.run(None, feed)
 
