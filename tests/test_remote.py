@@ -37,13 +37,13 @@ def _bench(capsys, artifact, sshd, known_hosts, *extra, key=None, python=sys.exe
                    key or sshd["key"], "--remote-python", python, "--known-hosts", known_hosts, *extra)
 
 
-def test_remote_measurement_matches_local(capsys, sshd, m0_onnx, tmp_path):
+def test_unknown_host_is_refused_then_accepted_once(capsys, sshd, m0_onnx, tmp_path):
     known_hosts = tmp_path / "known_hosts"
     code, _, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--iterations", "3")
     assert "--accept-new-host-key" in assert_one_line_error(code, err)  # unknown host refused by default
     assert not known_hosts.exists()
 
-    code, out, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--accept-new-host-key", "--iterations", "30",
+    code, out, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--accept-new-host-key", "--iterations", "3",
                             "--json")
     assert code == 0, err
     (remote,) = json.loads(out)
@@ -52,17 +52,26 @@ def test_remote_measurement_matches_local(capsys, sshd, m0_onnx, tmp_path):
     assert "onnxruntime" in remote["runtime"]
     assert f"[127.0.0.1]:{sshd['port']}" in known_hosts.read_text()
 
+    # The key is now known: no flag needed, and the file is not appended again.
+    code, _, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--iterations", "3", "--json")
+    assert code == 0, err
+    assert known_hosts.read_text().count("127.0.0.1") == 1
+
+
+# Two medians measured at different moments: under `make test`'s parallel phase the other
+# worker's load fell on one and not the other (2.5 ms against 6.7 ms), so this runs alone.
+@pytest.mark.timing
+def test_remote_measurement_matches_local(capsys, sshd, m0_onnx, tmp_path):
+    code, out, err = _bench(capsys, m0_onnx, sshd, tmp_path / "known_hosts", "--accept-new-host-key",
+                            "--iterations", "30", "--json")
+    assert code == 0, err
+    remote = json.loads(out)[0]["median_ms"]
     # Locally in a process of its own, as a user runs it (this test process's torch threads
     # would compete with onnxruntime's).
     proc = run_cli_process("bench", m0_onnx, "--iterations", "30", "--json")
     assert proc.returncode == 0, proc.stderr
     local = json.loads(proc.stdout)[0]["median_ms"]
-    assert 0.5 <= remote["median_ms"] / local <= 2.0, (remote["median_ms"], local)
-
-    # The key is now known: no flag needed, and the file is not appended again.
-    code, _, err = _bench(capsys, m0_onnx, sshd, known_hosts, "--iterations", "3", "--json")
-    assert code == 0, err
-    assert known_hosts.read_text().count("127.0.0.1") == 1
+    assert 0.5 <= remote / local <= 2.0, (remote, local)
 
 
 def test_wrong_key_and_changed_host_key_are_one_line_errors(capsys, sshd, m0_onnx, tmp_path):
